@@ -1,0 +1,456 @@
+/*
+ * ringlog: single-writer, many-reader byte ring of encoded events.
+ *
+ * Writer: the ingest thread. Readers: shard threads, lock-free.
+ *
+ * Positions are absolute byte offsets that only grow; a record at position p
+ * lives at p % capacity. tail_pos is the oldest byte still valid. Before the
+ * writer reuses bytes it moves tail_pos past them and issues a release fence;
+ * a reader copies what it needs, issues an acquire fence and checks that its
+ * position is still >= tail_pos. If it is, nothing it read was overwritten.
+ *
+ * A sparse index remembers the position of every INDEX_STRIDE-th sequence
+ * number (and its ingest time) so seeks by sequence or time touch at most
+ * INDEX_STRIDE records. It has enough slots that an entry outlives the
+ * record it points to.
+ */
+#include "ringlog.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#define INDEX_STRIDE 16u
+
+struct rec_hdr {
+    uint32_t len; /* whole record, header and padding included */
+    uint32_t crc; /* CRC32C of the record after this field (durable log) */
+    uint64_t seq; /* topic sequence number; 0 for pad records */
+    int64_t ingest_us;
+    uint8_t type;
+    uint8_t reserved0;
+    uint16_t kind_len;
+    uint16_t key_len;
+    uint16_t reserved1;
+    uint32_t event_len;
+    uint32_t reserved2;
+};
+_Static_assert(sizeof(struct rec_hdr) == 40, "record header is part of the log format");
+
+struct index_entry {
+    _Atomic uint64_t pos;
+    _Atomic int64_t ingest_us;
+};
+
+struct ringlog {
+    /* read-mostly */
+    uint8_t *ring;
+    size_t cap;
+    uint64_t epoch;
+    struct index_entry *index;
+    size_t index_slots;
+    char *topic;
+
+    /* written by the writer, read by readers; on their own cache line */
+    _Alignas(64) _Atomic uint64_t head_gen; /* odd while head_pos/head_seq change */
+    _Atomic uint64_t head_pos;
+    _Atomic uint64_t head_seq;
+    _Atomic uint64_t tail_pos;
+    _Atomic uint64_t first_seq;
+};
+
+static inline size_t align8(size_t n)
+{
+    return (n + 7) & ~(size_t)7;
+}
+
+static uint64_t random_epoch(void)
+{
+    uint64_t e = 0;
+    if (getrandom(&e, sizeof(e), 0) != (ssize_t)sizeof(e) || e == 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        e = ((uint64_t)ts.tv_sec << 32) ^ (uint64_t)ts.tv_nsec ^ 0x9e3779b97f4a7c15ull;
+    }
+    return e;
+}
+
+int ringlog_create(ringlog_t **out, const char *topic, size_t capacity)
+{
+    *out = NULL;
+    capacity &= ~(size_t)7;
+    if (capacity < RINGLOG_MIN_CAPACITY)
+        return -EINVAL;
+    ringlog_t *log = calloc(1, sizeof(*log));
+    if (!log)
+        return -ENOMEM;
+    log->cap = capacity;
+    log->ring = calloc(1, capacity);
+    log->index_slots = capacity / (sizeof(struct rec_hdr) * INDEX_STRIDE) + 2;
+    log->index = calloc(log->index_slots, sizeof(*log->index));
+    log->topic = strdup(topic);
+    if (!log->ring || !log->index || !log->topic) {
+        ringlog_destroy(log);
+        return -ENOMEM;
+    }
+    log->epoch = random_epoch();
+    atomic_init(&log->head_gen, 0);
+    atomic_init(&log->head_pos, 0);
+    atomic_init(&log->head_seq, 0);
+    atomic_init(&log->tail_pos, 0);
+    atomic_init(&log->first_seq, 1);
+    *out = log;
+    return 0;
+}
+
+void ringlog_destroy(ringlog_t *log)
+{
+    if (!log)
+        return;
+    free(log->ring);
+    free(log->index);
+    free(log->topic);
+    free(log);
+}
+
+const char *ringlog_topic(const ringlog_t *log)
+{
+    return log->topic;
+}
+
+uint64_t ringlog_epoch(const ringlog_t *log)
+{
+    return log->epoch;
+}
+
+size_t ringlog_capacity(const ringlog_t *log)
+{
+    return log->cap;
+}
+
+uint64_t ringlog_head_seq(const ringlog_t *log)
+{
+    return atomic_load_explicit(&log->head_seq, memory_order_acquire);
+}
+
+uint64_t ringlog_first_seq(const ringlog_t *log)
+{
+    return atomic_load_explicit(&log->first_seq, memory_order_acquire);
+}
+
+uint64_t ringlog_head_pos(const ringlog_t *log)
+{
+    return atomic_load_explicit(&log->head_pos, memory_order_acquire);
+}
+
+static inline struct rec_hdr *hdr_at(const ringlog_t *log, uint64_t pos)
+{
+    return (struct rec_hdr *)(log->ring + pos % log->cap);
+}
+
+/* Fewer bytes than a header before the end of the ring form an implicit pad:
+ * the next record starts at the beginning of the ring. */
+static inline uint64_t skip_short_tail(const ringlog_t *log, uint64_t pos)
+{
+    size_t left = log->cap - pos % log->cap;
+    return left < sizeof(struct rec_hdr) ? pos + left : pos;
+}
+
+/* Writer: drop the oldest records until [tail, end) fits in the ring. */
+static void evict_until(ringlog_t *log, uint64_t end)
+{
+    uint64_t tail = atomic_load_explicit(&log->tail_pos, memory_order_relaxed);
+    uint64_t first = atomic_load_explicit(&log->first_seq, memory_order_relaxed);
+    uint64_t head = atomic_load_explicit(&log->head_pos, memory_order_relaxed);
+    bool moved = false;
+    while (end - tail > log->cap && tail < head) {
+        uint64_t skipped = skip_short_tail(log, tail);
+        if (skipped != tail) {
+            tail = skipped;
+            moved = true;
+            continue;
+        }
+        const struct rec_hdr *h = hdr_at(log, tail);
+        if (h->type != RINGLOG_PAD)
+            first = h->seq + 1;
+        tail += h->len;
+        moved = true;
+    }
+    if (tail >= head && end - tail > log->cap)
+        tail = end - log->cap; /* nothing retained: tail jumps to the new record */
+    if (moved || tail != atomic_load_explicit(&log->tail_pos, memory_order_relaxed)) {
+        atomic_store_explicit(&log->first_seq, first, memory_order_relaxed);
+        atomic_store_explicit(&log->tail_pos, tail, memory_order_relaxed);
+        /* Readers that see any byte written after this fence see the new tail. */
+        atomic_thread_fence(memory_order_release);
+    }
+}
+
+int ringlog_reserve(ringlog_t *log, enum ringlog_type type, size_t kind_len, size_t key_len,
+                    size_t event_len, int64_t ingest_us, struct ringlog_slot *slot)
+{
+    if (kind_len > RINGLOG_MAX_KIND || key_len > RINGLOG_MAX_KEY || event_len > RINGLOG_MAX_EVENT)
+        return -EMSGSIZE;
+    size_t len = align8(sizeof(struct rec_hdr) + kind_len + key_len + event_len);
+    if (len > log->cap / 2)
+        return -EMSGSIZE;
+
+    uint64_t head = atomic_load_explicit(&log->head_pos, memory_order_relaxed);
+    uint64_t skipped = skip_short_tail(log, head);
+    if (skipped != head) {
+        evict_until(log, skipped);
+        head = skipped;
+    }
+    size_t off = head % log->cap;
+    if (off + len > log->cap) {
+        /* Pad to the end of the ring; the pad becomes visible with the record. */
+        uint32_t pad = (uint32_t)(log->cap - off);
+        evict_until(log, head + pad);
+        struct rec_hdr *p = hdr_at(log, head);
+        memset(p, 0, sizeof(*p));
+        p->len = pad;
+        p->type = RINGLOG_PAD;
+        head += pad;
+    }
+    evict_until(log, head + len);
+
+    struct rec_hdr *h = hdr_at(log, head);
+    uint64_t seq = atomic_load_explicit(&log->head_seq, memory_order_relaxed) + 1;
+    memset(h, 0, sizeof(*h));
+    h->len = (uint32_t)len;
+    h->seq = seq;
+    h->ingest_us = ingest_us;
+    h->type = (uint8_t)type;
+    h->kind_len = (uint16_t)kind_len;
+    h->key_len = (uint16_t)key_len;
+    h->event_len = (uint32_t)event_len;
+
+    uint8_t *body = (uint8_t *)(h + 1);
+    slot->seq = seq;
+    slot->kind = (char *)body;
+    slot->key = (char *)body + kind_len;
+    slot->event = body + kind_len + key_len;
+    slot->pos = head;
+    slot->len = (uint32_t)len;
+    return 0;
+}
+
+void ringlog_commit(ringlog_t *log, struct ringlog_slot *slot)
+{
+    const struct rec_hdr *h = hdr_at(log, slot->pos);
+    if (slot->seq % INDEX_STRIDE == 0) {
+        struct index_entry *e = &log->index[(slot->seq / INDEX_STRIDE) % log->index_slots];
+        atomic_store_explicit(&e->pos, slot->pos, memory_order_relaxed);
+        atomic_store_explicit(&e->ingest_us, h->ingest_us, memory_order_relaxed);
+    }
+    if (atomic_load_explicit(&log->head_seq, memory_order_relaxed) == 0)
+        atomic_store_explicit(&log->first_seq, slot->seq, memory_order_relaxed);
+    uint64_t gen = atomic_load_explicit(&log->head_gen, memory_order_relaxed);
+    atomic_store_explicit(&log->head_gen, gen + 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    atomic_store_explicit(&log->head_seq, slot->seq, memory_order_relaxed);
+    atomic_store_explicit(&log->head_pos, slot->pos + slot->len, memory_order_release);
+    atomic_store_explicit(&log->head_gen, gen + 2, memory_order_release);
+}
+
+/* A consistent (head_pos, head_seq) pair. */
+static void load_head(const ringlog_t *log, uint64_t *pos, uint64_t *seq)
+{
+    for (;;) {
+        uint64_t g1 = atomic_load_explicit(&log->head_gen, memory_order_acquire);
+        *pos = atomic_load_explicit(&log->head_pos, memory_order_acquire);
+        *seq = atomic_load_explicit(&log->head_seq, memory_order_acquire);
+        atomic_thread_fence(memory_order_acquire);
+        if (!(g1 & 1) && g1 == atomic_load_explicit(&log->head_gen, memory_order_relaxed))
+            return;
+    }
+}
+
+/* ---- readers ----------------------------------------------------------- */
+
+bool ringlog_view_valid(const ringlog_t *log, const struct ringlog_iter *it)
+{
+    atomic_thread_fence(memory_order_acquire);
+    return it->pos >= atomic_load_explicit(&log->tail_pos, memory_order_relaxed);
+}
+
+int ringlog_peek(const ringlog_t *log, struct ringlog_iter *it, struct ringlog_view *view)
+{
+    for (;;) {
+        uint64_t head = atomic_load_explicit(&log->head_pos, memory_order_acquire);
+        if (it->pos >= head)
+            return -EAGAIN;
+        if (it->pos < atomic_load_explicit(&log->tail_pos, memory_order_acquire))
+            return -ESTALE;
+        uint64_t skipped = skip_short_tail(log, it->pos);
+        if (skipped != it->pos) {
+            it->pos = skipped;
+            continue;
+        }
+        size_t off = it->pos % log->cap;
+        const struct rec_hdr *h = hdr_at(log, it->pos);
+        struct rec_hdr copy;
+        memcpy(&copy, h, sizeof(copy));
+        if (!ringlog_view_valid(log, it))
+            return -ESTALE;
+        if (copy.type == RINGLOG_PAD) {
+            it->pos += log->cap - off;
+            continue;
+        }
+        /* The header was intact when read, so its fields are the writer's. */
+        view->seq = copy.seq;
+        view->ingest_us = copy.ingest_us;
+        view->type = (enum ringlog_type)copy.type;
+        view->kind = (const char *)(h + 1);
+        view->kind_len = copy.kind_len;
+        view->key = view->kind + copy.kind_len;
+        view->key_len = copy.key_len;
+        view->event = (const uint8_t *)view->key + copy.key_len;
+        view->event_len = copy.event_len;
+        view->len = copy.len;
+        return 0;
+    }
+}
+
+/* Reads the header at pos into *seq / *ingest_us; false if pos is no longer
+ * valid, not yet written, or a pad. */
+static bool read_hdr(const ringlog_t *log, uint64_t pos, uint64_t *seq, int64_t *ingest_us,
+                     uint32_t *len, uint8_t *type)
+{
+    if (pos >= atomic_load_explicit(&log->head_pos, memory_order_acquire))
+        return false;
+    if (skip_short_tail(log, pos) != pos)
+        return false;
+    const struct rec_hdr *h = hdr_at(log, pos);
+    *seq = h->seq;
+    *ingest_us = h->ingest_us;
+    *len = h->len;
+    *type = h->type;
+    atomic_thread_fence(memory_order_acquire);
+    return pos >= atomic_load_explicit(&log->tail_pos, memory_order_relaxed);
+}
+
+/* A position at or before the record with sequence `seq`, from the index when
+ * its entry still describes a retained record, else the tail. */
+static void start_near(const ringlog_t *log, uint64_t seq, struct ringlog_iter *it)
+{
+    uint64_t base = seq - seq % INDEX_STRIDE;
+    if (base >= INDEX_STRIDE) {
+        const struct index_entry *e = &log->index[(base / INDEX_STRIDE) % log->index_slots];
+        uint64_t pos = atomic_load_explicit(&e->pos, memory_order_relaxed);
+        uint64_t s;
+        int64_t t;
+        uint32_t len;
+        uint8_t type;
+        if (read_hdr(log, pos, &s, &t, &len, &type) && type != RINGLOG_PAD && s == base) {
+            it->pos = pos;
+            it->seq = base;
+            return;
+        }
+    }
+    it->pos = atomic_load_explicit(&log->tail_pos, memory_order_acquire);
+    it->seq = 0; /* unknown until the first record is read */
+}
+
+int ringlog_seek(const ringlog_t *log, uint64_t seq, struct ringlog_iter *it)
+{
+    for (int attempt = 0; attempt < 64; attempt++) {
+        uint64_t head_pos, head_seq;
+        load_head(log, &head_pos, &head_seq);
+        if (seq > head_seq + 1)
+            return -ERANGE;
+        if (seq < atomic_load_explicit(&log->first_seq, memory_order_acquire))
+            return -ERANGE;
+        if (seq == head_seq + 1) {
+            it->pos = head_pos;
+            it->seq = seq;
+            return 0;
+        }
+        struct ringlog_iter cur;
+        start_near(log, seq, &cur);
+        for (;;) {
+            struct ringlog_view v;
+            int rc = ringlog_peek(log, &cur, &v);
+            if (rc == -EAGAIN && cur.seq == seq) {
+                *it = cur;
+                return 0;
+            }
+            if (rc != 0)
+                break; /* lapped while walking, or head moved: retry */
+            if (v.seq == seq) {
+                it->pos = cur.pos;
+                it->seq = v.seq;
+                return 0;
+            }
+            if (v.seq > seq)
+                break;
+            ringlog_advance(&cur, &v);
+        }
+    }
+    return -ERANGE;
+}
+
+void ringlog_seek_head(const ringlog_t *log, struct ringlog_iter *it)
+{
+    uint64_t pos, seq;
+    load_head(log, &pos, &seq);
+    it->pos = pos;
+    it->seq = seq + 1;
+}
+
+void ringlog_seek_time(const ringlog_t *log, int64_t unix_us, struct ringlog_iter *it)
+{
+    for (int attempt = 0; attempt < 64; attempt++) {
+        uint64_t first = atomic_load_explicit(&log->first_seq, memory_order_acquire);
+        uint64_t head = atomic_load_explicit(&log->head_seq, memory_order_acquire);
+        /* Binary search over the index entries of retained records for the
+         * last one ingested before unix_us; then walk at most one stride. */
+        uint64_t lo = (first + INDEX_STRIDE - 1) / INDEX_STRIDE;
+        uint64_t hi = head / INDEX_STRIDE;
+        uint64_t start_seq = first;
+        while (lo <= hi && lo > 0) {
+            uint64_t mid = lo + (hi - lo) / 2;
+            const struct index_entry *e = &log->index[mid % log->index_slots];
+            uint64_t s;
+            int64_t t;
+            uint32_t len;
+            uint8_t type;
+            uint64_t pos = atomic_load_explicit(&e->pos, memory_order_relaxed);
+            if (!read_hdr(log, pos, &s, &t, &len, &type) || s != mid * INDEX_STRIDE) {
+                lo = mid + 1; /* evicted meanwhile: search newer entries */
+                continue;
+            }
+            if (t < unix_us) {
+                start_seq = s;
+                lo = mid + 1;
+            } else {
+                if (mid == 0)
+                    break;
+                hi = mid - 1;
+            }
+        }
+        struct ringlog_iter cur;
+        if (ringlog_seek(log, start_seq, &cur) != 0)
+            continue;
+        for (;;) {
+            struct ringlog_view v;
+            int rc = ringlog_peek(log, &cur, &v);
+            if (rc == -EAGAIN) {
+                *it = cur;
+                return;
+            }
+            if (rc != 0)
+                break;
+            if (v.ingest_us >= unix_us) {
+                it->pos = cur.pos;
+                it->seq = v.seq;
+                return;
+            }
+            ringlog_advance(&cur, &v);
+        }
+    }
+    ringlog_seek_head(log, it);
+}

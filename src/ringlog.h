@@ -1,0 +1,130 @@
+/*
+ * ringlog: one topic's log of encoded events, a fixed-size byte ring.
+ *
+ * Threading: exactly one writer thread (the ingest thread) calls
+ * ringlog_reserve/ringlog_commit; any number of reader threads (shards) call
+ * the read functions concurrently, without locks. A reader that the writer
+ * laps finds out before it trusts a byte of the overwritten record: it reads
+ * through a view, then asks ringlog_view_valid() whether the bytes it used
+ * were still intact (seqlock-style validation against the tail position).
+ *
+ * Records are 8-byte aligned and never split across the end of the ring (a
+ * pad record fills the rest). Each record carries the topic sequence number
+ * (1, 2, 3 ... contiguous), the ingest time, the Data kind and key (for
+ * filtering without decoding) and the fully encoded WatchEvent, cursor
+ * included: events are encoded once, at ingest.
+ *
+ * Memory: this module keeps the ring in anonymous memory. The record layout
+ * is the on-disk layout the durable (mmap'd, CRC'd) log uses; the interface
+ * is the one it keeps.
+ */
+#ifndef TICKFAN_RINGLOG_H
+#define TICKFAN_RINGLOG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct ringlog ringlog_t;
+
+enum ringlog_type {
+    RINGLOG_PAD = 0,  /* filler to the end of the ring; never seen by readers */
+    RINGLOG_DATA = 1, /* a Data event */
+    RINGLOG_GAP = 2,  /* an upstream Gap event: every subscriber gets it */
+};
+
+/* Bounds on one record's parts. */
+#define RINGLOG_MAX_KIND 255
+#define RINGLOG_MAX_KEY 255
+#define RINGLOG_MAX_EVENT (1u << 20)
+#define RINGLOG_MIN_CAPACITY (64u * 1024)
+
+/* Creates an empty log of `capacity` bytes (rounded down to 8) with a fresh
+ * random epoch. Returns 0 or -EINVAL (capacity below RINGLOG_MIN_CAPACITY),
+ * -ENOMEM. *out is NULL on failure. */
+int ringlog_create(ringlog_t **out, const char *topic, size_t capacity);
+void ringlog_destroy(ringlog_t *log);
+
+const char *ringlog_topic(const ringlog_t *log);
+uint64_t ringlog_epoch(const ringlog_t *log);
+size_t ringlog_capacity(const ringlog_t *log);
+
+/* Sequence number of the newest committed record; 0 when empty. */
+uint64_t ringlog_head_seq(const ringlog_t *log);
+/* Sequence number of the oldest retained record; head_seq + 1 when empty. */
+uint64_t ringlog_first_seq(const ringlog_t *log);
+/* Byte position just past the newest committed record (monotonic). */
+uint64_t ringlog_head_pos(const ringlog_t *log);
+
+/* ---- writer ------------------------------------------------------------ */
+
+/* A record being written: the writer fills kind, key and event in place. */
+struct ringlog_slot {
+    uint64_t seq; /* the sequence number this record gets */
+    char *kind;
+    char *key;
+    uint8_t *event;
+    /* private */
+    uint64_t pos;
+    uint32_t len;
+};
+
+/* Reserves room for a record, evicting the oldest records as needed, and
+ * tells its sequence number (so the writer can encode the cursor into the
+ * event). Nothing is visible to readers until ringlog_commit. Returns 0 or
+ * -EMSGSIZE when the parts exceed their bounds or half the capacity. Writer
+ * thread only; at most one reservation open at a time. */
+int ringlog_reserve(ringlog_t *log, enum ringlog_type type, size_t kind_len, size_t key_len,
+                    size_t event_len, int64_t ingest_us, struct ringlog_slot *slot);
+/* Publishes the reserved record to readers. */
+void ringlog_commit(ringlog_t *log, struct ringlog_slot *slot);
+
+/* ---- readers ----------------------------------------------------------- */
+
+/* A reader's position: the byte position and the sequence number of the next
+ * record it will read. Plain data, owned by the reader. */
+struct ringlog_iter {
+    uint64_t pos;
+    uint64_t seq;
+};
+
+/* One record as seen through the ring. The pointers are into the ring and
+ * stay meaningful only while ringlog_view_valid() says so. */
+struct ringlog_view {
+    uint64_t seq;
+    int64_t ingest_us;
+    enum ringlog_type type;
+    const char *kind;
+    size_t kind_len;
+    const char *key;
+    size_t key_len;
+    const uint8_t *event;
+    size_t event_len;
+    uint32_t len; /* whole record, for ringlog_advance */
+};
+
+/* Positions `it` at the record with sequence number `seq` (head_seq + 1 means
+ * "at the live head"). Returns 0, or -ERANGE when seq is older than the oldest
+ * retained record or beyond head_seq + 1. */
+int ringlog_seek(const ringlog_t *log, uint64_t seq, struct ringlog_iter *it);
+/* Positions `it` at the live head. */
+void ringlog_seek_head(const ringlog_t *log, struct ringlog_iter *it);
+/* Positions `it` at the first record ingested at or after `unix_us`
+ * (the live head when none). */
+void ringlog_seek_time(const ringlog_t *log, int64_t unix_us, struct ringlog_iter *it);
+
+/* Reads the record at `it` without moving it. Returns 0, -EAGAIN when `it` is
+ * at the live head, or -ESTALE when the writer has overwritten the record
+ * (the reader was lapped; ringlog_first_seq tells what is left). */
+int ringlog_peek(const ringlog_t *log, struct ringlog_iter *it, struct ringlog_view *view);
+/* True when the bytes of the record at `it` were not overwritten up to now:
+ * call after using view bytes, before trusting what was read. */
+bool ringlog_view_valid(const ringlog_t *log, const struct ringlog_iter *it);
+/* Moves `it` past the record `view` came from. */
+static inline void ringlog_advance(struct ringlog_iter *it, const struct ringlog_view *view)
+{
+    it->pos += view->len;
+    it->seq = view->seq + 1;
+}
+
+#endif

@@ -1,0 +1,173 @@
+/*
+ * server: gRPC server set-up, shards, and the drain/stop order. Main thread,
+ * except server_notify (ingest thread).
+ *
+ * Stop order: shutdown_and_notify (no new calls) -> every stream gets
+ * UNAVAILABLE with its cursor -> after the drain timeout, cancel what is
+ * left -> gRPC reports shutdown on the control queue -> shards exit once
+ * their streams are freed -> destroy.
+ */
+#include "server.h"
+
+#include <errno.h>
+#include <grpc/grpc_security.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "events/v1/watcher.pb-c.h"
+#include "log.h"
+#include "shard.h"
+
+static int shutdown_tag;
+
+void server_notify(void *arg)
+{
+    struct server *srv = arg;
+    /* Pairs with the shard's fence after arming its doorbell. */
+    atomic_thread_fence(memory_order_seq_cst);
+    for (size_t i = 0; i < srv->nshards; i++)
+        shard_ring(srv->shards[i]);
+}
+
+int64_t server_streams_live(const struct server *srv)
+{
+    return atomic_load(&srv->streams_live);
+}
+
+int server_create(struct server **out, const struct config *cfg, struct topics *topics, char *err,
+                  size_t errlen)
+{
+    *out = NULL;
+    struct server *srv = calloc(1, sizeof(*srv));
+    if (!srv) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    srv->cfg = cfg;
+    srv->topics = topics;
+    srv->heartbeat_us = cfg->heartbeat_ms * 1000;
+    srv->max_lag_bytes = cfg->max_lag_bytes;
+    srv->max_streams = cfg->max_streams;
+    srv->overflow_default = strcmp(cfg->overflow, "disconnect") == 0
+                                ? EVENTS__V1__OVERFLOW_POLICY__OVERFLOW_DISCONNECT
+                                : EVENTS__V1__OVERFLOW_POLICY__OVERFLOW_DROP;
+    atomic_init(&srv->draining, false);
+    atomic_init(&srv->stopping, false);
+    atomic_init(&srv->streams_live, 0);
+    atomic_init(&srv->next_stream_id, 0);
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    srv->nshards = cfg->shards > 0 ? (size_t)cfg->shards : (size_t)(cpus > 0 ? cpus : 1);
+
+    /* Keepalive pings reap dead peers even when no heartbeat is due; ping
+     * enforcement and metadata limits blunt abusive clients. */
+    grpc_arg args[] = {
+        {GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, {.integer = 1 << 20}},
+        {GRPC_ARG_INTEGER, GRPC_ARG_KEEPALIVE_TIME_MS, {.integer = 30000}},
+        {GRPC_ARG_INTEGER, GRPC_ARG_KEEPALIVE_TIMEOUT_MS, {.integer = 10000}},
+        {GRPC_ARG_INTEGER, GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, {.integer = 1}},
+        {GRPC_ARG_INTEGER,
+         GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+         {.integer = 10000}},
+        {GRPC_ARG_INTEGER, GRPC_ARG_HTTP2_MAX_PING_STRIKES, {.integer = 2}},
+        {GRPC_ARG_INTEGER, GRPC_ARG_MAX_METADATA_SIZE, {.integer = 16 * 1024}},
+    };
+    grpc_channel_args chargs = {.num_args = sizeof(args) / sizeof(args[0]), .args = args};
+    srv->grpc = grpc_server_create(&chargs, NULL);
+    srv->watch_method = grpc_server_register_method(srv->grpc, "/events.v1.Watcher/Watch", NULL,
+                                                    GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+    srv->ctl_cq = grpc_completion_queue_create_for_next(NULL);
+    grpc_server_register_completion_queue(srv->grpc, srv->ctl_cq, NULL);
+
+    srv->shards = calloc(srv->nshards, sizeof(*srv->shards));
+    if (!srv->shards)
+        goto out_nomem;
+    for (size_t i = 0; i < srv->nshards; i++)
+        if (shard_create(&srv->shards[i], srv, i))
+            goto out_nomem;
+
+    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    srv->port = grpc_server_add_http2_port(srv->grpc, cfg->listen, creds);
+    grpc_server_credentials_release(creds);
+    if (srv->port <= 0) {
+        snprintf(err, errlen, "--listen '%s': cannot listen (not HOST:PORT, or address in use)",
+                 cfg->listen);
+        server_destroy(srv);
+        return -EADDRINUSE;
+    }
+    grpc_server_start(srv->grpc);
+    for (size_t i = 0; i < srv->nshards; i++) {
+        int rc = shard_start(srv->shards[i]);
+        if (rc) {
+            snprintf(err, errlen, "cannot start shard thread: %s", strerror(-rc));
+            server_drain_begin(srv);
+            server_stop(srv);
+            server_destroy(srv);
+            return rc;
+        }
+    }
+    *out = srv;
+    return 0;
+
+out_nomem:
+    snprintf(err, errlen, "out of memory");
+    server_destroy(srv);
+    return -ENOMEM;
+}
+
+void server_drain_begin(struct server *srv)
+{
+    if (atomic_exchange(&srv->draining, true))
+        return;
+    grpc_server_shutdown_and_notify(srv->grpc, srv->ctl_cq, &shutdown_tag);
+    for (size_t i = 0; i < srv->nshards; i++)
+        shard_ring(srv->shards[i]);
+}
+
+void server_stop(struct server *srv)
+{
+    server_drain_begin(srv);
+    grpc_server_cancel_all_calls(srv->grpc);
+    for (;;) {
+        grpc_event ev =
+            grpc_completion_queue_next(srv->ctl_cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+        if (ev.type == GRPC_OP_COMPLETE && ev.tag == &shutdown_tag)
+            break;
+        if (ev.type == GRPC_QUEUE_SHUTDOWN)
+            break;
+    }
+    atomic_store(&srv->stopping, true);
+    for (size_t i = 0; i < srv->nshards; i++)
+        shard_ring(srv->shards[i]);
+    for (size_t i = 0; i < srv->nshards; i++)
+        shard_join(srv->shards[i]);
+}
+
+void server_destroy(struct server *srv)
+{
+    if (!srv)
+        return;
+    if (srv->grpc) {
+        if (!atomic_load(&srv->stopping)) {
+            /* never started or failed early: nothing is running on it */
+            grpc_server_shutdown_and_notify(srv->grpc, srv->ctl_cq, &shutdown_tag);
+            grpc_server_cancel_all_calls(srv->grpc);
+            grpc_event ev =
+                grpc_completion_queue_next(srv->ctl_cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+            (void)ev;
+        }
+        grpc_server_destroy(srv->grpc);
+    }
+    for (size_t i = 0; srv->shards && i < srv->nshards; i++)
+        shard_destroy(srv->shards[i]);
+    free(srv->shards);
+    if (srv->ctl_cq) {
+        grpc_completion_queue_shutdown(srv->ctl_cq);
+        while (grpc_completion_queue_next(srv->ctl_cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL)
+                   .type != GRPC_QUEUE_SHUTDOWN)
+            ;
+        grpc_completion_queue_destroy(srv->ctl_cq);
+    }
+    free(srv);
+}

@@ -1,0 +1,57 @@
+/*
+ * server: the gRPC server, its shards, and the start/drain/stop order.
+ *
+ * Main thread creates, drains and destroys it. struct server is shared with
+ * the shard threads: after server_create returns, its plain fields are
+ * read-only; the atomics are the only state that changes.
+ */
+#ifndef TICKFAN_SERVER_H
+#define TICKFAN_SERVER_H
+
+#include <grpc/grpc.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "topics.h"
+
+struct shard;
+
+struct server {
+    const struct config *cfg;
+    struct topics *topics;
+    grpc_server *grpc;
+    void *watch_method; /* registered /events.v1.Watcher/Watch */
+    struct shard **shards;
+    size_t nshards;
+    grpc_completion_queue *ctl_cq; /* main thread: server shutdown notification */
+    int port;
+
+    int64_t heartbeat_us;
+    int64_t max_lag_bytes; /* 0: half of each topic's log */
+    int64_t max_streams;
+    int overflow_default; /* Events__V1__OverflowPolicy: DROP or DISCONNECT */
+
+    atomic_bool draining; /* SIGTERM: end every stream with UNAVAILABLE */
+    atomic_bool stopping; /* server shut down: shards exit once empty */
+    _Atomic int64_t streams_live;
+    _Atomic uint64_t next_stream_id;
+};
+
+/* Binds, starts gRPC and the shard threads. On failure returns -errno with a
+ * message in err naming the option and value at fault. */
+int server_create(struct server **out, const struct config *cfg, struct topics *topics, char *err,
+                  size_t errlen);
+/* Ingest callback after appends: rings every idle shard. Any thread. */
+void server_notify(void *srv);
+/* Stops accepting and asks every stream to end with UNAVAILABLE + cursor. */
+void server_drain_begin(struct server *srv);
+/* Streams still open (any thread). */
+int64_t server_streams_live(const struct server *srv);
+/* Cancels what is left, waits for gRPC's shutdown, joins the shards. */
+void server_stop(struct server *srv);
+void server_destroy(struct server *srv);
+
+#endif

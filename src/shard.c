@@ -1,0 +1,454 @@
+/*
+ * shard: a worker thread and its completion queue. See shard.h.
+ *
+ * Loop: wake the streams of topics whose head moved, run streams that
+ * yielded, send heartbeats when due, arm the doorbell, then block on the
+ * queue until an operation completes, the doorbell rings, or the next tick.
+ * Arming is a Dekker handshake with the ingest thread: we publish "armed",
+ * fence, then look at the heads; ingest publishes the head, fences, then
+ * looks at "armed". One of the two sees the other, so no append is missed.
+ */
+#include "shard.h"
+
+#include <errno.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "server.h"
+#include "watch.h"
+
+/* ---- lists --------------------------------------------------------------- */
+
+void shard_add(struct shard *sh, struct watch *w)
+{
+    w->prev = NULL;
+    w->next = sh->all;
+    if (sh->all)
+        sh->all->prev = w;
+    sh->all = w;
+    atomic_fetch_add_explicit(&sh->streams, 1, memory_order_relaxed);
+}
+
+void shard_remove(struct shard *sh, struct watch *w)
+{
+    shard_unlist(sh, w);
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        sh->all = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    atomic_fetch_sub_explicit(&sh->streams, 1, memory_order_relaxed);
+}
+
+void shard_unlist(struct shard *sh, struct watch *w)
+{
+    if (w->list == SHARD_LIST_NONE)
+        return;
+    struct watch **head =
+        w->list == SHARD_LIST_WAITING ? &sh->waiting[w->topic->index] : &sh->ready;
+    if (w->wprev)
+        w->wprev->wnext = w->wnext;
+    else
+        *head = w->wnext;
+    if (w->wnext)
+        w->wnext->wprev = w->wprev;
+    else if (w->list == SHARD_LIST_READY)
+        sh->ready_tail = w->wprev;
+    w->wprev = w->wnext = NULL;
+    w->list = SHARD_LIST_NONE;
+}
+
+void shard_set_waiting(struct shard *sh, struct watch *w)
+{
+    shard_unlist(sh, w);
+    struct watch **head = &sh->waiting[w->topic->index];
+    w->wprev = NULL;
+    w->wnext = *head;
+    if (*head)
+        (*head)->wprev = w;
+    *head = w;
+    w->list = SHARD_LIST_WAITING;
+}
+
+void shard_set_ready(struct shard *sh, struct watch *w)
+{
+    shard_unlist(sh, w);
+    w->wnext = NULL;
+    w->wprev = sh->ready_tail;
+    if (sh->ready_tail)
+        sh->ready_tail->wnext = w;
+    else
+        sh->ready = w;
+    sh->ready_tail = w;
+    w->list = SHARD_LIST_READY;
+}
+
+/* ---- doorbell ------------------------------------------------------------ */
+
+void shard_ring(struct shard *sh)
+{
+    if (atomic_load_explicit(&sh->bell_armed, memory_order_relaxed) &&
+        atomic_exchange(&sh->bell_armed, false))
+        grpc_call_start_batch(sh->bell_call, NULL, 0, &sh->bell_tag, NULL);
+}
+
+/* ---- incoming calls ------------------------------------------------------ */
+
+struct other_call {
+    struct tag tag;
+    grpc_call *call;
+    int cancelled;
+    grpc_slice details;
+};
+
+static bool accepting(const struct shard *sh)
+{
+    return !atomic_load(&sh->srv->draining) && !atomic_load(&sh->srv->stopping);
+}
+
+static void arm_watch_request(struct shard *sh, struct request_slot *slot)
+{
+    if (!accepting(sh))
+        return;
+    grpc_metadata_array_init(&slot->md);
+    slot->payload = NULL;
+    slot->call = NULL;
+    grpc_call_error e = grpc_server_request_registered_call(
+        sh->srv->grpc, sh->srv->watch_method, &slot->call, &slot->deadline, &slot->md,
+        &slot->payload, sh->cq, sh->cq, &slot->tag);
+    if (e != GRPC_CALL_OK) {
+        log_error("msg=request_call_failed shard=%zu error=%d", sh->index, e);
+        grpc_metadata_array_destroy(&slot->md);
+        return;
+    }
+    slot->armed = true;
+}
+
+static void arm_other_request(struct shard *sh)
+{
+    struct request_slot *slot = &sh->other_req;
+    if (!accepting(sh))
+        return;
+    grpc_metadata_array_init(&slot->md);
+    grpc_call_details_init(&slot->details);
+    slot->call = NULL;
+    grpc_call_error e = grpc_server_request_call(sh->srv->grpc, &slot->call, &slot->details,
+                                                 &slot->md, sh->cq, sh->cq, &slot->tag);
+    if (e != GRPC_CALL_OK) {
+        log_error("msg=request_call_failed shard=%zu error=%d", sh->index, e);
+        grpc_metadata_array_destroy(&slot->md);
+        grpc_call_details_destroy(&slot->details);
+        return;
+    }
+    slot->armed = true;
+}
+
+static void on_new_watch(struct shard *sh, struct request_slot *slot, bool ok)
+{
+    slot->armed = false;
+    grpc_metadata_array_destroy(&slot->md);
+    if (ok && slot->call)
+        watch_accept(sh, slot->call, slot->payload);
+    else if (slot->payload)
+        grpc_byte_buffer_destroy(slot->payload);
+    slot->call = NULL;
+    slot->payload = NULL;
+    arm_watch_request(sh, slot);
+}
+
+/* A method this server does not implement: answer UNIMPLEMENTED. */
+static void on_new_other(struct shard *sh, bool ok)
+{
+    struct request_slot *slot = &sh->other_req;
+    slot->armed = false;
+    if (ok && slot->call) {
+        struct other_call *oc = calloc(1, sizeof(*oc));
+        if (!oc) {
+            grpc_call_cancel(slot->call, NULL);
+            grpc_call_unref(slot->call);
+        } else {
+            char msg[300];
+            char *method = grpc_slice_to_c_string(slot->details.method);
+            snprintf(msg, sizeof(msg), "unknown method %.256s", method);
+            gpr_free(method);
+            oc->tag = (struct tag){TAG_OTHER_DONE, oc};
+            oc->call = slot->call;
+            oc->details = grpc_slice_from_copied_string(msg);
+            grpc_op ops[3];
+            memset(ops, 0, sizeof(ops));
+            ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+            ops[1].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+            ops[1].data.send_status_from_server.status = GRPC_STATUS_UNIMPLEMENTED;
+            ops[1].data.send_status_from_server.status_details = &oc->details;
+            ops[2].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+            ops[2].data.recv_close_on_server.cancelled = &oc->cancelled;
+            if (grpc_call_start_batch(oc->call, ops, 3, &oc->tag, NULL) == GRPC_CALL_OK) {
+                sh->others_live++;
+            } else {
+                grpc_call_unref(oc->call);
+                grpc_slice_unref(oc->details);
+                free(oc);
+            }
+        }
+    }
+    grpc_metadata_array_destroy(&slot->md);
+    grpc_call_details_destroy(&slot->details);
+    slot->call = NULL;
+    arm_other_request(sh);
+}
+
+static void on_other_done(struct shard *sh, struct other_call *oc)
+{
+    sh->others_live--;
+    grpc_call_unref(oc->call);
+    grpc_slice_unref(oc->details);
+    free(oc);
+}
+
+static void dispatch(struct shard *sh, struct tag *t, bool ok)
+{
+    switch (t->kind) {
+    case TAG_BELL:
+        sh->bell_pending = false;
+        break;
+    case TAG_NEW_WATCH:
+        on_new_watch(sh, t->obj, ok);
+        break;
+    case TAG_NEW_OTHER:
+        on_new_other(sh, ok);
+        break;
+    case TAG_OTHER_DONE:
+        on_other_done(sh, t->obj);
+        break;
+    case TAG_SEND:
+        watch_on_send(t->obj, ok);
+        break;
+    case TAG_RECV_CLOSE:
+        watch_on_close(t->obj);
+        break;
+    case TAG_STATUS:
+        watch_on_status(t->obj);
+        break;
+    }
+}
+
+/* ---- the loop ------------------------------------------------------------ */
+
+static void shutdown_cq(struct shard *sh)
+{
+    grpc_completion_queue_shutdown(sh->cq);
+    for (;;) {
+        grpc_event ev =
+            grpc_completion_queue_next(sh->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+        if (ev.type == GRPC_QUEUE_SHUTDOWN)
+            break;
+    }
+    sh->cq_shut = true;
+}
+
+/* Pumps the waiting streams of every topic whose head moved. Returns true if
+ * any head had moved. */
+static bool wake_topics(struct shard *sh)
+{
+    const struct topics *topics = sh->srv->topics;
+    bool moved = false;
+    for (size_t i = 0; i < topics->count; i++) {
+        uint64_t head = ringlog_head_pos(topics->items[i].log);
+        if (head == sh->seen_head[i])
+            continue;
+        sh->seen_head[i] = head;
+        moved = true;
+        struct watch *w = sh->waiting[i];
+        sh->waiting[i] = NULL;
+        for (struct watch *x = w; x; x = x->wnext)
+            x->list = SHARD_LIST_NONE;
+        while (w) {
+            struct watch *next = w->wnext;
+            w->wprev = w->wnext = NULL;
+            watch_pump(w);
+            w = next;
+        }
+    }
+    return moved;
+}
+
+static bool heads_moved(const struct shard *sh)
+{
+    const struct topics *topics = sh->srv->topics;
+    for (size_t i = 0; i < topics->count; i++)
+        if (ringlog_head_pos(topics->items[i].log) != sh->seen_head[i])
+            return true;
+    return false;
+}
+
+static void run_ready(struct shard *sh)
+{
+    struct watch *w = sh->ready;
+    sh->ready = sh->ready_tail = NULL;
+    for (struct watch *x = w; x; x = x->wnext)
+        x->list = SHARD_LIST_NONE;
+    while (w) {
+        struct watch *next = w->wnext;
+        w->wprev = w->wnext = NULL;
+        watch_pump(w);
+        w = next;
+    }
+}
+
+static bool requests_armed(const struct shard *sh)
+{
+    for (size_t i = 0; i < SHARD_WATCH_REQUESTS; i++)
+        if (sh->watch_req[i].armed)
+            return true;
+    return sh->other_req.armed;
+}
+
+static void *shard_main(void *p)
+{
+    struct shard *sh = p;
+    struct server *srv = sh->srv;
+    for (size_t i = 0; i < SHARD_WATCH_REQUESTS; i++)
+        arm_watch_request(sh, &sh->watch_req[i]);
+    arm_other_request(sh);
+    sh->next_tick_us = log_now_mono_us() + sh->tick_us;
+
+    for (;;) {
+        if (!sh->drain_seen && atomic_load(&srv->draining)) {
+            sh->drain_seen = true;
+            for (struct watch *w = sh->all, *next; w; w = next) {
+                next = w->next;
+                watch_drain(w);
+            }
+        }
+        wake_topics(sh);
+        run_ready(sh);
+        int64_t now = log_now_mono_us();
+        if (now >= sh->next_tick_us) {
+            for (struct watch *w = sh->all; w; w = w->next)
+                watch_tick(w, now);
+            sh->next_tick_us = now + sh->tick_us;
+        }
+        if (atomic_load(&srv->stopping) && !sh->all && !requests_armed(sh) && !sh->others_live)
+            break;
+
+        if (!sh->bell_pending) {
+            sh->bell_pending = true;
+            atomic_store(&sh->bell_armed, true);
+        }
+        atomic_thread_fence(memory_order_seq_cst);
+        gpr_timespec deadline;
+        if (sh->ready || heads_moved(sh) || (!sh->drain_seen && atomic_load(&srv->draining)))
+            deadline = gpr_time_0(GPR_CLOCK_MONOTONIC);
+        else
+            deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                                    gpr_time_from_micros(sh->next_tick_us - now, GPR_TIMESPAN));
+        grpc_event ev = grpc_completion_queue_next(sh->cq, deadline, NULL);
+        if (ev.type == GRPC_OP_COMPLETE)
+            dispatch(sh, ev.tag, ev.success);
+        else if (ev.type == GRPC_QUEUE_SHUTDOWN)
+            break;
+    }
+
+    /* Take the doorbell back; if someone is ringing it, wait for that tag. */
+    bool bell_in_flight = sh->bell_pending && !atomic_exchange(&sh->bell_armed, false);
+    while (bell_in_flight) {
+        grpc_event ev =
+            grpc_completion_queue_next(sh->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+        if (ev.type != GRPC_OP_COMPLETE)
+            break;
+        if (((struct tag *)ev.tag)->kind == TAG_BELL)
+            bell_in_flight = false;
+    }
+    grpc_call_unref(sh->bell_call);
+    sh->bell_call = NULL;
+    shutdown_cq(sh);
+    return NULL;
+}
+
+/* ---- life cycle ---------------------------------------------------------- */
+
+int shard_create(struct shard **out, struct server *srv, size_t index)
+{
+    *out = NULL;
+    struct shard *sh = calloc(1, sizeof(*sh));
+    if (!sh)
+        return -ENOMEM;
+    sh->srv = srv;
+    sh->index = index;
+    size_t ntopics = srv->topics->count;
+    sh->waiting = calloc(ntopics ? ntopics : 1, sizeof(*sh->waiting));
+    sh->seen_head = calloc(ntopics ? ntopics : 1, sizeof(*sh->seen_head));
+    if (!sh->waiting || !sh->seen_head)
+        goto out_free;
+    sh->cq = grpc_completion_queue_create_for_next(NULL);
+    grpc_server_register_completion_queue(srv->grpc, sh->cq, NULL);
+
+    sh->bell_tag = (struct tag){TAG_BELL, sh};
+    sh->bell_channel = grpc_lame_client_channel_create(NULL, GRPC_STATUS_UNAVAILABLE, "doorbell");
+    sh->bell_call = grpc_channel_create_call(sh->bell_channel, NULL, GRPC_PROPAGATE_DEFAULTS,
+                                             sh->cq, grpc_slice_from_static_string("/doorbell"),
+                                             NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    atomic_init(&sh->bell_armed, false);
+    atomic_init(&sh->streams, 0);
+    for (size_t i = 0; i < SHARD_WATCH_REQUESTS; i++) {
+        sh->watch_req[i].tag = (struct tag){TAG_NEW_WATCH, &sh->watch_req[i]};
+        sh->watch_req[i].shard = sh;
+    }
+    sh->other_req.tag = (struct tag){TAG_NEW_OTHER, &sh->other_req};
+    sh->other_req.shard = sh;
+
+    int64_t tick = srv->heartbeat_us / 4;
+    if (tick < 5000)
+        tick = 5000;
+    if (tick > 250000)
+        tick = 250000;
+    sh->tick_us = tick;
+    *out = sh;
+    return 0;
+
+out_free:
+    free(sh->waiting);
+    free(sh->seen_head);
+    free(sh);
+    return -ENOMEM;
+}
+
+int shard_start(struct shard *sh)
+{
+    int rc = pthread_create(&sh->thread, NULL, shard_main, sh);
+    if (rc)
+        return -rc;
+    sh->started = true;
+    return 0;
+}
+
+void shard_join(struct shard *sh)
+{
+    if (sh->started) {
+        pthread_join(sh->thread, NULL);
+        sh->started = false;
+    }
+}
+
+void shard_destroy(struct shard *sh)
+{
+    if (!sh)
+        return;
+    shard_join(sh);
+    if (sh->bell_call)
+        grpc_call_unref(sh->bell_call);
+    if (sh->bell_channel)
+        grpc_channel_destroy(sh->bell_channel);
+    if (sh->cq) {
+        if (!sh->cq_shut)
+            shutdown_cq(sh); /* never started */
+        grpc_completion_queue_destroy(sh->cq);
+    }
+    free(sh->waiting);
+    free(sh->seen_head);
+    free(sh);
+}

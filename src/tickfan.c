@@ -1,0 +1,561 @@
+/*
+ * tickfan: the command-line client of the tickfan appliance.
+ *
+ * `tickfan tail TOPIC` streams a topic to stdout, one line per event, human
+ * or JSON. Single-threaded: SIGINT/SIGTERM only set a flag, which the main
+ * loop sees within POLL_MS because it waits for events with that timeout.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tickfmt.h"
+#include "watchclient.h"
+
+#define DEFAULT_SERVER "localhost:50051"
+#define SERVER_ENV "TICKFAN_SERVER"
+/* How long one wait for an event lasts: the reaction time to a signal. */
+#define POLL_MS 200
+
+enum {
+    EXIT_DONE = 0,
+    EXIT_STREAM_ERROR = 1,
+    EXIT_USAGE = 2,
+    EXIT_INTERRUPTED = 130,
+};
+
+static const char main_help[] =
+    "NAME\n"
+    "    tickfan - command-line client of the tickfan market-data fanout appliance\n"
+    "\n"
+    "SYNOPSIS\n"
+    "    tickfan tail TOPIC [--server ADDR] [--cursor C] [--start earliest|live]\n"
+    "                       [--kinds K,...] [--keys S,...] [--snapshot] [--count N] [--json]\n"
+    "    tickfan COMMAND --help\n"
+    "    tickfan --help | --version\n"
+    "\n"
+    "DESCRIPTION\n"
+    "    tickfan talks to a tickfand server over gRPC (events.v1.Watcher). Every\n"
+    "    event a server sends carries a cursor; giving that cursor back with\n"
+    "    --cursor resumes the stream right after that event, with nothing\n"
+    "    skipped and nothing repeated.\n"
+    "\n"
+    "COMMANDS\n"
+    "    tail      Stream the events of a topic to stdout, one line per event.\n"
+    "              See 'tickfan tail --help'.\n"
+    "\n"
+    "OPTIONS\n"
+    "    -h, --help    Show this manual.\n"
+    "    --version     Show the version.\n"
+    "\n"
+    "ENVIRONMENT\n"
+    "    TICKFAN_SERVER    Server address used when --server is not given\n"
+    "                      (default " DEFAULT_SERVER ").\n"
+    "\n"
+    "EXIT STATUS\n"
+    "    0     Done: --count events received, or the server ended the stream\n"
+    "          normally.\n"
+    "    1     The stream failed: the server refused or ended it with an error,\n"
+    "          or the server could not be reached. The error and the cursor to\n"
+    "          resume from are printed on stderr.\n"
+    "    2     Bad usage: unknown command or option, or a bad option value.\n"
+    "    130   Interrupted by SIGINT or SIGTERM; the cursor to resume from is\n"
+    "          printed on stderr.\n"
+    "\n"
+    "EXAMPLES\n"
+    "    Follow every event of the topic \"sim\" on the local server:\n"
+    "        tickfan tail sim\n"
+    "    Only AAPL and MSFT trades, as JSON, from a remote server:\n"
+    "        tickfan tail sim --server md1.example:50051 --kinds trade --keys AAPL,MSFT --json\n"
+    "    The latest quote of every symbol, then live quotes:\n"
+    "        tickfan tail sim --kinds quote --snapshot\n"
+    "    Pick up exactly where an earlier run stopped:\n"
+    "        tickfan tail sim --cursor 1-5f3a9c0d12e4b7a1-184467\n";
+
+static const char tail_help[] =
+    "NAME\n"
+    "    tickfan tail - stream the events of a topic to stdout\n"
+    "\n"
+    "SYNOPSIS\n"
+    "    tickfan tail TOPIC [options]\n"
+    "\n"
+    "DESCRIPTION\n"
+    "    Opens one Watch stream on TOPIC and prints one line per event, flushed\n"
+    "    as it arrives so the output can be piped. Without --cursor the stream\n"
+    "    starts at the oldest retained event (or live, with --start live); it\n"
+    "    reaches the live head, says so with an end-of-backlog line, and then\n"
+    "    follows the topic until interrupted. Heartbeats arrive while the topic\n"
+    "    is quiet; their cursor moves too.\n"
+    "\n"
+    "OPTIONS\n"
+    "    --server ADDR       Server address, host:port or a gRPC target URI.\n"
+    "                        Default: $TICKFAN_SERVER, else " DEFAULT_SERVER ".\n"
+    "    --cursor C          Resume right after the event that carried cursor C\n"
+    "                        (as printed by an earlier run). Cursors are opaque;\n"
+    "                        copy them exactly. An empty C means no cursor.\n"
+    "    --start earliest|live\n"
+    "                        Where to start without a cursor: the oldest event\n"
+    "                        the topic still retains (default), or only new\n"
+    "                        events. Ignored when --cursor is given.\n"
+    "    --kinds K,...       Only data events of these kinds (e.g. quote,trade).\n"
+    "    --keys S,...        Only data events of these keys (symbols).\n"
+    "                        --kinds and --keys may be repeated; lists add up.\n"
+    "    --snapshot          First the latest event of every matching key\n"
+    "                        (marked \"snapshot\"), then live.\n"
+    "    --count N           Stop after N data events (heartbeats and other\n"
+    "                        control events do not count) and exit 0.\n"
+    "    --json              One JSON object per line instead of text.\n"
+    "    -h, --help          Show this manual.\n"
+    "\n"
+    "OUTPUT\n"
+    "    Text (times are UTC; prices exact, with the tick's decimals):\n"
+    "      2026-11-24T10:00:01.123456Z quote AAPL  bid 189.1200 x 300  ask 189.1300 x 200  "
+    "seq=12 cursor=C\n"
+    "      2026-11-24T10:00:01.123456Z trade MSFT  512.3400 x 100 BUY  seq=13 cursor=C\n"
+    "      2026-11-24T10:00:06.000000Z heartbeat cursor=C\n"
+    "      end-of-backlog (caught up, live from here) cursor=C\n"
+    "      gap: missed 42 events, reason GAP_SLOW_CONSUMER, from_cursor=B cursor=C\n"
+    "    Data of other kinds show their size and first bytes in hex.\n"
+    "    JSON (--json), one object per line, \"type\" first:\n"
+    "      {\"type\":\"data\",\"cursor\":\"C\",\"seq\":12,\"kind\":\"quote\",\"key\":\"AAPL\",\n"
+    "       \"emitted_at_unix_micros\":N,\"ingested_at_unix_micros\":N,\"snapshot\":false,\n"
+    "       "
+    "\"quote\":{\"bid\":\"189.1200\",\"bid_size\":300,\"ask\":\"189.1300\",\"ask_size\":200},\n"
+    "       \"exchange_time_unix_nanos\":N,\"venue\":\"XNAS\"}\n"
+    "      a trade has \"trade\":{\"price\":\"512.3400\",\"size\":100,\"side\":\"SIDE_BUY\"};\n"
+    "      other bodies have \"body_base64\" instead of the tick fields\n"
+    "      {\"type\":\"heartbeat\",\"cursor\":\"C\",\"server_unix_micros\":N}\n"
+    "      {\"type\":\"end_of_backlog\",\"cursor\":\"C\"}\n"
+    "      {\"type\":\"gap\",\"cursor\":\"C\",\"missed\":42,\"reason\":\"GAP_SLOW_CONSUMER\",\n"
+    "       \"from_cursor\":\"B\"}\n"
+    "    Prices are strings so that no digit is lost.\n"
+    "\n"
+    "ERRORS AND RESUMING\n"
+    "    On SIGINT/SIGTERM the stream is cancelled and stderr says\n"
+    "        tickfan: interrupted; resume with --cursor C\n"
+    "    When the server ends the stream with an error, stderr says\n"
+    "        tickfan: STATUS: details\n"
+    "    followed by either the cursor to resume from or, when the requested\n"
+    "    cursor is older than what the topic retains (OUT_OF_RANGE), the\n"
+    "    earliest cursor still available.\n"
+    "\n"
+    "EXIT STATUS\n"
+    "    0 done (--count reached, or the server ended the stream normally);\n"
+    "    1 stream error; 2 bad usage; 130 interrupted.\n"
+    "\n"
+    "EXAMPLES\n"
+    "    tickfan tail sim --count 5\n"
+    "    tickfan tail sim --start live --kinds trade --json | jq -r .trade.price\n"
+    "    tickfan tail sim --keys AAPL --snapshot\n"
+    "    tickfan tail sim --cursor 1-5f3a9c0d12e4b7a1-184467\n";
+
+struct strlist {
+    char **items;
+    size_t n;
+};
+
+struct tail_opts {
+    const char *topic;
+    const char *server;
+    const char *cursor;
+    Events__V1__StartPosition start;
+    struct strlist kinds;
+    struct strlist keys;
+    bool snapshot;
+    uint64_t count; /* 0: no limit */
+    bool json;
+};
+
+static volatile sig_atomic_t interrupted;
+
+static void on_signal(int signo)
+{
+    interrupted = signo;
+}
+
+/* Prints "tickfan tail: <message>" and a pointer to the manual; returns -EINVAL. */
+__attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    fputs("tickfan tail: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputs(" (see 'tickfan tail --help')\n", stderr);
+    return -EINVAL;
+}
+
+static void strlist_free(struct strlist *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->items[i]);
+    free(l->items);
+    l->items = NULL;
+    l->n = 0;
+}
+
+/* Appends the comma-separated items of value; an empty item is a usage error. */
+static int strlist_add_csv(struct strlist *l, const char *option, const char *value)
+{
+    const char *p = value;
+    for (;;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        if (len == 0)
+            return usage_error("%s: empty item in '%s'", option, value);
+        char **items = realloc(l->items, (l->n + 1) * sizeof(*items));
+        if (items == NULL)
+            return -ENOMEM;
+        l->items = items;
+        l->items[l->n] = strndup(p, len);
+        if (l->items[l->n] == NULL)
+            return -ENOMEM;
+        l->n++;
+        if (comma == NULL)
+            return 0;
+        p = comma + 1;
+    }
+}
+
+static int parse_count(const char *value, uint64_t *out)
+{
+    char *end;
+    if (value[0] < '0' || value[0] > '9')
+        return usage_error("--count: '%s' is not a positive integer", value);
+    errno = 0;
+    unsigned long long n = strtoull(value, &end, 10);
+    if (errno != 0 || *end != '\0' || n == 0)
+        return usage_error("--count: '%s' is not a positive integer", value);
+    *out = n;
+    return 0;
+}
+
+/*
+ * Parses the arguments after "tail". Returns 0, 1 when --help was shown,
+ * -EINVAL after printing a usage error, or -ENOMEM.
+ */
+static int parse_tail(int argc, char **argv, struct tail_opts *o)
+{
+    bool only_positional = false;
+    const char *env = getenv(SERVER_ENV);
+
+    o->server = env && env[0] ? env : DEFAULT_SERVER;
+    o->start = EVENTS__V1__START_POSITION__START_EARLIEST;
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (only_positional || arg[0] != '-' || arg[1] == '\0') {
+            if (o->topic != NULL)
+                return usage_error("unexpected argument '%s'", arg);
+            if (arg[0] == '\0')
+                return usage_error("TOPIC is empty");
+            o->topic = arg;
+            continue;
+        }
+        if (strcmp(arg, "--") == 0) {
+            only_positional = true;
+            continue;
+        }
+        if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
+            fputs(tail_help, stdout);
+            return 1;
+        }
+
+        /* --name, --name=value or --name value */
+        char name[32];
+        const char *eq = strchr(arg, '=');
+        size_t nlen = eq ? (size_t)(eq - arg) : strlen(arg);
+        if (arg[1] != '-' || nlen >= sizeof(name))
+            return usage_error("unknown option '%s'", arg);
+        memcpy(name, arg, nlen);
+        name[nlen] = '\0';
+
+        if (strcmp(name, "--snapshot") == 0 || strcmp(name, "--json") == 0) {
+            if (eq)
+                return usage_error("%s takes no value (got '%s')", name, eq + 1);
+            if (strcmp(name, "--snapshot") == 0)
+                o->snapshot = true;
+            else
+                o->json = true;
+            continue;
+        }
+        if (strcmp(name, "--server") != 0 && strcmp(name, "--cursor") != 0 &&
+            strcmp(name, "--start") != 0 && strcmp(name, "--kinds") != 0 &&
+            strcmp(name, "--keys") != 0 && strcmp(name, "--count") != 0)
+            return usage_error("unknown option '%s'", name);
+        const char *value;
+        if (eq) {
+            value = eq + 1;
+        } else if (i + 1 < argc) {
+            value = argv[++i];
+        } else {
+            return usage_error("%s needs a value", name);
+        }
+
+        int rc = 0;
+        if (strcmp(name, "--server") == 0) {
+            if (value[0] == '\0')
+                return usage_error("--server: empty address");
+            o->server = value;
+        } else if (strcmp(name, "--cursor") == 0) {
+            o->cursor = value;
+        } else if (strcmp(name, "--start") == 0) {
+            if (strcmp(value, "earliest") == 0)
+                o->start = EVENTS__V1__START_POSITION__START_EARLIEST;
+            else if (strcmp(value, "live") == 0)
+                o->start = EVENTS__V1__START_POSITION__START_LIVE;
+            else
+                return usage_error("--start: '%s' is not one of earliest, live", value);
+        } else if (strcmp(name, "--kinds") == 0) {
+            rc = strlist_add_csv(&o->kinds, name, value);
+        } else if (strcmp(name, "--keys") == 0) {
+            rc = strlist_add_csv(&o->keys, name, value);
+        } else {
+            rc = parse_count(value, &o->count);
+        }
+        if (rc < 0)
+            return rc;
+    }
+    if (o->topic == NULL)
+        return usage_error("missing TOPIC");
+    return 0;
+}
+
+/* Remembers the cursor of the last event written out. Returns 0 or -ENOMEM. */
+static int set_cursor(char **last, const char *cursor)
+{
+    if (cursor == NULL || cursor[0] == '\0')
+        return 0;
+    char *copy = strdup(cursor);
+    if (copy == NULL)
+        return -ENOMEM;
+    free(*last);
+    *last = copy;
+    return 0;
+}
+
+static void print_resume(const char *prefix, const char *cursor)
+{
+    fprintf(stderr, "tickfan: %s", prefix);
+    if (cursor != NULL) {
+        fputs("; resume with --cursor ", stderr);
+        tickfmt_safe_string(stderr, cursor);
+    }
+    fputc('\n', stderr);
+}
+
+static int report_interrupted(const char *last)
+{
+    if (last != NULL)
+        print_resume("interrupted", last);
+    else
+        fputs("tickfan: interrupted before the first event\n", stderr);
+    return EXIT_INTERRUPTED;
+}
+
+/*
+ * Whether running the same request again could succeed: the server went
+ * away or was busy. Not for a bad request, cursor or topic, where repeating
+ * the cursor would only repeat the error.
+ */
+static bool retry_may_help(grpc_status_code code)
+{
+    switch (code) {
+    case GRPC_STATUS_UNAVAILABLE:
+    case GRPC_STATUS_RESOURCE_EXHAUSTED:
+    case GRPC_STATUS_DEADLINE_EXCEEDED:
+    case GRPC_STATUS_ABORTED:
+    case GRPC_STATUS_CANCELLED:
+    case GRPC_STATUS_INTERNAL:
+    case GRPC_STATUS_UNKNOWN:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/*
+ * The stream is over: say why on stderr and pick the exit code. This is
+ * where automatic resumption will branch off (UNAVAILABLE: reopen from the
+ * resume cursor after a backoff).
+ */
+static int report_end(watchclient_t *wc, const char *last)
+{
+    grpc_status_code code = GRPC_STATUS_UNKNOWN;
+    const char *details = "";
+    watchclient_status(wc, &code, &details);
+
+    if (interrupted && code == GRPC_STATUS_CANCELLED)
+        return report_interrupted(last);
+    if (code == GRPC_STATUS_OK) {
+        print_resume("the server ended the stream", last);
+        return EXIT_DONE;
+    }
+
+    fprintf(stderr, "tickfan: %s", watchclient_status_name(code));
+    if (details[0] != '\0') {
+        fputs(": ", stderr);
+        tickfmt_safe_string(stderr, details);
+    }
+    fputc('\n', stderr);
+
+    const char *earliest = watchclient_trailer(wc, "tickfan-earliest-cursor");
+    const char *resume = watchclient_trailer(wc, "tickfan-cursor");
+    if (resume == NULL && retry_may_help(code))
+        resume = last;
+    if (earliest != NULL) {
+        fputs("tickfan: earliest available cursor: ", stderr);
+        tickfmt_safe_string(stderr, earliest);
+        fputc('\n', stderr);
+    } else if (resume != NULL) {
+        fputs("tickfan: resume with --cursor ", stderr);
+        tickfmt_safe_string(stderr, resume);
+        fputc('\n', stderr);
+    }
+    return EXIT_STREAM_ERROR;
+}
+
+static void install_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    /* A second signal takes the default action: exit at once. */
+    sa.sa_flags = SA_RESETHAND;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+static int run_tail(const struct tail_opts *o)
+{
+    Events__V1__WatchRequest req = EVENTS__V1__WATCH_REQUEST__INIT;
+    watchclient_t *wc;
+    char *last = NULL;
+    uint64_t data_seen = 0;
+    int code = EXIT_STREAM_ERROR;
+
+    req.topic = (char *)o->topic;
+    if (o->cursor != NULL)
+        req.cursor = (char *)o->cursor;
+    req.start = o->start;
+    req.n_kinds = o->kinds.n;
+    req.kinds = o->kinds.items;
+    req.n_keys = o->keys.n;
+    req.keys = o->keys.items;
+    req.snapshot = o->snapshot;
+
+    /* Until an event arrives, the place to resume from is where we started. */
+    if (set_cursor(&last, o->cursor) < 0)
+        goto out_nomem;
+    install_signals();
+    int rc = watchclient_open(&wc, o->server, &req);
+    if (rc < 0) {
+        fprintf(stderr, "tickfan: cannot start a stream to %s: %s\n", o->server, strerror(-rc));
+        goto out_free;
+    }
+
+    for (;;) {
+        Events__V1__WatchEvent *ev;
+        if (interrupted) {
+            watchclient_cancel(wc);
+            code = report_interrupted(last);
+            break;
+        }
+        rc = watchclient_next(wc, POLL_MS, &ev);
+        if (rc == -EAGAIN)
+            continue; /* a heartbeat watchdog will count these */
+        if (rc == -EPIPE) {
+            code = report_end(wc, last);
+            break;
+        }
+        if (rc == -EBADMSG) {
+            print_resume("the server sent a message that is not a WatchEvent", last);
+            break;
+        }
+
+        rc = o->json ? tickfmt_json(stdout, ev) : tickfmt_human(stdout, ev);
+        if (rc == 0 && fflush(stdout) != 0)
+            rc = -errno;
+        bool is_data = ev->payload_case == EVENTS__V1__WATCH_EVENT__PAYLOAD_DATA;
+        if (rc == 0)
+            rc = set_cursor(&last, ev->cursor);
+        events__v1__watch_event__free_unpacked(ev, NULL);
+        if (rc < 0) {
+            fprintf(stderr, "tickfan: cannot write to stdout: %s\n", strerror(-rc));
+            break;
+        }
+        if (is_data && o->count != 0 && ++data_seen >= o->count) {
+            code = EXIT_DONE;
+            break;
+        }
+    }
+    watchclient_close(wc);
+out_free:
+    free(last);
+    return code;
+
+out_nomem:
+    fputs("tickfan: out of memory\n", stderr);
+    goto out_free;
+}
+
+static int cmd_tail(int argc, char **argv)
+{
+    struct tail_opts o;
+    memset(&o, 0, sizeof(o));
+    int rc = parse_tail(argc, argv, &o);
+    int code;
+    if (rc == 1)
+        code = EXIT_DONE;
+    else if (rc == -ENOMEM)
+        code = EXIT_STREAM_ERROR;
+    else if (rc < 0)
+        code = EXIT_USAGE;
+    else
+        code = run_tail(&o);
+    strlist_free(&o.kinds);
+    strlist_free(&o.keys);
+    return code;
+}
+
+static void short_usage(FILE *out)
+{
+    fputs("usage: tickfan tail TOPIC [options]\n"
+          "       tickfan --help | --version\n",
+          out);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        short_usage(stderr);
+        return EXIT_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0) {
+        fputs(main_help, stdout);
+        return EXIT_DONE;
+    }
+    if (strcmp(cmd, "--version") == 0) {
+        printf("tickfan %s\n", TICKFAN_VERSION);
+        return EXIT_DONE;
+    }
+    if (strcmp(cmd, "help") == 0) {
+        if (argc > 2 && strcmp(argv[2], "tail") == 0)
+            fputs(tail_help, stdout);
+        else
+            fputs(main_help, stdout);
+        return EXIT_DONE;
+    }
+    if (strcmp(cmd, "tail") == 0)
+        return cmd_tail(argc - 1, argv + 1);
+
+    fprintf(stderr, "tickfan: unknown command '%s'\n", cmd);
+    short_usage(stderr);
+    return EXIT_USAGE;
+}

@@ -1,0 +1,528 @@
+/*
+ * watch: the Watch server-stream state machine. Shard thread only.
+ *
+ * Life of a stream: accepted -> RECV_CLOSE_ON_SERVER started (refs=1) ->
+ * request validated and positioned in the topic log -> pump: one send at a
+ * time (pending Gap, then matching Data, EndOfBacklog once at the head,
+ * heartbeats when idle) -> status (error, slow consumer, drain) or client
+ * cancel -> freed when no operation is in flight any more.
+ */
+#include "watch.h"
+
+#include <errno.h>
+#include <grpc/support/alloc.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "server.h"
+#include "wire.h"
+
+static const char *status_name(grpc_status_code c)
+{
+    static const char *const names[] = {"OK",
+                                        "CANCELLED",
+                                        "UNKNOWN",
+                                        "INVALID_ARGUMENT",
+                                        "DEADLINE_EXCEEDED",
+                                        "NOT_FOUND",
+                                        "ALREADY_EXISTS",
+                                        "PERMISSION_DENIED",
+                                        "RESOURCE_EXHAUSTED",
+                                        "FAILED_PRECONDITION",
+                                        "ABORTED",
+                                        "OUT_OF_RANGE",
+                                        "UNIMPLEMENTED",
+                                        "INTERNAL",
+                                        "UNAVAILABLE",
+                                        "DATA_LOSS",
+                                        "UNAUTHENTICATED"};
+    return (unsigned)c < sizeof(names) / sizeof(names[0]) ? names[c] : "UNKNOWN";
+}
+
+static struct cursor cursor_of(const struct watch *w)
+{
+    return (struct cursor){.epoch = ringlog_epoch(w->topic->log), .seq = w->it.seq - 1};
+}
+
+static bool is_live(const struct watch *w)
+{
+    return !w->status_started && !w->closed;
+}
+
+static void maybe_free(struct watch *w)
+{
+    if (w->refs > 0)
+        return;
+    struct shard *sh = w->shard;
+    struct server *srv = sh->srv;
+    int64_t live =
+        w->counted ? atomic_fetch_sub(&srv->streams_live, 1) - 1 : atomic_load(&srv->streams_live);
+    log_info("msg=stream_closed id=%llu topic=%s reason=%s sent=%llu dropped=%llu shard=%zu "
+             "streams_live=%lld",
+             (unsigned long long)w->id, w->topic ? w->topic->name : "-",
+             w->close_reason ? w->close_reason : "cancelled", (unsigned long long)w->sent_data,
+             (unsigned long long)w->dropped, sh->index, (long long)live);
+    shard_remove(sh, w);
+    if (w->has_filter)
+        filter_free(&w->filter);
+    if (w->pending)
+        grpc_byte_buffer_destroy(w->pending);
+    grpc_call_unref(w->call);
+    free(w);
+}
+
+/* Ends the stream with a status. If a send is in flight, the status follows
+ * its completion (one batch of each kind at a time, and in order). */
+static void finish(struct watch *w, grpc_status_code code, const char *details, const char *md_key,
+                   const char *md_value)
+{
+    if (!is_live(w))
+        return;
+    if (w->send_busy) {
+        if (!w->end_pending) {
+            w->end_pending = true;
+            w->end_code = code;
+            snprintf(w->end_details, sizeof(w->end_details), "%s", details);
+            w->end_md_key = md_key;
+            snprintf(w->end_md_value, sizeof(w->end_md_value), "%s", md_value ? md_value : "");
+        }
+        return;
+    }
+    shard_unlist(w->shard, w);
+    if (w->pending) {
+        grpc_byte_buffer_destroy(w->pending);
+        w->pending = NULL;
+    }
+    w->status_details = grpc_slice_from_copied_string(details);
+    w->trailing_count = 0;
+    if (md_key) {
+        w->trailing[0].key = grpc_slice_from_static_string(md_key);
+        w->trailing[0].value = grpc_slice_from_copied_string(md_value);
+        w->trailing_count = 1;
+    }
+    grpc_op ops[2];
+    memset(ops, 0, sizeof(ops));
+    size_t n = 0;
+    if (!w->md_sent) {
+        ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+        w->md_sent = true;
+    }
+    ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    ops[n].data.send_status_from_server.status = code;
+    ops[n].data.send_status_from_server.status_details = &w->status_details;
+    ops[n].data.send_status_from_server.trailing_metadata_count = w->trailing_count;
+    ops[n].data.send_status_from_server.trailing_metadata = w->trailing;
+    n++;
+    w->status_started = true;
+    w->close_reason = status_name(code);
+    w->refs++;
+    grpc_call_error e = grpc_call_start_batch(w->call, ops, n, &w->t_status, NULL);
+    if (e != GRPC_CALL_OK) {
+        log_error("msg=start_batch_failed op=status id=%llu error=%d", (unsigned long long)w->id,
+                  e);
+        w->refs--;
+        grpc_call_cancel(w->call, NULL);
+    }
+}
+
+static void start_send(struct watch *w, grpc_byte_buffer *bb)
+{
+    if (!bb) {
+        finish(w, GRPC_STATUS_INTERNAL, "could not encode event", NULL, NULL);
+        return;
+    }
+    grpc_op ops[2];
+    memset(ops, 0, sizeof(ops));
+    size_t n = 0;
+    if (!w->md_sent) {
+        ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+        w->md_sent = true;
+    }
+    ops[n].op = GRPC_OP_SEND_MESSAGE;
+    ops[n].data.send_message.send_message = bb;
+    n++;
+    w->send_bb = bb;
+    w->send_busy = true;
+    w->refs++;
+    grpc_call_error e = grpc_call_start_batch(w->call, ops, n, &w->t_send, NULL);
+    if (e != GRPC_CALL_OK) {
+        log_error("msg=start_batch_failed op=send id=%llu error=%d", (unsigned long long)w->id, e);
+        w->refs--;
+        w->send_busy = false;
+        w->send_bb = NULL;
+        grpc_byte_buffer_destroy(bb);
+        grpc_call_cancel(w->call, NULL);
+    }
+}
+
+/* The subscriber is over its lag budget, or was lapped: apply its policy. */
+static void overflow(struct watch *w)
+{
+    ringlog_t *log = w->topic->log;
+    struct cursor from = cursor_of(w);
+    char text[CURSOR_TEXT_MAX];
+    if (w->overflow == EVENTS__V1__OVERFLOW_POLICY__OVERFLOW_DISCONNECT) {
+        char msg[256];
+        cursor_format(from, text);
+        snprintf(msg, sizeof(msg),
+                 "slow consumer: more than %lld bytes behind the head of topic '%s'; resume "
+                 "from cursor %s",
+                 (long long)w->max_lag_bytes, w->topic->name, text);
+        log_info("msg=slow_consumer id=%llu topic=%s policy=disconnect cursor=%s",
+                 (unsigned long long)w->id, w->topic->name, text);
+        finish(w, GRPC_STATUS_RESOURCE_EXHAUSTED, msg, "tickfan-cursor", text);
+        return;
+    }
+    /* OVERFLOW_DROP: skip to the head, counting the matching events skipped.
+     * Records overwritten before they could be counted are counted whole
+     * (they are lost either way). */
+    struct ringlog_iter target;
+    ringlog_seek_head(log, &target);
+    uint64_t missed = 0;
+    while (w->it.seq < target.seq) {
+        struct ringlog_view v;
+        int rc = ringlog_peek(log, &w->it, &v);
+        if (rc == -ESTALE) {
+            uint64_t first = ringlog_first_seq(log);
+            if (first > target.seq)
+                first = target.seq;
+            missed += first > w->it.seq ? first - w->it.seq : 0;
+            if (ringlog_seek(log, first, &w->it) != 0)
+                w->it = target;
+            continue;
+        }
+        if (rc != 0)
+            break;
+        bool match = v.type == RINGLOG_GAP || !w->has_filter ||
+                     filter_match(&w->filter, v.kind, v.kind_len, v.key, v.key_len);
+        if (!ringlog_view_valid(log, &w->it))
+            continue; /* lapped under us: handled by the next peek */
+        missed += match;
+        ringlog_advance(&w->it, &v);
+    }
+    w->it = target;
+    w->dropped += missed;
+    log_info("msg=slow_consumer id=%llu topic=%s policy=drop missed=%llu",
+             (unsigned long long)w->id, w->topic->name, (unsigned long long)missed);
+    w->pending = wire_gap(cursor_of(w), missed, EVENTS__V1__GAP_REASON__GAP_SLOW_CONSUMER, from);
+}
+
+#define SCAN_BUDGET 512 /* filtered-out records scanned before yielding */
+
+void watch_pump(struct watch *w)
+{
+    if (w->send_busy || !is_live(w))
+        return;
+    if (w->pending) {
+        grpc_byte_buffer *bb = w->pending;
+        w->pending = NULL;
+        start_send(w, bb);
+        return;
+    }
+    ringlog_t *log = w->topic->log;
+    for (int budget = SCAN_BUDGET; budget > 0; budget--) {
+        if (ringlog_head_pos(log) - w->it.pos > (uint64_t)w->max_lag_bytes) {
+            overflow(w);
+            watch_pump(w);
+            return;
+        }
+        struct ringlog_view v;
+        int rc = ringlog_peek(log, &w->it, &v);
+        if (rc == -EAGAIN) {
+            if (!w->eob_sent) {
+                w->eob_sent = true;
+                start_send(w, wire_end_of_backlog(cursor_of(w)));
+                return;
+            }
+            shard_set_waiting(w->shard, w);
+            return;
+        }
+        if (rc == -ESTALE) {
+            overflow(w);
+            watch_pump(w);
+            return;
+        }
+        bool match = v.type == RINGLOG_GAP || !w->has_filter ||
+                     filter_match(&w->filter, v.kind, v.kind_len, v.key, v.key_len);
+        grpc_byte_buffer *bb = match ? wire_buffer(v.event, v.event_len) : NULL;
+        if (!ringlog_view_valid(log, &w->it)) {
+            /* what we read may be torn: discard it */
+            if (bb)
+                grpc_byte_buffer_destroy(bb);
+            overflow(w);
+            watch_pump(w);
+            return;
+        }
+        ringlog_advance(&w->it, &v);
+        if (match) {
+            w->sent_data++;
+            start_send(w, bb);
+            return;
+        }
+    }
+    shard_set_ready(w->shard, w); /* more to scan: come back after others */
+}
+
+void watch_tick(struct watch *w, int64_t now_us)
+{
+    if (w->send_busy || !is_live(w) || w->pending)
+        return;
+    if (now_us - w->last_send_us < w->shard->srv->heartbeat_us)
+        return;
+    start_send(w, wire_heartbeat(cursor_of(w), log_now_unix_us()));
+}
+
+void watch_drain(struct watch *w)
+{
+    if (!is_live(w))
+        return;
+    char text[CURSOR_TEXT_MAX], msg[200];
+    cursor_format(cursor_of(w), text);
+    snprintf(msg, sizeof(msg), "server shutting down; resume from cursor %s", text);
+    finish(w, GRPC_STATUS_UNAVAILABLE, msg, "tickfan-cursor", text);
+}
+
+void watch_on_send(struct watch *w, bool ok)
+{
+    w->refs--;
+    w->send_busy = false;
+    grpc_byte_buffer_destroy(w->send_bb);
+    w->send_bb = NULL;
+    w->last_send_us = log_now_mono_us();
+    if (ok && is_live(w)) {
+        if (w->end_pending) {
+            w->end_pending = false;
+            finish(w, w->end_code, w->end_details, w->end_md_key, w->end_md_value);
+        } else if (atomic_load_explicit(&w->shard->srv->draining, memory_order_relaxed)) {
+            watch_drain(w);
+        } else {
+            watch_pump(w);
+        }
+    }
+    maybe_free(w);
+}
+
+void watch_on_close(struct watch *w)
+{
+    w->refs--;
+    w->closed = true;
+    if (!w->status_started)
+        w->close_reason = "cancelled";
+    shard_unlist(w->shard, w);
+    maybe_free(w);
+}
+
+void watch_on_status(struct watch *w)
+{
+    w->refs--;
+    grpc_slice_unref(w->status_details);
+    for (size_t i = 0; i < w->trailing_count; i++) {
+        grpc_slice_unref(w->trailing[i].key);
+        grpc_slice_unref(w->trailing[i].value);
+    }
+    w->trailing_count = 0;
+    maybe_free(w);
+}
+
+/* ---- accepting a stream ------------------------------------------------ */
+
+/* Positions the stream per request. Returns true when the stream may start;
+ * otherwise a status has been sent. */
+static bool position(struct watch *w, const Events__V1__WatchRequest *req)
+{
+    ringlog_t *log = w->topic->log;
+    uint64_t epoch = ringlog_epoch(log);
+    char msg[400], text[CURSOR_TEXT_MAX], earliest_text[CURSOR_TEXT_MAX];
+
+    if (req->cursor && req->cursor[0]) {
+        size_t len = strlen(req->cursor);
+        struct cursor c;
+        if (cursor_parse(req->cursor, len, &c) != 0) {
+            snprintf(msg, sizeof(msg), "malformed cursor '%.64s'", req->cursor);
+            finish(w, GRPC_STATUS_INVALID_ARGUMENT, msg, NULL, NULL);
+            return false;
+        }
+        const char *why = NULL;
+        uint64_t missed = 0;
+        if (c.epoch != epoch) {
+            why = "is from another epoch of the topic's log (the log was recreated)";
+        } else if (c.seq > ringlog_head_seq(log)) {
+            why = "is ahead of the topic's log";
+        } else if (ringlog_seek(log, c.seq + 1, &w->it) != 0) {
+            why = "is older than what the topic retains";
+            uint64_t first = ringlog_first_seq(log);
+            missed = first > c.seq + 1 ? first - (c.seq + 1) : 0;
+        } else {
+            return true;
+        }
+        /* the earliest position that can be resumed from */
+        for (int i = 0; i < 64; i++)
+            if (ringlog_seek(log, ringlog_first_seq(log), &w->it) == 0)
+                break;
+        cursor_format(cursor_of(w), earliest_text);
+        if (req->allow_gap && c.seq <= ringlog_head_seq(log)) {
+            w->pending = wire_gap(cursor_of(w), missed, EVENTS__V1__GAP_REASON__GAP_RETENTION, c);
+            return true;
+        }
+        cursor_format(c, text);
+        snprintf(msg, sizeof(msg), "cursor %s of topic '%s' %s; earliest available cursor is %s",
+                 text, w->topic->name, why, earliest_text);
+        finish(w, GRPC_STATUS_OUT_OF_RANGE, msg, "tickfan-earliest-cursor", earliest_text);
+        return false;
+    }
+
+    switch (req->start) {
+    case EVENTS__V1__START_POSITION__START_EARLIEST:
+        for (int i = 0; i < 64; i++)
+            if (ringlog_seek(log, ringlog_first_seq(log), &w->it) == 0)
+                return true;
+        ringlog_seek_head(log, &w->it);
+        return true;
+    case EVENTS__V1__START_POSITION__START_LIVE:
+        ringlog_seek_head(log, &w->it);
+        return true;
+    case EVENTS__V1__START_POSITION__START_AT_TIME:
+        if (req->start_unix_micros <= 0) {
+            finish(w, GRPC_STATUS_INVALID_ARGUMENT,
+                   "start=START_AT_TIME needs start_unix_micros > 0", NULL, NULL);
+            return false;
+        }
+        ringlog_seek_time(log, req->start_unix_micros, &w->it);
+        return true;
+    default:
+        snprintf(msg, sizeof(msg), "unknown start position %d", (int)req->start);
+        finish(w, GRPC_STATUS_INVALID_ARGUMENT, msg, NULL, NULL);
+        return false;
+    }
+}
+
+/* Validates the request and sets the stream up. false: a status was sent. */
+static bool setup(struct watch *w, grpc_byte_buffer *payload)
+{
+    struct server *srv = w->shard->srv;
+    char msg[400];
+    Events__V1__WatchRequest *req = NULL;
+    bool ok = false;
+
+    if (!payload || wire_read_request(payload, &req) != 0) {
+        finish(w, GRPC_STATUS_INVALID_ARGUMENT, "malformed WatchRequest", NULL, NULL);
+        goto out;
+    }
+    if (!req->topic || !req->topic[0]) {
+        finish(w, GRPC_STATUS_INVALID_ARGUMENT, "topic is required", NULL, NULL);
+        goto out;
+    }
+    w->topic = topics_find(srv->topics, req->topic, strlen(req->topic));
+    if (!w->topic) {
+        snprintf(msg, sizeof(msg), "unknown topic '%.128s'", req->topic);
+        finish(w, GRPC_STATUS_NOT_FOUND, msg, NULL, NULL);
+        goto out;
+    }
+    const char *why = NULL;
+    int rc = filter_init(&w->filter, req->kinds, req->n_kinds, req->keys, req->n_keys, &why);
+    if (rc) {
+        snprintf(msg, sizeof(msg), "invalid filter: %s", rc == -EINVAL ? why : "out of memory");
+        finish(w, rc == -EINVAL ? GRPC_STATUS_INVALID_ARGUMENT : GRPC_STATUS_RESOURCE_EXHAUSTED,
+               msg, NULL, NULL);
+        goto out;
+    }
+    w->has_filter = req->n_kinds || req->n_keys;
+
+    switch (req->overflow) {
+    case EVENTS__V1__OVERFLOW_POLICY__OVERFLOW_DEFAULT:
+        w->overflow = srv->overflow_default;
+        break;
+    case EVENTS__V1__OVERFLOW_POLICY__OVERFLOW_DROP:
+    case EVENTS__V1__OVERFLOW_POLICY__OVERFLOW_DISCONNECT:
+        w->overflow = req->overflow;
+        break;
+    case EVENTS__V1__OVERFLOW_POLICY__OVERFLOW_CONFLATE:
+        finish(w, GRPC_STATUS_UNIMPLEMENTED,
+               "overflow=OVERFLOW_CONFLATE is not supported by this server version", NULL, NULL);
+        goto out;
+    default:
+        snprintf(msg, sizeof(msg), "unknown overflow policy %d", (int)req->overflow);
+        finish(w, GRPC_STATUS_INVALID_ARGUMENT, msg, NULL, NULL);
+        goto out;
+    }
+    if (req->snapshot) {
+        finish(w, GRPC_STATUS_UNIMPLEMENTED,
+               "snapshot=true is not supported by this server version", NULL, NULL);
+        goto out;
+    }
+    int64_t cap = (int64_t)ringlog_capacity(w->topic->log);
+    w->max_lag_bytes = srv->max_lag_bytes ? srv->max_lag_bytes : cap / 2;
+    if (w->max_lag_bytes > cap * 3 / 4)
+        w->max_lag_bytes = cap * 3 / 4;
+    ok = position(w, req);
+
+out:
+    if (req)
+        events__v1__watch_request__free_unpacked(req, NULL);
+    return ok;
+}
+
+void watch_accept(struct shard *sh, grpc_call *call, grpc_byte_buffer *payload)
+{
+    struct server *srv = sh->srv;
+    struct watch *w = calloc(1, sizeof(*w));
+    if (!w) {
+        grpc_call_cancel_with_status(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory", NULL);
+        grpc_call_unref(call);
+        if (payload)
+            grpc_byte_buffer_destroy(payload);
+        return;
+    }
+    w->shard = sh;
+    w->call = call;
+    w->id = atomic_fetch_add(&srv->next_stream_id, 1) + 1;
+    w->t_send = (struct tag){TAG_SEND, w};
+    w->t_close = (struct tag){TAG_RECV_CLOSE, w};
+    w->t_status = (struct tag){TAG_STATUS, w};
+    w->last_send_us = log_now_mono_us();
+    shard_add(sh, w);
+
+    grpc_op op;
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    op.data.recv_close_on_server.cancelled = &w->cancelled;
+    w->refs++;
+    if (grpc_call_start_batch(call, &op, 1, &w->t_close, NULL) != GRPC_CALL_OK) {
+        log_error("msg=start_batch_failed op=recv_close id=%llu", (unsigned long long)w->id);
+        w->refs--;
+        w->closed = true;
+        grpc_call_cancel(call, NULL);
+        if (payload)
+            grpc_byte_buffer_destroy(payload);
+        maybe_free(w);
+        return;
+    }
+
+    w->counted = true;
+    int64_t live = atomic_fetch_add(&srv->streams_live, 1) + 1;
+    bool ok;
+    if (live > srv->max_streams) {
+        char msg[128];
+        snprintf(msg, sizeof(msg), "too many streams (max %lld); retry later or elsewhere",
+                 (long long)srv->max_streams);
+        finish(w, GRPC_STATUS_RESOURCE_EXHAUSTED, msg, NULL, NULL);
+        ok = false;
+    } else {
+        ok = setup(w, payload);
+    }
+    if (payload)
+        grpc_byte_buffer_destroy(payload);
+    if (!ok)
+        return;
+
+    char *peer = grpc_call_get_peer(call);
+    char text[CURSOR_TEXT_MAX];
+    cursor_format(cursor_of(w), text);
+    log_info("msg=stream_opened id=%llu topic=%s peer=%s shard=%zu cursor=%s streams_live=%lld",
+             (unsigned long long)w->id, w->topic->name, peer ? peer : "-", sh->index, text,
+             (long long)live);
+    gpr_free(peer);
+    watch_pump(w);
+}

@@ -1,0 +1,87 @@
+/*
+ * watch: one Watch server-stream, from accepted call to freed state.
+ *
+ * Owned by the shard thread whose completion queue the call is bound to;
+ * nothing else touches it. Exactly one SEND_MESSAGE is in flight at a time
+ * (that is the backpressure), one RECV_CLOSE_ON_SERVER for the whole life
+ * (that is how cancellation is learned), and the state is freed when the
+ * last operation in flight has completed.
+ */
+#ifndef TICKFAN_WATCH_H
+#define TICKFAN_WATCH_H
+
+#include <grpc/grpc.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cursor.h"
+#include "filter.h"
+#include "ringlog.h"
+#include "shard.h"
+#include "topics.h"
+
+struct watch {
+    /* shard bookkeeping */
+    struct watch *prev, *next;   /* all watches of the shard */
+    struct watch *wprev, *wnext; /* the waiting list of its topic, or the ready list */
+    int list;                    /* SHARD_LIST_* it is on */
+
+    struct shard *shard;
+    grpc_call *call;
+    uint64_t id;
+    struct topic *topic;
+    struct filter filter;
+    bool has_filter;
+    struct ringlog_iter it;
+    int overflow; /* Events__V1__OverflowPolicy, never DEFAULT */
+    int64_t max_lag_bytes;
+
+    int refs; /* operations in flight */
+    bool md_sent;
+    bool eob_sent;
+    bool send_busy;
+    bool status_started;
+    bool closed;   /* RECV_CLOSE_ON_SERVER completed */
+    int cancelled; /* filled by RECV_CLOSE_ON_SERVER */
+    bool counted;  /* counted in streams_live */
+
+    /* an event to send before anything else (Gap) */
+    grpc_byte_buffer *pending;
+    /* status to send once the send in flight completes */
+    bool end_pending;
+    grpc_status_code end_code;
+    char end_details[256];
+    const char *end_md_key;
+    char end_md_value[CURSOR_TEXT_MAX];
+
+    grpc_byte_buffer *send_bb;
+    grpc_slice status_details;
+    grpc_metadata trailing[1];
+    size_t trailing_count;
+
+    int64_t last_send_us; /* monotonic */
+    uint64_t sent_data;
+    uint64_t dropped;
+    const char *close_reason;
+
+    struct tag t_send, t_close, t_status;
+};
+
+/* A new call for the Watch method arrived on `sh` with its request payload
+ * (which this takes ownership of, may be NULL). */
+void watch_accept(struct shard *sh, grpc_call *call, grpc_byte_buffer *payload);
+
+/* Completions of the watch's own operations. */
+void watch_on_send(struct watch *w, bool ok);
+void watch_on_close(struct watch *w);
+void watch_on_status(struct watch *w);
+
+/* Sends what is next for the stream if nothing is in flight: pending Gap,
+ * Data, EndOfBacklog. Called when data may have arrived. */
+void watch_pump(struct watch *w);
+/* Heartbeat if idle for the cadence (now: monotonic us). */
+void watch_tick(struct watch *w, int64_t now_us);
+/* Ends the stream with UNAVAILABLE and its cursor (drain). */
+void watch_drain(struct watch *w);
+
+#endif

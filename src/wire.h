@@ -1,0 +1,52 @@
+/*
+ * wire: protobuf encoding of WatchEvents and gRPC byte buffers.
+ *
+ * Pure functions, any thread. Data events are encoded once, by the ingest
+ * thread, straight into the topic log; control events (heartbeat,
+ * EndOfBacklog, Gap) are small and encoded per stream by its shard.
+ */
+#ifndef TICKFAN_WIRE_H
+#define TICKFAN_WIRE_H
+
+#include <grpc/grpc.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cursor.h"
+#include "events/v1/watcher.pb-c.h"
+
+/* A Data event's fields; kind and key need not be NUL-terminated. */
+struct wire_data {
+    const char *kind;
+    size_t kind_len;
+    const char *key;
+    size_t key_len;
+    const uint8_t *body;
+    size_t body_len;
+    int64_t emitted_us;
+    int64_t ingested_us;
+    uint64_t seq;
+    bool snapshot;
+};
+
+/* Encoded size of WatchEvent{data, cursor}, and the encoding itself into
+ * `out` (exactly that many bytes). kind_len and key_len are at most 255. */
+size_t wire_data_event_size(const struct wire_data *d, struct cursor c);
+void wire_data_event_pack(const struct wire_data *d, struct cursor c, uint8_t *out);
+
+/* A byte buffer holding a copy of `len` bytes. The caller owns the result
+ * (grpc_byte_buffer_destroy); gRPC does not free it when a send completes. */
+grpc_byte_buffer *wire_buffer(const void *data, size_t len);
+
+/* Control events, as byte buffers owned by the caller. */
+grpc_byte_buffer *wire_heartbeat(struct cursor c, int64_t now_us);
+grpc_byte_buffer *wire_end_of_backlog(struct cursor c);
+grpc_byte_buffer *wire_gap(struct cursor c, uint64_t missed, Events__V1__GapReason reason,
+                           struct cursor from);
+
+/* Unpacks a WatchRequest. Returns 0 or -EBADMSG; free *out with
+ * events__v1__watch_request__free_unpacked(*out, NULL). */
+int wire_read_request(grpc_byte_buffer *bb, Events__V1__WatchRequest **out);
+
+#endif

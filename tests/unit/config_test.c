@@ -1,0 +1,128 @@
+/* config: defaults, precedence (flags > env > defaults), validation errors. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "config.h"
+
+static int parse(struct config *cfg, char **argv, const char *const *envp, char *err)
+{
+    int argc = 0;
+    while (argv[argc])
+        argc++;
+    FILE *devnull = fopen("/dev/null", "w");
+    int rc = config_parse(cfg, argc, argv, envp, devnull, err, 256);
+    fclose(devnull);
+    return rc;
+}
+
+static void defaults_apply_with_no_flags(void **state)
+{
+    struct config cfg;
+    char err[256];
+    char *argv[] = {"tickfand", NULL};
+    assert_int_equal(parse(&cfg, argv, NULL, err), CONFIG_OK);
+    assert_string_equal(cfg.listen, "0.0.0.0:50051");
+    assert_int_equal(cfg.heartbeat_ms, 5000);
+    assert_int_equal(cfg.log_size, 64 * 1024 * 1024);
+    assert_null(cfg.topics);
+    assert_null(cfg.feeds);
+    config_free(&cfg);
+}
+
+static void flags_override_environment_which_overrides_defaults(void **state)
+{
+    struct config cfg;
+    char err[256];
+    const char *env[] = {"TICKFAN_HEARTBEAT_MS=700", "TICKFAN_LISTEN=127.0.0.1:1",
+                         "TICKFAN_TOPICS=a,b", NULL};
+    char *argv[] = {"tickfand", "--listen", "127.0.0.1:2", NULL};
+    assert_int_equal(parse(&cfg, argv, env, err), CONFIG_OK);
+    assert_int_equal(cfg.heartbeat_ms, 700);        /* env over default */
+    assert_string_equal(cfg.listen, "127.0.0.1:2"); /* flag over env */
+    assert_string_equal(cfg.topics[0], "a");
+    assert_string_equal(cfg.topics[1], "b");
+    assert_null(cfg.topics[2]);
+    config_free(&cfg);
+
+    char *argv2[] = {"tickfand", "--topic", "c", "--topic=d", NULL};
+    assert_int_equal(parse(&cfg, argv2, env, err), CONFIG_OK);
+    assert_string_equal(cfg.topics[0], "c"); /* list flags replace the env list */
+    assert_string_equal(cfg.topics[1], "d");
+    assert_null(cfg.topics[2]);
+    config_free(&cfg);
+}
+
+static void sizes_take_binary_suffixes(void **state)
+{
+    int64_t v;
+    assert_int_equal(config_parse_size("64K", &v), 0);
+    assert_int_equal(v, 65536);
+    assert_int_equal(config_parse_size("2MiB", &v), 0);
+    assert_int_equal(v, 2 * 1024 * 1024);
+    assert_int_equal(config_parse_size("1g", &v), 0);
+    assert_int_equal(v, 1024 * 1024 * 1024);
+    assert_int_equal(config_parse_size("12", &v), 0);
+    assert_int_equal(v, 12);
+    assert_int_equal(config_parse_size("12Q", &v), -EINVAL);
+    assert_int_equal(config_parse_size("", &v), -EINVAL);
+    assert_int_equal(config_parse_size("-1", &v), -EINVAL);
+}
+
+static void bad_values_name_the_option_and_the_value(void **state)
+{
+    struct {
+        char *argv[4];
+        const char *want[2];
+    } cases[] = {
+        {{"tickfand", "--heartbeat-ms", "abc", NULL}, {"--heartbeat-ms", "abc"}},
+        {{"tickfand", "--heartbeat-ms", "5", NULL}, {"--heartbeat-ms", "out of range"}},
+        {{"tickfand", "--log-size", "1K", NULL}, {"--log-size", "1K"}},
+        {{"tickfand", "--log-level", "loud", NULL}, {"--log-level", "loud"}},
+        {{"tickfand", "--bogus", "1", NULL}, {"--bogus", "unknown option"}},
+        {{"tickfand", "--listen", NULL}, {"--listen", "missing value"}},
+        {{"tickfand", "stray", NULL}, {"stray", "unexpected"}},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct config cfg;
+        char err[256] = "";
+        assert_int_equal(parse(&cfg, cases[i].argv, NULL, err), -EINVAL);
+        assert_non_null(strstr(err, cases[i].want[0]));
+        assert_non_null(strstr(err, cases[i].want[1]));
+    }
+    struct config cfg;
+    char err[256] = "";
+    const char *env[] = {"TICKFAN_SHARDS=lots", NULL};
+    char *argv[] = {"tickfand", NULL};
+    assert_int_equal(parse(&cfg, argv, env, err), -EINVAL);
+    assert_non_null(strstr(err, "TICKFAN_SHARDS"));
+    assert_non_null(strstr(err, "lots"));
+}
+
+static void help_and_version_stop_without_error(void **state)
+{
+    struct config cfg;
+    char err[256];
+    char *help[] = {"tickfand", "--help", NULL};
+    assert_int_equal(parse(&cfg, help, NULL, err), CONFIG_HELP);
+    char *version[] = {"tickfand", "--version", NULL};
+    assert_int_equal(parse(&cfg, version, NULL, err), CONFIG_VERSION);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(defaults_apply_with_no_flags),
+        cmocka_unit_test(flags_override_environment_which_overrides_defaults),
+        cmocka_unit_test(sizes_take_binary_suffixes),
+        cmocka_unit_test(bad_values_name_the_option_and_the_value),
+        cmocka_unit_test(help_and_version_stop_without_error),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
