@@ -42,7 +42,7 @@ static const struct opt_def opts[] = {
      OFF(log_size), "bytes of ring log per topic (K/M/G suffixes); retention is what fits"},
     {"max-lag-bytes", OPT_SIZE, "0", 0, (int64_t)1 << 40, NULL, "TICKFAN_MAX_LAG_BYTES",
      OFF(max_lag_bytes),
-     "lag budget per subscriber in log bytes behind the head (0 = half the topic log)"},
+     "lag budget per live subscriber, in log bytes behind the head (0 = half the topic log)"},
     {"overflow", OPT_ENUM, "drop", 0, 0, "drop|disconnect", "TICKFAN_OVERFLOW", OFF(overflow),
      "default overflow policy for subscribers over their lag budget"},
     {"max-streams", OPT_INT, "100000", 1, 10000000, NULL, "TICKFAN_MAX_STREAMS", OFF(max_streams),

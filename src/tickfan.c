@@ -16,6 +16,7 @@
 
 #include "tickfmt.h"
 #include "watchclient.h"
+#include "wire.h"
 
 #define DEFAULT_SERVER "localhost:50051"
 #define SERVER_ENV "TICKFAN_SERVER"
@@ -396,7 +397,7 @@ static int report_end(watchclient_t *wc, const char *last)
         return EXIT_DONE;
     }
 
-    fprintf(stderr, "tickfan: %s", watchclient_status_name(code));
+    fprintf(stderr, "tickfan: %s", wire_status_name(code));
     if (details[0] != '\0') {
         fputs(": ", stderr);
         tickfmt_safe_string(stderr, details);
@@ -450,8 +451,10 @@ static int run_tail(const struct tail_opts *o)
     req.snapshot = o->snapshot;
 
     /* Until an event arrives, the place to resume from is where we started. */
-    if (set_cursor(&last, o->cursor) < 0)
-        goto out_nomem;
+    if (set_cursor(&last, o->cursor) < 0) {
+        fputs("tickfan: out of memory\n", stderr);
+        return EXIT_STREAM_ERROR;
+    }
     install_signals();
     int rc = watchclient_open(&wc, o->server, &req);
     if (rc < 0) {
@@ -498,10 +501,6 @@ static int run_tail(const struct tail_opts *o)
 out_free:
     free(last);
     return code;
-
-out_nomem:
-    fputs("tickfan: out of memory\n", stderr);
-    goto out_free;
 }
 
 static int cmd_tail(int argc, char **argv)

@@ -7,8 +7,9 @@
  * ownership of every event and stream passed in.
  *
  * Data bodies of kind "quote" and "trade" are decoded as
- * tickfan.market.v1.Tick; any other body is shown as bytes. Prices are fixed
- * point (value = mantissa * 10^price_exponent) and are printed exactly, with
+ * tickfan.market.v1.Tick; any other body, or one that does not decode as a
+ * quote or trade, is shown as bytes. Prices are fixed point (value =
+ * mantissa * 10^price_exponent) and are printed exactly, with
  * -price_exponent decimals, never through floating point.
  *
  * Human line (fields separated by spaces, ends with '\n'):

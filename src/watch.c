@@ -19,28 +19,6 @@
 #include "server.h"
 #include "wire.h"
 
-static const char *status_name(grpc_status_code c)
-{
-    static const char *const names[] = {"OK",
-                                        "CANCELLED",
-                                        "UNKNOWN",
-                                        "INVALID_ARGUMENT",
-                                        "DEADLINE_EXCEEDED",
-                                        "NOT_FOUND",
-                                        "ALREADY_EXISTS",
-                                        "PERMISSION_DENIED",
-                                        "RESOURCE_EXHAUSTED",
-                                        "FAILED_PRECONDITION",
-                                        "ABORTED",
-                                        "OUT_OF_RANGE",
-                                        "UNIMPLEMENTED",
-                                        "INTERNAL",
-                                        "UNAVAILABLE",
-                                        "DATA_LOSS",
-                                        "UNAUTHENTICATED"};
-    return (unsigned)c < sizeof(names) / sizeof(names[0]) ? names[c] : "UNKNOWN";
-}
-
 static struct cursor cursor_of(const struct watch *w)
 {
     return (struct cursor){.epoch = ringlog_epoch(w->topic->log), .seq = w->it.seq - 1};
@@ -116,7 +94,7 @@ static void finish(struct watch *w, grpc_status_code code, const char *details, 
     ops[n].data.send_status_from_server.trailing_metadata = w->trailing;
     n++;
     w->status_started = true;
-    w->close_reason = status_name(code);
+    w->close_reason = wire_status_name(code);
     w->refs++;
     grpc_call_error e = grpc_call_start_batch(w->call, ops, n, &w->t_status, NULL);
     if (e != GRPC_CALL_OK) {
@@ -209,6 +187,36 @@ static void overflow(struct watch *w)
     w->pending = wire_gap(cursor_of(w), missed, EVENTS__V1__GAP_REASON__GAP_SLOW_CONSUMER, from);
 }
 
+/* Lapped while replaying the backlog: the records it had not read yet are
+ * gone from the log (retention), not skipped for being slow. Tell it and go on
+ * from the oldest record left; a DISCONNECT subscriber is ended instead. */
+static void lapped_in_backlog(struct watch *w)
+{
+    if (w->overflow == EVENTS__V1__OVERFLOW_POLICY__OVERFLOW_DISCONNECT) {
+        overflow(w);
+        return;
+    }
+    ringlog_t *log = w->topic->log;
+    struct cursor from = cursor_of(w);
+    for (int i = 0; i < 64; i++)
+        if (ringlog_seek(log, ringlog_first_seq(log), &w->it) == 0)
+            break;
+    uint64_t missed = w->it.seq > from.seq + 1 ? w->it.seq - from.seq - 1 : 0;
+    w->dropped += missed;
+    log_info("msg=lapped_in_backlog id=%llu topic=%s missed=%llu", (unsigned long long)w->id,
+             w->topic->name, (unsigned long long)missed);
+    w->pending = wire_gap(cursor_of(w), missed, EVENTS__V1__GAP_REASON__GAP_RETENTION, from);
+}
+
+/* Behind the writer: the lag budget (live phase) or a lap (any time). */
+static void fell_behind(struct watch *w)
+{
+    if (w->eob_sent)
+        overflow(w);
+    else
+        lapped_in_backlog(w);
+}
+
 #define SCAN_BUDGET 512 /* filtered-out records scanned before yielding */
 
 void watch_pump(struct watch *w)
@@ -223,7 +231,9 @@ void watch_pump(struct watch *w)
     }
     ringlog_t *log = w->topic->log;
     for (int budget = SCAN_BUDGET; budget > 0; budget--) {
-        if (ringlog_head_pos(log) - w->it.pos > (uint64_t)w->max_lag_bytes) {
+        /* The lag budget is for live subscribers: one replaying the backlog
+         * is behind by design, and only being lapped stops it. */
+        if (w->eob_sent && ringlog_head_pos(log) - w->it.pos > (uint64_t)w->max_lag_bytes) {
             overflow(w);
             watch_pump(w);
             return;
@@ -240,7 +250,7 @@ void watch_pump(struct watch *w)
             return;
         }
         if (rc == -ESTALE) {
-            overflow(w);
+            fell_behind(w);
             watch_pump(w);
             return;
         }
@@ -251,7 +261,7 @@ void watch_pump(struct watch *w)
             /* what we read may be torn: discard it */
             if (bb)
                 grpc_byte_buffer_destroy(bb);
-            overflow(w);
+            fell_behind(w);
             watch_pump(w);
             return;
         }

@@ -84,8 +84,8 @@ const char *watchclient_trailer(watchclient_t *wc, const char *key);
 
 /*
  * Ends the stream from the client side. Thread-safe; idempotent; a no-op
- * once the stream has ended. The owner's watchclient_next() then returns any
- * event already received, and -EPIPE with status CANCELLED after that.
+ * once the stream has ended. The owner's watchclient_next() may still return
+ * an event that had already arrived, then -EPIPE with status CANCELLED.
  */
 void watchclient_cancel(watchclient_t *wc);
 
@@ -96,8 +96,5 @@ void watchclient_cancel(watchclient_t *wc);
  * this has started. NULL is a no-op.
  */
 void watchclient_close(watchclient_t *wc);
-
-/* "OK", "CANCELLED", ... "UNAUTHENTICATED"; "UNKNOWN_STATUS" if out of range. */
-const char *watchclient_status_name(grpc_status_code code);
 
 #endif

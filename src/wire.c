@@ -119,3 +119,29 @@ int wire_read_request(grpc_byte_buffer *bb, Events__V1__WatchRequest **out)
     grpc_slice_unref(s);
     return *out ? 0 : -EBADMSG;
 }
+
+const char *wire_status_name(grpc_status_code code)
+{
+    static const char *const names[] = {
+        [GRPC_STATUS_OK] = "OK",
+        [GRPC_STATUS_CANCELLED] = "CANCELLED",
+        [GRPC_STATUS_UNKNOWN] = "UNKNOWN",
+        [GRPC_STATUS_INVALID_ARGUMENT] = "INVALID_ARGUMENT",
+        [GRPC_STATUS_DEADLINE_EXCEEDED] = "DEADLINE_EXCEEDED",
+        [GRPC_STATUS_NOT_FOUND] = "NOT_FOUND",
+        [GRPC_STATUS_ALREADY_EXISTS] = "ALREADY_EXISTS",
+        [GRPC_STATUS_PERMISSION_DENIED] = "PERMISSION_DENIED",
+        [GRPC_STATUS_RESOURCE_EXHAUSTED] = "RESOURCE_EXHAUSTED",
+        [GRPC_STATUS_FAILED_PRECONDITION] = "FAILED_PRECONDITION",
+        [GRPC_STATUS_ABORTED] = "ABORTED",
+        [GRPC_STATUS_OUT_OF_RANGE] = "OUT_OF_RANGE",
+        [GRPC_STATUS_UNIMPLEMENTED] = "UNIMPLEMENTED",
+        [GRPC_STATUS_INTERNAL] = "INTERNAL",
+        [GRPC_STATUS_UNAVAILABLE] = "UNAVAILABLE",
+        [GRPC_STATUS_DATA_LOSS] = "DATA_LOSS",
+        [GRPC_STATUS_UNAUTHENTICATED] = "UNAUTHENTICATED",
+    };
+    if ((unsigned)code < sizeof(names) / sizeof(names[0]) && names[code] != NULL)
+        return names[code];
+    return "UNKNOWN_STATUS";
+}

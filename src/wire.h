@@ -49,4 +49,7 @@ grpc_byte_buffer *wire_gap(struct cursor c, uint64_t missed, Events__V1__GapReas
  * events__v1__watch_request__free_unpacked(*out, NULL). */
 int wire_read_request(grpc_byte_buffer *bb, Events__V1__WatchRequest **out);
 
+/* "NOT_FOUND" etc. for a status code; "UNKNOWN_STATUS" for others. */
+const char *wire_status_name(grpc_status_code code);
+
 #endif

@@ -73,32 +73,41 @@ def test_sigterm_ends_streams_unavailable_with_resume_cursor_and_exits_0(tickfan
             assert pos >= cursor_parts(last.cursor)[1], f"tickfan-cursor {cursor} < {last}"
 
 
-def test_resume_after_sigterm_and_restart_continues_exactly(tickfand, tmp_path):
+def test_resume_after_sigterm_and_restart_is_exact_or_explicitly_refused(tickfand, tmp_path):
+    """After a restart on the same data directory, a drain cursor resumes
+    exactly (log recovered, same epoch), or, if the log was recreated, is
+    refused with OUT_OF_RANGE naming the new log's earliest cursor. Never a
+    silent skip or replay."""
     data_dir = tmp_path / "restart"
     flags = ("--sim-rate", "2000", "--drain-timeout-ms", "3000")
-    srv = tickfand(*flags, data_dir=data_dir)
-    drained = drain_streams(srv)
+    drained = drain_streams(tickfand(*flags, data_dir=data_dir))
+    old_epoch = cursor_parts(drained[0][1].trailers["tickfan-cursor"])[0]
 
     srv2 = tickfand(*flags, data_dir=data_dir)
     stub = srv2.stub()
-    # Resume each stream where it stopped; the reference is an unfiltered
-    # replay of the recovered log.
-    ref = Watch(stub, topic="sim")
-    everything = []
+    ref = Watch(stub, topic="sim")  # unfiltered replay of the log as it is now
+    everything = [ref.next_data()]
+    new_epoch = cursor_parts(everything[0].cursor)[0]
+
     for w, ended in drained:
         cursor = ended.trailers["tickfan-cursor"]
         last_seq = w.last_event.data.seq
         r = Watch(stub, topic="sim", cursor=cursor, keys=list(w.request.keys))
+        if new_epoch != old_epoch:
+            e, events = r.end(timeout=10)
+            assert e.code == grpc.StatusCode.OUT_OF_RANGE, \
+                f"cursor {cursor} of the old log ({old_epoch}) on a new log ({new_epoch}): {e}"
+            assert not events, f"events before OUT_OF_RANGE: {events[:3]}"
+            earliest = e.trailers.get("tickfan-earliest-cursor", "")
+            assert earliest.startswith(f"1-{new_epoch}-"), e
+            continue
         got = [r.next_data() for _ in range(30)]
         r.cancel()
-        while not everything or everything[-1].data.seq < got[-1].data.seq:
+        while everything[-1].data.seq < got[-1].data.seq:
             everything.append(ref.next_data())
         keys = set(w.request.keys)
         expected = [e.data for e in everything
-                    if e.data.seq > last_seq and e.data.seq <= got[-1].data.seq
+                    if last_seq < e.data.seq <= got[-1].data.seq
                     and (not keys or e.data.key in keys)]
         assert [g.data for g in got] == expected, f"resume from {cursor} after seq {last_seq}"
     ref.cancel()
-    assert everything[0].data.seq == 1, "the restarted server lost the start of the log"
-    assert cursor_parts(everything[0].cursor)[0] == \
-        cursor_parts(drained[0][1].trailers["tickfan-cursor"])[0], "epoch changed on restart"

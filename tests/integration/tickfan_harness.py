@@ -318,6 +318,43 @@ def expect_status(stub, code, timeout=10.0, **fields):
     return ended
 
 
+def first_data(stub, **fields):
+    """The first Data event of a new Watch (which is then cancelled)."""
+    w = Watch(stub, **fields)
+    try:
+        return w.next_data()
+    finally:
+        w.cancel()
+
+
+def read_contiguous(w, n, first_seq, what):
+    """Reads n Data events that must be exactly seq first_seq, first_seq+1, ...
+    (heartbeats and one EndOfBacklog allowed in between, nothing else)."""
+    got = []
+    while len(got) < n:
+        ev = w.next()
+        kind = ev.WhichOneof("payload")
+        assert kind in ("data", "heartbeat", "end_of_backlog"), \
+            f"{what}: after {len(got)} events (seq {first_seq}..) got {ev}"
+        if kind == "data":
+            assert ev.data.seq == first_seq + len(got), \
+                f"{what}: expected seq {first_seq + len(got)}, got {ev}"
+            got.append(ev)
+    return got
+
+
+def check_out_of_range(ended, epoch):
+    """An OUT_OF_RANGE must name the earliest cursor in its details and its
+    trailing metadata; returns (earliest cursor, its seq)."""
+    assert ended.code == grpc.StatusCode.OUT_OF_RANGE, ended
+    earliest = ended.trailers.get("tickfan-earliest-cursor")
+    assert earliest, f"no tickfan-earliest-cursor trailer: {ended}"
+    assert earliest in ended.details, f"details do not name {earliest}: {ended.details!r}"
+    e_epoch, e_seq = cursor_parts(earliest)
+    assert e_epoch == epoch, f"earliest cursor {earliest} is not of the log's epoch {epoch}"
+    return earliest, e_seq
+
+
 def run_cli(args, timeout=20.0):
     """Runs a binary from the build to completion; a hang is killed and fails."""
     try:

@@ -170,6 +170,7 @@ static void oversized_records_are_refused(void **state)
     struct ringlog_slot slot;
     assert_int_equal(ringlog_reserve(log, RINGLOG_DATA, 1, 1, 40 * 1024, 0, &slot), -EMSGSIZE);
     assert_int_equal(ringlog_reserve(log, RINGLOG_DATA, 256, 1, 10, 0, &slot), -EMSGSIZE);
+    ringlog_destroy(log);
     assert_int_equal(ringlog_create(&log, "t", 1024), -EINVAL);
     assert_null(log);
 }
