@@ -40,6 +40,11 @@ static const struct opt_def opts[] = {
      "worker threads serving streams, each with its own completion queue (0 = online CPUs)"},
     {"log-size", OPT_SIZE, "64M", 64 * 1024, (int64_t)1 << 40, NULL, "TICKFAN_LOG_SIZE",
      OFF(log_size), "bytes of ring log per topic (K/M/G suffixes); retention is what fits"},
+    {"sync", OPT_ENUM, "interval", 0, 0, "interval|every", "TICKFAN_SYNC", OFF(sync),
+     "when appended events reach the disk: every --sync-interval-ms, or before each is "
+     "published (slow; survives machine crashes with no loss)"},
+    {"sync-interval-ms", OPT_INT, "1000", 1, 3600000, NULL, "TICKFAN_SYNC_INTERVAL_MS",
+     OFF(sync_interval_ms), "with --sync interval: how often the topic logs are msync'd"},
     {"max-lag-bytes", OPT_SIZE, "0", 0, (int64_t)1 << 40, NULL, "TICKFAN_MAX_LAG_BYTES",
      OFF(max_lag_bytes),
      "lag budget per live subscriber, in log bytes behind the head (0 = half the topic log)"},

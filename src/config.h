@@ -22,6 +22,8 @@ struct config {
     char **feeds;  /* feed specs, NULL-terminated */
     int64_t shards;
     int64_t log_size;
+    char *sync;
+    int64_t sync_interval_ms;
     int64_t max_lag_bytes;
     char *overflow;
     int64_t sim_rate;

@@ -14,9 +14,17 @@
  * filtering without decoding) and the fully encoded WatchEvent, cursor
  * included: events are encoded once, at ingest.
  *
- * Memory: this module keeps the ring in anonymous memory. The record layout
- * is the on-disk layout the durable (mmap'd, CRC'd) log uses; the interface
- * is the one it keeps.
+ * Durability: ringlog_open keeps the ring in a preallocated file, mmap'd
+ * shared, so a crash of the process loses nothing that was committed (the
+ * page cache has it). Each record carries a CRC32C; at open the log is
+ * recovered by walking the records and cutting a torn or corrupt tail. The
+ * file header holds the epoch, which changes only when the log is created
+ * or cannot be trusted (bad header, or an unclean machine restart without
+ * sync-every, since records after the last msync may then be lost).
+ * ringlog_create keeps the same layout in anonymous memory (tests, tools).
+ *
+ * Last values: the log owns its topic's last-value cache and updates it in
+ * ringlog_commit before the record is published (see lvc.h).
  */
 #ifndef TICKFAN_RINGLOG_H
 #define TICKFAN_RINGLOG_H
@@ -24,6 +32,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "lvc.h"
 
 typedef struct ringlog ringlog_t;
 
@@ -39,11 +49,44 @@ enum ringlog_type {
 #define RINGLOG_MAX_EVENT (1u << 20)
 #define RINGLOG_MIN_CAPACITY (64u * 1024)
 
-/* Creates an empty log of `capacity` bytes (rounded down to 8) with a fresh
- * random epoch. Returns 0 or -EINVAL (capacity below RINGLOG_MIN_CAPACITY),
- * -ENOMEM. *out is NULL on failure. */
+#define RINGLOG_LVC_KEYS 65536 /* default distinct keys in the last-value cache */
+
+/* Creates an empty in-memory log of `capacity` bytes (rounded down to 8)
+ * with a fresh random epoch. Returns 0 or -EINVAL (capacity below
+ * RINGLOG_MIN_CAPACITY), -ENOMEM. *out is NULL on failure. */
 int ringlog_create(ringlog_t **out, const char *topic, size_t capacity);
+
+struct ringlog_options {
+    size_t capacity;     /* ring bytes; must match an existing file */
+    size_t lvc_max_keys; /* 0: RINGLOG_LVC_KEYS */
+    bool sync_every;     /* msync every record before it is published */
+};
+
+/* What ringlog_open found. */
+struct ringlog_recovery {
+    bool created;       /* new file */
+    bool epoch_kept;    /* false: a new epoch (reason says why) */
+    const char *reason; /* static text, why a new epoch; NULL if kept */
+    uint64_t records;   /* records recovered */
+    uint64_t first_seq, head_seq;
+    uint64_t cut_offset; /* ring offset where a torn/corrupt tail was cut */
+    uint64_t cut_bytes;  /* 0: nothing cut */
+};
+
+/* Opens (creating if missing) the durable log of `topic` at `path`. A new
+ * file is preallocated, so a full disk fails here (-ENOSPC), never later.
+ * Returns 0, or -errno with a message in err (naming the path and what is
+ * wrong, e.g. a capacity different from the file's). */
+int ringlog_open(ringlog_t **out, const char *path, const char *topic,
+                 const struct ringlog_options *opts, struct ringlog_recovery *rep, char *err,
+                 size_t errlen);
+/* Writes dirty pages to the disk (msync MS_SYNC). Any thread. 0 or -errno. */
+int ringlog_sync(ringlog_t *log);
+/* Syncs, marks the file cleanly closed, unmaps and frees. */
 void ringlog_destroy(ringlog_t *log);
+
+/* The topic's last-value cache, owned by the log. */
+lvc_t *ringlog_lvc(const ringlog_t *log);
 
 const char *ringlog_topic(const ringlog_t *log);
 uint64_t ringlog_epoch(const ringlog_t *log);
@@ -66,6 +109,7 @@ struct ringlog_slot {
     uint8_t *event;
     /* private */
     uint64_t pos;
+    uint64_t from; /* where this reservation started writing (pad included) */
     uint32_t len;
 };
 

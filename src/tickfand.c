@@ -83,13 +83,23 @@ int main(int argc, char **argv, char **envp)
     struct server *srv = NULL;
     ingest_t *ingest = NULL;
 
+    rc = make_dirs(cfg.data_dir);
+    if (rc) {
+        fprintf(stderr, "tickfand: --data-dir '%s': cannot create: %s\n", cfg.data_dir,
+                strerror(-rc));
+        exit_code = EXIT_USAGE;
+        goto out;
+    }
+    struct topics_options topts = {.data_dir = cfg.data_dir,
+                                   .log_size = (size_t)cfg.log_size,
+                                   .sync_every = strcmp(cfg.sync, "every") == 0};
     for (size_t i = 0; cfg.topics && cfg.topics[i]; i++) {
-        rc = topics_add(&topics, cfg.topics[i], (size_t)cfg.log_size);
+        rc = topics_add(&topics, cfg.topics[i], &topts, err, sizeof(err));
         if (rc) {
-            fprintf(stderr, "tickfand: --topic '%s': %s\n", cfg.topics[i],
-                    rc == -EINVAL ? "invalid topic name (1-128 of A-Z a-z 0-9 . _ -)"
-                                  : strerror(-rc));
-            exit_code = EXIT_USAGE;
+            fprintf(stderr, "tickfand: --topic '%s': %s\n", cfg.topics[i], err);
+            exit_code = rc == -EINVAL && !topics_name_valid(cfg.topics[i], strlen(cfg.topics[i]))
+                            ? EXIT_USAGE
+                            : 1;
             goto out;
         }
     }
@@ -121,12 +131,10 @@ int main(int argc, char **argv, char **envp)
             exit_code = EXIT_USAGE;
             goto out_sims;
         }
-        rc = topics_add(&topics, topic, (size_t)cfg.log_size);
+        rc = topics_add(&topics, topic, &topts, err, sizeof(err));
         if (rc) {
-            fprintf(stderr, "tickfand: --feed '%s': %s\n", spec,
-                    rc == -EINVAL ? "invalid topic name (1-128 of A-Z a-z 0-9 . _ -)"
-                                  : strerror(-rc));
-            exit_code = EXIT_USAGE;
+            fprintf(stderr, "tickfand: --feed '%s': %s\n", spec, err);
+            exit_code = rc == -EINVAL && !topics_name_valid(topic, strlen(topic)) ? EXIT_USAGE : 1;
             goto out_sims;
         }
         sim_t *sim;
@@ -158,13 +166,6 @@ int main(int argc, char **argv, char **envp)
         exit_code = EXIT_USAGE;
         goto out_sims;
     }
-    rc = make_dirs(cfg.data_dir);
-    if (rc) {
-        fprintf(stderr, "tickfand: --data-dir '%s': cannot create: %s\n", cfg.data_dir,
-                strerror(-rc));
-        exit_code = EXIT_USAGE;
-        goto out_sims;
-    }
 
     /* Signals are taken synchronously by this thread; every thread started
      * from here on inherits the mask. */
@@ -175,6 +176,11 @@ int main(int argc, char **argv, char **envp)
     sigaddset(&sigs, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
+
+    if (strcmp(cfg.sync, "interval") == 0 && topics_sync_start(&topics, cfg.sync_interval_ms)) {
+        fprintf(stderr, "tickfand: cannot start the log syncer thread\n");
+        goto out_sims;
+    }
 
     grpc_init();
     rc = server_create(&srv, &cfg, &topics, err, sizeof(err));

@@ -219,6 +219,76 @@ static void fell_behind(struct watch *w)
 
 #define SCAN_BUDGET 512 /* filtered-out records scanned before yielding */
 
+/* The event bytes of a cache value: inline, or read back from the log for a
+ * large one (false if the log no longer has it). */
+static bool snapshot_bytes(struct watch *w, struct lvc_value *v)
+{
+    if (v->inline_event)
+        return true;
+    ringlog_t *log = w->topic->log;
+    struct ringlog_iter it;
+    struct ringlog_view view;
+    if (ringlog_seek(log, v->seq, &it) || ringlog_peek(log, &it, &view) ||
+        view.event_len > sizeof(v->event))
+        return false;
+    memcpy(v->event, view.event, view.event_len);
+    v->event_len = view.event_len;
+    return ringlog_view_valid(log, &it);
+}
+
+/* The cached event re-encoded with snapshot = true and the snapshot's
+ * cursor (the position the stream continues from). */
+static grpc_byte_buffer *snapshot_event(struct watch *w, const struct lvc_value *v)
+{
+    Events__V1__WatchEvent *ev = events__v1__watch_event__unpack(NULL, v->event_len, v->event);
+    if (!ev)
+        return NULL;
+    grpc_byte_buffer *bb = NULL;
+    if (ev->payload_case == EVENTS__V1__WATCH_EVENT__PAYLOAD_DATA) {
+        char text[CURSOR_TEXT_MAX];
+        cursor_format(cursor_of(w), text);
+        ev->data->snapshot = true;
+        char *old_cursor = ev->cursor;
+        ev->cursor = text;
+        size_t n = events__v1__watch_event__get_packed_size(ev);
+        grpc_slice slice = grpc_slice_malloc(n);
+        events__v1__watch_event__pack(ev, GRPC_SLICE_START_PTR(slice));
+        bb = grpc_raw_byte_buffer_create(&slice, 1);
+        grpc_slice_unref(slice);
+        ev->cursor = old_cursor;
+    }
+    events__v1__watch_event__free_unpacked(ev, NULL);
+    return bb;
+}
+
+/* Sends the next snapshot value, if any. Returns true when a send started
+ * or the stream yielded; false when the snapshot is complete. */
+static bool pump_snapshot(struct watch *w)
+{
+    const lvc_t *cache = ringlog_lvc(w->topic->log);
+    size_t count = lvc_count(cache);
+    for (int budget = SCAN_BUDGET; budget > 0 && w->snap_index < count; budget--) {
+        struct lvc_value v;
+        lvc_read(cache, w->snap_index++, &v);
+        /* A newer value comes in the replay that follows the snapshot. */
+        if (v.seq >= w->snap_before)
+            continue;
+        if (w->has_filter && !filter_match(&w->filter, v.kind, v.kind_len, v.key, v.key_len))
+            continue;
+        if (!snapshot_bytes(w, &v))
+            continue; /* a large value the log no longer holds */
+        w->snap_sent++;
+        start_send(w, snapshot_event(w, &v));
+        return true;
+    }
+    if (w->snap_index < count) {
+        shard_set_ready(w->shard, w);
+        return true;
+    }
+    w->snap_active = false;
+    return false;
+}
+
 void watch_pump(struct watch *w)
 {
     if (w->send_busy || !is_live(w))
@@ -229,6 +299,8 @@ void watch_pump(struct watch *w)
         start_send(w, bb);
         return;
     }
+    if (w->snap_active && pump_snapshot(w))
+        return;
     ringlog_t *log = w->topic->log;
     for (int budget = SCAN_BUDGET; budget > 0; budget--) {
         /* The lag budget is for live subscribers: one replaying the backlog
@@ -457,16 +529,17 @@ static bool setup(struct watch *w, grpc_byte_buffer *payload)
         finish(w, GRPC_STATUS_INVALID_ARGUMENT, msg, NULL, NULL);
         goto out;
     }
-    if (req->snapshot) {
-        finish(w, GRPC_STATUS_UNIMPLEMENTED,
-               "snapshot=true is not supported by this server version", NULL, NULL);
-        goto out;
-    }
     int64_t cap = (int64_t)ringlog_capacity(w->topic->log);
     w->max_lag_bytes = srv->max_lag_bytes ? srv->max_lag_bytes : cap / 2;
     if (w->max_lag_bytes > cap * 3 / 4)
         w->max_lag_bytes = cap * 3 / 4;
     ok = position(w, req);
+    if (ok && req->snapshot) {
+        /* the state as of where the stream starts: every key's last value
+         * before it, then the events from it on */
+        w->snap_active = true;
+        w->snap_before = w->it.seq;
+    }
 
 out:
     if (req)

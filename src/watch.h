@@ -45,6 +45,12 @@ struct watch {
     int cancelled; /* filled by RECV_CLOSE_ON_SERVER */
     bool counted;  /* counted in streams_live */
 
+    /* snapshot phase: last values of keys from the cache, as of it.seq - 1 */
+    bool snap_active;
+    size_t snap_index;    /* next cache entry to look at */
+    uint64_t snap_before; /* values with seq < this belong to the snapshot */
+    uint64_t snap_sent;
+
     /* an event to send before anything else (Gap) */
     grpc_byte_buffer *pending;
     /* status to send once the send in flight completes */
