@@ -36,6 +36,7 @@ static const char main_help[] =
     "\n"
     "SYNOPSIS\n"
     "    tickfan tail TOPIC [--server ADDR] [--cursor C] [--start earliest|live]\n"
+    "                       [--start-time TIME]\n"
     "                       [--kinds K,...] [--keys S,...] [--snapshot] [--count N] [--json]\n"
     "    tickfan COMMAND --help\n"
     "    tickfan --help | --version\n"
@@ -103,11 +104,15 @@ static const char tail_help[] =
     "                        Where to start without a cursor: the oldest event\n"
     "                        the topic still retains (default), or only new\n"
     "                        events. Ignored when --cursor is given.\n"
+    "    --start-time TIME   Start at the first event ingested at or after TIME:\n"
+    "                        RFC 3339 UTC (2026-11-24T06:35:00Z, up to 6 fraction\n"
+    "                        digits) or Unix microseconds. Ignored with --cursor.\n"
     "    --kinds K,...       Only data events of these kinds (e.g. quote,trade).\n"
     "    --keys S,...        Only data events of these keys (symbols).\n"
     "                        --kinds and --keys may be repeated; lists add up.\n"
-    "    --snapshot          First the latest event of every matching key\n"
-    "                        (marked \"snapshot\"), then live.\n"
+    "    --snapshot          First the latest event of every matching kind and\n"
+    "                        key as of the start (marked \"snapshot\"), then the\n"
+    "                        events from the start on.\n"
     "    --count N           Stop after N data events (heartbeats and other\n"
     "                        control events do not count) and exit 0.\n"
     "    --json              One JSON object per line instead of text.\n"
@@ -165,6 +170,7 @@ struct tail_opts {
     const char *server;
     const char *cursor;
     Events__V1__StartPosition start;
+    int64_t start_unix_micros;
     struct strlist kinds;
     struct strlist keys;
     bool snapshot;
@@ -286,7 +292,8 @@ static int parse_tail(int argc, char **argv, struct tail_opts *o)
         }
         if (strcmp(name, "--server") != 0 && strcmp(name, "--cursor") != 0 &&
             strcmp(name, "--start") != 0 && strcmp(name, "--kinds") != 0 &&
-            strcmp(name, "--keys") != 0 && strcmp(name, "--count") != 0)
+            strcmp(name, "--keys") != 0 && strcmp(name, "--count") != 0 &&
+            strcmp(name, "--start-time") != 0)
             return usage_error("unknown option '%s'", name);
         const char *value;
         if (eq) {
@@ -311,6 +318,12 @@ static int parse_tail(int argc, char **argv, struct tail_opts *o)
                 o->start = EVENTS__V1__START_POSITION__START_LIVE;
             else
                 return usage_error("--start: '%s' is not one of earliest, live", value);
+        } else if (strcmp(name, "--start-time") == 0) {
+            if (tickfmt_parse_time(value, &o->start_unix_micros) != 0 || o->start_unix_micros <= 0)
+                return usage_error("--start-time: '%s' is not an RFC 3339 UTC time "
+                                   "(2026-11-24T06:35:00Z) or Unix microseconds",
+                                   value);
+            o->start = EVENTS__V1__START_POSITION__START_AT_TIME;
         } else if (strcmp(name, "--kinds") == 0) {
             rc = strlist_add_csv(&o->kinds, name, value);
         } else if (strcmp(name, "--keys") == 0) {
@@ -444,6 +457,7 @@ static int run_tail(const struct tail_opts *o)
     if (o->cursor != NULL)
         req.cursor = (char *)o->cursor;
     req.start = o->start;
+    req.start_unix_micros = o->start_unix_micros;
     req.n_kinds = o->kinds.n;
     req.kinds = o->kinds.items;
     req.n_keys = o->keys.n;

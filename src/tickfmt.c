@@ -434,3 +434,70 @@ int tickfmt_json(FILE *out, const Events__V1__WatchEvent *ev)
     fputs("}\n", out);
     return finish(out);
 }
+
+/* Days since 1970-01-01 of a proleptic Gregorian date. */
+static int64_t days_from_civil(int64_t y, int64_t m, int64_t d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+static bool take_digits(const char **p, int n, int64_t *out)
+{
+    int64_t v = 0;
+    for (int i = 0; i < n; i++) {
+        if ((*p)[i] < '0' || (*p)[i] > '9')
+            return false;
+        v = v * 10 + ((*p)[i] - '0');
+    }
+    *p += n;
+    *out = v;
+    return true;
+}
+
+int tickfmt_parse_time(const char *text, int64_t *unix_us)
+{
+    const char *p = text;
+    bool all_digits = *p != '\0';
+    for (const char *q = p; *q; q++)
+        all_digits &= *q >= '0' && *q <= '9';
+    if (all_digits) {
+        if (strlen(p) > 18)
+            return -EINVAL;
+        int64_t v = 0;
+        for (; *p; p++)
+            v = v * 10 + (*p - '0');
+        *unix_us = v;
+        return 0;
+    }
+    int64_t y, mo, d, h, mi, s, frac = 0;
+    if (!take_digits(&p, 4, &y) || *p++ != '-' || !take_digits(&p, 2, &mo) || *p++ != '-' ||
+        !take_digits(&p, 2, &d) || (*p != 'T' && *p != 't' && *p != ' '))
+        return -EINVAL;
+    p++;
+    if (!take_digits(&p, 2, &h) || *p++ != ':' || !take_digits(&p, 2, &mi) || *p++ != ':' ||
+        !take_digits(&p, 2, &s))
+        return -EINVAL;
+    if (*p == '.') {
+        p++;
+        int n = 0;
+        while (p[n] >= '0' && p[n] <= '9')
+            n++;
+        if (n == 0 || n > 6)
+            return -EINVAL;
+        take_digits(&p, n, &frac);
+        for (int i = n; i < 6; i++)
+            frac *= 10;
+    }
+    if ((*p != 'Z' && *p != 'z') || p[1] != '\0')
+        return -EINVAL;
+    static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || h > 23 || mi > 59 || s > 60)
+        return -EINVAL;
+    *unix_us = ((days_from_civil(y, mo, d) * 24 + h) * 60 + mi) * 60000000 + s * 1000000 + frac;
+    return 0;
+}

@@ -92,4 +92,11 @@ int tickfmt_human(FILE *out, const Events__V1__WatchEvent *ev);
 /* Writes one JSON object for ev, '\n' included. Returns 0 or -EIO. */
 int tickfmt_json(FILE *out, const Events__V1__WatchEvent *ev);
 
+/*
+ * Parses a point in time for --start-time: Unix microseconds ("1795502781323766")
+ * or RFC 3339 in UTC ("2026-11-24T06:35:00Z", up to 6 fraction digits).
+ * Returns 0 with *unix_us set, or -EINVAL.
+ */
+int tickfmt_parse_time(const char *text, int64_t *unix_us);
+
 #endif

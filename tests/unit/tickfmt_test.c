@@ -1,3 +1,4 @@
+#include <errno.h>
 /*
  * tickfmt: exact prices, times, JSON escaping, and the human and JSON line
  * of every event type.
@@ -502,9 +503,37 @@ static void json_unknown_payload_has_type_unknown(void **state)
     free(s);
 }
 
+static void start_time_parses_rfc3339_utc_and_unix_micros(void **state)
+{
+    (void)state;
+    int64_t us;
+    assert_int_equal(tickfmt_parse_time("1970-01-01T00:00:00Z", &us), 0);
+    assert_int_equal(us, 0);
+    assert_int_equal(tickfmt_parse_time("2026-11-24T06:35:00Z", &us), 0);
+    assert_int_equal(us, 1795502100000000LL);
+    assert_int_equal(tickfmt_parse_time("2026-11-24T06:35:00.5Z", &us), 0);
+    assert_int_equal(us, 1795502100500000LL);
+    assert_int_equal(tickfmt_parse_time("2000-02-29T23:59:59.000001Z", &us), 0);
+    assert_int_equal(us, 951868799000001LL);
+    assert_int_equal(tickfmt_parse_time("1795502781323766", &us), 0);
+    assert_int_equal(us, 1795502781323766LL);
+    const char *bad[] = {"",
+                         "yesterday",
+                         "2026-11-24",
+                         "2026-11-24T06:35:00",
+                         "2026-13-01T00:00:00Z",
+                         "2026-11-24T06:35:00+01:00",
+                         "2026-11-24T06:35:00.1234567Z",
+                         "-5",
+                         "2026-11-24T25:00:00Z"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_int_equal(tickfmt_parse_time(bad[i], &us), -EINVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(start_time_parses_rfc3339_utc_and_unix_micros),
         cmocka_unit_test(price_has_exactly_minus_exponent_decimals),
         cmocka_unit_test(price_below_one_unit_is_zero_padded),
         cmocka_unit_test(price_negative_keeps_sign_and_decimals),
