@@ -17,7 +17,9 @@
 #include <string.h>
 
 #include "log.h"
+#include "ringlog.h"
 #include "server.h"
+#include "topics.h"
 #include "watch.h"
 
 /* ---- lists --------------------------------------------------------------- */
@@ -87,6 +89,30 @@ void shard_set_ready(struct shard *sh, struct watch *w)
     w->list = SHARD_LIST_READY;
 }
 
+/* ---- shared event slices ------------------------------------------------- */
+
+grpc_byte_buffer *shard_event_buffer(struct shard *sh, const struct topic *t,
+                                     const struct ringlog_iter *it, const struct ringlog_view *v)
+{
+    struct slice_cache_entry *e =
+        &sh->slices[t->index * SHARD_SLICE_CACHE + (v->seq & (SHARD_SLICE_CACHE - 1))];
+    if (e->seq != v->seq) {
+        grpc_slice s = grpc_slice_from_copied_buffer((const char *)v->event, v->event_len);
+        if (!ringlog_view_valid(t->log, it)) {
+            grpc_slice_unref(s); /* torn: the writer lapped us while we copied */
+            return NULL;
+        }
+        if (e->seq)
+            grpc_slice_unref(e->slice);
+        e->slice = s;
+        e->seq = v->seq;
+        sh->slice_copies++;
+    } else {
+        sh->slice_shares++;
+    }
+    return grpc_raw_byte_buffer_create(&e->slice, 1);
+}
+
 /* ---- doorbell ------------------------------------------------------------ */
 
 void shard_ring(struct shard *sh)
@@ -147,6 +173,35 @@ static void arm_other_request(struct shard *sh)
     slot->armed = true;
 }
 
+/* gRPC binds a new call to whichever queue has a matching request, and a
+ * call never moves; with requests armed everywhere the split can be very
+ * uneven. So a shard keeps requests armed only while it serves no more than
+ * BALANCE_SLACK streams above the least loaded shard. The least loaded one
+ * always qualifies, so some shard is always accepting. */
+#define BALANCE_SLACK 8
+
+static bool below_share(const struct shard *sh)
+{
+    int64_t mine = atomic_load_explicit(&sh->streams, memory_order_relaxed);
+    int64_t least = mine;
+    for (size_t i = 0; i < sh->srv->nshards; i++) {
+        int64_t n = atomic_load_explicit(&sh->srv->shards[i]->streams, memory_order_relaxed);
+        if (n < least)
+            least = n;
+    }
+    return mine <= least + BALANCE_SLACK;
+}
+
+/* Arms every free Watch request slot, if this shard is below its share. */
+static void top_up_requests(struct shard *sh)
+{
+    if (!accepting(sh) || !below_share(sh))
+        return;
+    for (size_t i = 0; i < SHARD_WATCH_REQUESTS; i++)
+        if (!sh->watch_req[i].armed)
+            arm_watch_request(sh, &sh->watch_req[i]);
+}
+
 static void on_new_watch(struct shard *sh, struct request_slot *slot, bool ok)
 {
     slot->armed = false;
@@ -157,7 +212,14 @@ static void on_new_watch(struct shard *sh, struct request_slot *slot, bool ok)
         grpc_byte_buffer_destroy(slot->payload);
     slot->call = NULL;
     slot->payload = NULL;
-    arm_watch_request(sh, slot);
+    if (below_share(sh)) {
+        arm_watch_request(sh, slot);
+    } else {
+        /* over our share: let the others (idle ones sleep) take new calls */
+        for (size_t i = 0; i < sh->srv->nshards; i++)
+            if (sh->srv->shards[i] != sh)
+                shard_ring(sh->srv->shards[i]);
+    }
 }
 
 /* A method this server does not implement: answer UNIMPLEMENTED. */
@@ -311,8 +373,7 @@ static void *shard_main(void *p)
 {
     struct shard *sh = p;
     struct server *srv = sh->srv;
-    for (size_t i = 0; i < SHARD_WATCH_REQUESTS; i++)
-        arm_watch_request(sh, &sh->watch_req[i]);
+    top_up_requests(sh);
     arm_other_request(sh);
     sh->next_tick_us = log_now_mono_us() + sh->tick_us;
 
@@ -324,6 +385,7 @@ static void *shard_main(void *p)
                 watch_drain(w);
             }
         }
+        top_up_requests(sh);
         wake_topics(sh);
         run_ready(sh);
         int64_t now = log_now_mono_us();
@@ -382,7 +444,8 @@ int shard_create(struct shard **out, struct server *srv, size_t index)
     size_t ntopics = srv->topics->count;
     sh->waiting = calloc(ntopics ? ntopics : 1, sizeof(*sh->waiting));
     sh->seen_head = calloc(ntopics ? ntopics : 1, sizeof(*sh->seen_head));
-    if (!sh->waiting || !sh->seen_head)
+    sh->slices = calloc((ntopics ? ntopics : 1) * SHARD_SLICE_CACHE, sizeof(*sh->slices));
+    if (!sh->waiting || !sh->seen_head || !sh->slices)
         goto out_free;
     sh->cq = grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(srv->grpc, sh->cq, NULL);
@@ -413,6 +476,7 @@ int shard_create(struct shard **out, struct server *srv, size_t index)
 out_free:
     free(sh->waiting);
     free(sh->seen_head);
+    free(sh->slices);
     free(sh);
     return -ENOMEM;
 }
@@ -448,6 +512,11 @@ void shard_destroy(struct shard *sh)
             shutdown_cq(sh); /* never started */
         grpc_completion_queue_destroy(sh->cq);
     }
+    size_t nslices = (sh->srv->topics->count ? sh->srv->topics->count : 1) * SHARD_SLICE_CACHE;
+    for (size_t i = 0; i < nslices; i++)
+        if (sh->slices[i].seq)
+            grpc_slice_unref(sh->slices[i].slice);
+    free(sh->slices);
     free(sh->waiting);
     free(sh->seen_head);
     free(sh);

@@ -20,6 +20,9 @@
 
 struct server;
 struct watch;
+struct topic;
+struct ringlog_iter;
+struct ringlog_view;
 
 enum tag_kind {
     TAG_BELL,
@@ -39,6 +42,14 @@ struct tag {
 enum { SHARD_LIST_NONE = 0, SHARD_LIST_WAITING, SHARD_LIST_READY };
 
 #define SHARD_WATCH_REQUESTS 8 /* Watch calls requested ahead per shard */
+#define SHARD_SLICE_CACHE 1024 /* recent events kept as shared slices, per topic */
+
+/* One recent event's encoded bytes, shared by every stream of the shard that
+ * sends it: each send takes a reference, none copies the payload. */
+struct slice_cache_entry {
+    uint64_t seq; /* 0: empty */
+    grpc_slice slice;
+};
 
 struct request_slot {
     struct tag tag;
@@ -73,6 +84,9 @@ struct shard {
     struct watch **waiting;           /* per topic index: streams at the live head */
     uint64_t *seen_head;              /* per topic index: head_pos when last checked */
     struct watch *ready, *ready_tail; /* streams with more to scan */
+    struct slice_cache_entry *slices; /* SHARD_SLICE_CACHE per topic index */
+    uint64_t slice_copies;            /* events copied out of the logs */
+    uint64_t slice_shares;            /* sends that reused a cached slice */
     _Atomic int64_t streams;
 
     bool drain_seen;
@@ -86,6 +100,13 @@ int shard_start(struct shard *sh);
 void shard_ring(struct shard *sh);
 void shard_join(struct shard *sh);
 void shard_destroy(struct shard *sh);
+
+/* For watch.c, on the shard thread: a byte buffer holding the event of the
+ * record `v` read at `it` in topic `t`'s log, sharing the shard's copy of it.
+ * NULL when the record was overwritten while it was read. The caller owns
+ * the byte buffer (the slice is reference-counted). */
+grpc_byte_buffer *shard_event_buffer(struct shard *sh, const struct topic *t,
+                                     const struct ringlog_iter *it, const struct ringlog_view *v);
 
 /* For watch.c: list membership, on the shard thread. */
 void shard_add(struct shard *sh, struct watch *w);

@@ -24,6 +24,12 @@ static struct cursor cursor_of(const struct watch *w)
     return (struct cursor){.epoch = ringlog_epoch(w->topic->log), .seq = w->it.seq - 1};
 }
 
+static bool matches(const struct watch *w, const struct ringlog_view *v)
+{
+    return v->type == RINGLOG_GAP || !w->has_filter ||
+           filter_match(&w->filter, v->kind, v->kind_len, v->key, v->key_len);
+}
+
 static bool is_live(const struct watch *w)
 {
     return !w->status_started && !w->closed;
@@ -105,7 +111,10 @@ static void finish(struct watch *w, grpc_status_code code, const char *details, 
     }
 }
 
-static void start_send(struct watch *w, grpc_byte_buffer *bb)
+/* Starts the one send of the stream. flags: GRPC_WRITE_BUFFER_HINT when the
+ * next message is already known to follow (a hinted send with nothing after
+ * it would never be flushed). */
+static void start_send_flags(struct watch *w, grpc_byte_buffer *bb, uint32_t flags)
 {
     if (!bb) {
         finish(w, GRPC_STATUS_INTERNAL, "could not encode event", NULL, NULL);
@@ -119,6 +128,7 @@ static void start_send(struct watch *w, grpc_byte_buffer *bb)
         w->md_sent = true;
     }
     ops[n].op = GRPC_OP_SEND_MESSAGE;
+    ops[n].flags = flags;
     ops[n].data.send_message.send_message = bb;
     n++;
     w->send_bb = bb;
@@ -133,6 +143,11 @@ static void start_send(struct watch *w, grpc_byte_buffer *bb)
         grpc_byte_buffer_destroy(bb);
         grpc_call_cancel(w->call, NULL);
     }
+}
+
+static void start_send(struct watch *w, grpc_byte_buffer *bb)
+{
+    start_send_flags(w, bb, 0);
 }
 
 /* The subscriber is over its lag budget, or was lapped: apply its policy. */
@@ -173,8 +188,7 @@ static void overflow(struct watch *w)
         }
         if (rc != 0)
             break;
-        bool match = v.type == RINGLOG_GAP || !w->has_filter ||
-                     filter_match(&w->filter, v.kind, v.kind_len, v.key, v.key_len);
+        bool match = matches(w, &v);
         if (!ringlog_view_valid(log, &w->it))
             continue; /* lapped under us: handled by the next peek */
         missed += match;
@@ -218,6 +232,27 @@ static void fell_behind(struct watch *w)
 }
 
 #define SCAN_BUDGET 512 /* filtered-out records scanned before yielding */
+#define LOOKAHEAD 64    /* records scanned after a send for the next match */
+
+/* True when the stream's next record is already in the log and matches:
+ * the send before it may then be coalesced with it. Skips the records that
+ * do not match on the way (the cursor moves over them, as it would anyway). */
+static bool next_is_queued(struct watch *w)
+{
+    ringlog_t *log = w->topic->log;
+    for (int budget = LOOKAHEAD; budget > 0; budget--) {
+        struct ringlog_view v;
+        if (ringlog_peek(log, &w->it, &v) != 0)
+            return false;
+        bool match = matches(w, &v);
+        if (!ringlog_view_valid(log, &w->it))
+            return false;
+        if (match)
+            return true;
+        ringlog_advance(&w->it, &v);
+    }
+    return false;
+}
 
 /* The event bytes of a cache value: inline, or read back from the log for a
  * large one (false if the log no longer has it). */
@@ -326,10 +361,11 @@ void watch_pump(struct watch *w)
             watch_pump(w);
             return;
         }
-        bool match = v.type == RINGLOG_GAP || !w->has_filter ||
-                     filter_match(&w->filter, v.kind, v.kind_len, v.key, v.key_len);
-        grpc_byte_buffer *bb = match ? wire_buffer(v.event, v.event_len) : NULL;
-        if (!ringlog_view_valid(log, &w->it)) {
+        grpc_byte_buffer *bb = NULL;
+        bool match = matches(w, &v);
+        if (match)
+            bb = shard_event_buffer(w->shard, w->topic, &w->it, &v);
+        if ((match && !bb) || !ringlog_view_valid(log, &w->it)) {
             /* what we read may be torn: discard it */
             if (bb)
                 grpc_byte_buffer_destroy(bb);
@@ -340,7 +376,10 @@ void watch_pump(struct watch *w)
         ringlog_advance(&w->it, &v);
         if (match) {
             w->sent_data++;
-            start_send(w, bb);
+            /* Coalesce with the next message when it is already queued. Not
+             * on the first message: a hinted batch that also carries the
+             * initial metadata does not complete until a later write. */
+            start_send_flags(w, bb, w->md_sent && next_is_queued(w) ? GRPC_WRITE_BUFFER_HINT : 0);
             return;
         }
     }
