@@ -12,8 +12,6 @@
 #include <stdint.h>
 #include <stdio.h>
 
-enum overflow_default { OVERFLOW_CFG_DROP = 1, OVERFLOW_CFG_DISCONNECT = 3 };
-
 struct config {
     char *listen;
     char *data_dir;

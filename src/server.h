@@ -32,7 +32,7 @@ struct server {
     int64_t heartbeat_us;
     int64_t max_lag_bytes; /* 0: half of each topic's log */
     int64_t max_streams;
-    int overflow_default; /* Events__V1__OverflowPolicy: DROP or DISCONNECT */
+    int overflow_default; /* Events__V1__OverflowPolicy: DROP, CONFLATE or DISCONNECT */
 
     atomic_bool draining; /* SIGTERM: end every stream with UNAVAILABLE */
     atomic_bool stopping; /* server shut down: shards exit once empty */

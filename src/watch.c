@@ -51,6 +51,10 @@ static void maybe_free(struct watch *w)
     shard_remove(sh, w);
     if (w->has_filter)
         filter_free(&w->filter);
+    if (w->conflate) {
+        keyset_free(w->conflate);
+        free(w->conflate);
+    }
     if (w->pending)
         grpc_byte_buffer_destroy(w->pending);
     grpc_call_unref(w->call);
@@ -168,9 +172,15 @@ static void overflow(struct watch *w)
         finish(w, GRPC_STATUS_RESOURCE_EXHAUSTED, msg, "tickfan-cursor", text);
         return;
     }
-    /* OVERFLOW_DROP: skip to the head, counting the matching events skipped.
-     * Records overwritten before they could be counted are counted whole
-     * (they are lost either way). */
+    /* OVERFLOW_DROP / CONFLATE: skip to the head, counting the matching
+     * events skipped (and, to conflate, noting which (kind, key) changed).
+     * Records overwritten before they could be read are counted whole (they
+     * are lost either way) and make conflation fall back to every key. */
+    bool conflate = w->overflow == EVENTS__V1__OVERFLOW_POLICY__OVERFLOW_CONFLATE;
+    if (conflate && !w->conflate)
+        w->conflate = calloc(1, sizeof(*w->conflate));
+    if (conflate && !w->conflate)
+        w->conflate_all = true;
     struct ringlog_iter target;
     ringlog_seek_head(log, &target);
     uint64_t missed = 0;
@@ -182,6 +192,7 @@ static void overflow(struct watch *w)
             if (first > target.seq)
                 first = target.seq;
             missed += first > w->it.seq ? first - w->it.seq : 0;
+            w->conflate_all = conflate;
             if (ringlog_seek(log, first, &w->it) != 0)
                 w->it = target;
             continue;
@@ -189,16 +200,30 @@ static void overflow(struct watch *w)
         if (rc != 0)
             break;
         bool match = matches(w, &v);
+        bool noted = !conflate || !match || w->conflate_all || v.type != RINGLOG_DATA ||
+                     keyset_put(w->conflate, v.kind, v.kind_len, v.key, v.key_len, v.seq) == 0;
         if (!ringlog_view_valid(log, &w->it))
             continue; /* lapped under us: handled by the next peek */
+        if (!noted)
+            w->conflate_all = true; /* out of memory: send every key */
         missed += match;
         ringlog_advance(&w->it, &v);
     }
     w->it = target;
     w->dropped += missed;
-    log_info("msg=slow_consumer id=%llu topic=%s policy=drop missed=%llu",
-             (unsigned long long)w->id, w->topic->name, (unsigned long long)missed);
+    log_info("msg=slow_consumer id=%llu topic=%s policy=%s missed=%llu conflated_keys=%zu",
+             (unsigned long long)w->id, w->topic->name, conflate ? "conflate" : "drop",
+             (unsigned long long)missed, conflate && w->conflate ? w->conflate->count : (size_t)0);
     w->pending = wire_gap(cursor_of(w), missed, EVENTS__V1__GAP_REASON__GAP_SLOW_CONSUMER, from);
+    if (conflate && missed) {
+        /* then the latest value of each pair that changed in the skipped
+         * range, read back from the log (the lag budget is below the log
+         * size, so it still holds them); if the keys are unknown (lapped),
+         * every matching pair's last value from the cache */
+        w->snap_active = true;
+        w->snap_index = 0;
+        w->snap_before = target.seq;
+    }
 }
 
 /* Lapped while replaying the backlog: the records it had not read yet are
@@ -271,11 +296,11 @@ static bool snapshot_bytes(struct watch *w, struct lvc_value *v)
     return ringlog_view_valid(log, &it);
 }
 
-/* The cached event re-encoded with snapshot = true and the snapshot's
- * cursor (the position the stream continues from). */
-static grpc_byte_buffer *snapshot_event(struct watch *w, const struct lvc_value *v)
+/* An event re-encoded with snapshot = true and the snapshot's cursor (the
+ * position the stream continues from). */
+static grpc_byte_buffer *snapshot_event(struct watch *w, const uint8_t *event, size_t len)
 {
-    Events__V1__WatchEvent *ev = events__v1__watch_event__unpack(NULL, v->event_len, v->event);
+    Events__V1__WatchEvent *ev = events__v1__watch_event__unpack(NULL, len, event);
     if (!ev)
         return NULL;
     grpc_byte_buffer *bb = NULL;
@@ -296,10 +321,57 @@ static grpc_byte_buffer *snapshot_event(struct watch *w, const struct lvc_value 
     return bb;
 }
 
+/* Conflation: sends the next pair's latest record of the skipped range, read
+ * back from the log. Returns true when a send started; false when done. */
+static bool pump_conflated(struct watch *w)
+{
+    ringlog_t *log = w->topic->log;
+    while (w->snap_index < w->conflate->cap) {
+        const struct keyset_entry *e = keyset_slot(w->conflate, w->snap_index++);
+        if (!e)
+            continue;
+        struct ringlog_iter it;
+        struct ringlog_view v;
+        if (ringlog_seek(log, e->value, &it) || ringlog_peek(log, &it, &v) || v.seq != e->value)
+            continue; /* overwritten since: its newer value comes live */
+        uint8_t *copy = malloc(v.event_len);
+        if (!copy)
+            continue;
+        memcpy(copy, v.event, v.event_len);
+        grpc_byte_buffer *bb = NULL;
+        if (ringlog_view_valid(log, &it))
+            bb = snapshot_event(w, copy, v.event_len);
+        free(copy);
+        if (!bb)
+            continue;
+        w->snap_sent++;
+        start_send(w, bb);
+        return true;
+    }
+    return false;
+}
+
+static void end_snapshot(struct watch *w)
+{
+    w->snap_active = false;
+    if (w->conflate) {
+        keyset_free(w->conflate);
+        free(w->conflate);
+        w->conflate = NULL;
+    }
+    w->conflate_all = false;
+}
+
 /* Sends the next snapshot value, if any. Returns true when a send started
  * or the stream yielded; false when the snapshot is complete. */
 static bool pump_snapshot(struct watch *w)
 {
+    if (w->conflate && !w->conflate_all) {
+        if (pump_conflated(w))
+            return true;
+        end_snapshot(w);
+        return false;
+    }
     const lvc_t *cache = ringlog_lvc(w->topic->log);
     size_t count = lvc_count(cache);
     for (int budget = SCAN_BUDGET; budget > 0 && w->snap_index < count; budget--) {
@@ -313,14 +385,14 @@ static bool pump_snapshot(struct watch *w)
         if (!snapshot_bytes(w, &v))
             continue; /* a large value the log no longer holds */
         w->snap_sent++;
-        start_send(w, snapshot_event(w, &v));
+        start_send(w, snapshot_event(w, v.event, v.event_len));
         return true;
     }
     if (w->snap_index < count) {
         shard_set_ready(w->shard, w);
         return true;
     }
-    w->snap_active = false;
+    end_snapshot(w);
     return false;
 }
 
@@ -556,13 +628,10 @@ static bool setup(struct watch *w, grpc_byte_buffer *payload)
         w->overflow = srv->overflow_default;
         break;
     case EVENTS__V1__OVERFLOW_POLICY__OVERFLOW_DROP:
+    case EVENTS__V1__OVERFLOW_POLICY__OVERFLOW_CONFLATE:
     case EVENTS__V1__OVERFLOW_POLICY__OVERFLOW_DISCONNECT:
         w->overflow = req->overflow;
         break;
-    case EVENTS__V1__OVERFLOW_POLICY__OVERFLOW_CONFLATE:
-        finish(w, GRPC_STATUS_UNIMPLEMENTED,
-               "overflow=OVERFLOW_CONFLATE is not supported by this server version", NULL, NULL);
-        goto out;
     default:
         snprintf(msg, sizeof(msg), "unknown overflow policy %d", (int)req->overflow);
         finish(w, GRPC_STATUS_INVALID_ARGUMENT, msg, NULL, NULL);

@@ -16,6 +16,7 @@
 
 #include "cursor.h"
 #include "filter.h"
+#include "keyset.h"
 #include "ringlog.h"
 #include "shard.h"
 #include "topics.h"
@@ -50,6 +51,10 @@ struct watch {
     size_t snap_index;    /* next cache entry to look at */
     uint64_t snap_before; /* values with seq < this belong to the snapshot */
     uint64_t snap_sent;
+    /* conflation (OVERFLOW_CONFLATE): the snapshot phase sends only these
+     * pairs, or every matching pair when conflate_all (keys were lost) */
+    struct keyset *conflate;
+    bool conflate_all;
 
     /* an event to send before anything else (Gap) */
     grpc_byte_buffer *pending;
