@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "events/v1/watcher.pb-c.h"
+#include "health.h"
 #include "log.h"
 #include "shard.h"
 
@@ -78,6 +79,13 @@ int server_create(struct server **out, const struct config *cfg, struct topics *
     srv->grpc = grpc_server_create(&chargs, NULL);
     srv->watch_method = grpc_server_register_method(srv->grpc, "/events.v1.Watcher/Watch", NULL,
                                                     GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+    srv->methods = health_methods(&srv->nmethods);
+    for (size_t i = 0; i < srv->nmethods; i++)
+        srv->method_handles[i] = grpc_server_register_method(
+            srv->grpc, srv->methods[i].path, NULL,
+            srv->methods[i].read_payload ? GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER
+                                         : GRPC_SRM_PAYLOAD_NONE,
+            0);
     srv->ctl_cq = grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(srv->grpc, srv->ctl_cq, NULL);
 

@@ -18,12 +18,16 @@
 #include "topics.h"
 
 struct shard;
+struct service_method;
 
 struct server {
     const struct config *cfg;
     struct topics *topics;
     grpc_server *grpc;
-    void *watch_method; /* registered /events.v1.Watcher/Watch */
+    void *watch_method;                   /* registered /events.v1.Watcher/Watch */
+    const struct service_method *methods; /* other served methods (health, ...) */
+    size_t nmethods;
+    void *method_handles[8]; /* registered handles of methods[] */
     struct shard **shards;
     size_t nshards;
     grpc_completion_queue *ctl_cq; /* main thread: server shutdown notification */
@@ -34,8 +38,9 @@ struct server {
     int64_t max_streams;
     int overflow_default; /* Events__V1__OverflowPolicy: DROP, CONFLATE or DISCONNECT */
 
-    atomic_bool draining; /* SIGTERM: end every stream with UNAVAILABLE */
-    atomic_bool stopping; /* server shut down: shards exit once empty */
+    atomic_bool draining;               /* SIGTERM: end every stream with UNAVAILABLE */
+    _Atomic uint64_t health_generation; /* bumped when the serving status changes */
+    atomic_bool stopping;               /* server shut down: shards exit once empty */
     _Atomic int64_t streams_live;
     _Atomic uint64_t next_stream_id;
 };

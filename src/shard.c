@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "health.h"
 #include "log.h"
 #include "ringlog.h"
 #include "server.h"
@@ -237,7 +238,7 @@ static void on_new_other(struct shard *sh, bool ok)
             char *method = grpc_slice_to_c_string(slot->details.method);
             snprintf(msg, sizeof(msg), "unknown method %.256s", method);
             gpr_free(method);
-            oc->tag = (struct tag){TAG_OTHER_DONE, oc};
+            oc->tag = (struct tag){.kind = TAG_OTHER_DONE, .obj = oc};
             oc->call = slot->call;
             oc->details = grpc_slice_from_copied_string(msg);
             grpc_op ops[3];
@@ -249,7 +250,7 @@ static void on_new_other(struct shard *sh, bool ok)
             ops[2].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
             ops[2].data.recv_close_on_server.cancelled = &oc->cancelled;
             if (grpc_call_start_batch(oc->call, ops, 3, &oc->tag, NULL) == GRPC_CALL_OK) {
-                sh->others_live++;
+                sh->calls_live++;
             } else {
                 grpc_call_unref(oc->call);
                 grpc_slice_unref(oc->details);
@@ -263,9 +264,41 @@ static void on_new_other(struct shard *sh, bool ok)
     arm_other_request(sh);
 }
 
+static void arm_method_request(struct shard *sh, struct request_slot *slot)
+{
+    if (!accepting(sh))
+        return;
+    const struct service_method *m = &sh->srv->methods[slot->method];
+    grpc_metadata_array_init(&slot->md);
+    slot->payload = NULL;
+    slot->call = NULL;
+    grpc_call_error e = grpc_server_request_registered_call(
+        sh->srv->grpc, sh->srv->method_handles[slot->method], &slot->call, &slot->deadline,
+        &slot->md, m->read_payload ? &slot->payload : NULL, sh->cq, sh->cq, &slot->tag);
+    if (e != GRPC_CALL_OK) {
+        log_error("msg=request_call_failed shard=%zu method=%s error=%d", sh->index, m->path, e);
+        grpc_metadata_array_destroy(&slot->md);
+        return;
+    }
+    slot->armed = true;
+}
+
+static void on_new_method(struct shard *sh, struct request_slot *slot, bool ok)
+{
+    slot->armed = false;
+    grpc_metadata_array_destroy(&slot->md);
+    if (ok && slot->call)
+        sh->srv->methods[slot->method].accept(sh, slot->call, slot->payload);
+    else if (slot->payload)
+        grpc_byte_buffer_destroy(slot->payload);
+    slot->call = NULL;
+    slot->payload = NULL;
+    arm_method_request(sh, slot);
+}
+
 static void on_other_done(struct shard *sh, struct other_call *oc)
 {
-    sh->others_live--;
+    sh->calls_live--;
     grpc_call_unref(oc->call);
     grpc_slice_unref(oc->details);
     free(oc);
@@ -294,6 +327,12 @@ static void dispatch(struct shard *sh, struct tag *t, bool ok)
         break;
     case TAG_STATUS:
         watch_on_status(t->obj);
+        break;
+    case TAG_NEW_METHOD:
+        on_new_method(sh, t->obj, ok);
+        break;
+    case TAG_CALLBACK:
+        t->fn(sh, t->obj, ok);
         break;
     }
 }
@@ -366,6 +405,9 @@ static bool requests_armed(const struct shard *sh)
     for (size_t i = 0; i < SHARD_WATCH_REQUESTS; i++)
         if (sh->watch_req[i].armed)
             return true;
+    for (size_t i = 0; i < sh->srv->nmethods; i++)
+        if (sh->method_req[i].armed)
+            return true;
     return sh->other_req.armed;
 }
 
@@ -375,6 +417,8 @@ static void *shard_main(void *p)
     struct server *srv = sh->srv;
     top_up_requests(sh);
     arm_other_request(sh);
+    for (size_t i = 0; i < srv->nmethods; i++)
+        arm_method_request(sh, &sh->method_req[i]);
     sh->next_tick_us = log_now_mono_us() + sh->tick_us;
 
     for (;;) {
@@ -384,6 +428,7 @@ static void *shard_main(void *p)
                 next = w->next;
                 watch_drain(w);
             }
+            health_drain(sh);
         }
         top_up_requests(sh);
         wake_topics(sh);
@@ -394,8 +439,10 @@ static void *shard_main(void *p)
                 watch_tick(w, now);
             sh->next_tick_us = now + sh->tick_us;
         }
-        if (atomic_load(&srv->stopping) && !sh->all && !requests_armed(sh) && !sh->others_live)
+        if (atomic_load(&srv->stopping) && !sh->all && !requests_armed(sh) && !sh->calls_live)
             break;
+        if (atomic_load(&srv->stopping) && sh->calls_live)
+            health_drain(sh); /* health streams opened while draining */
 
         if (!sh->bell_pending) {
             sh->bell_pending = true;
@@ -450,7 +497,7 @@ int shard_create(struct shard **out, struct server *srv, size_t index)
     sh->cq = grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(srv->grpc, sh->cq, NULL);
 
-    sh->bell_tag = (struct tag){TAG_BELL, sh};
+    sh->bell_tag = (struct tag){.kind = TAG_BELL, .obj = sh};
     sh->bell_channel = grpc_lame_client_channel_create(NULL, GRPC_STATUS_UNAVAILABLE, "doorbell");
     sh->bell_call = grpc_channel_create_call(sh->bell_channel, NULL, GRPC_PROPAGATE_DEFAULTS,
                                              sh->cq, grpc_slice_from_static_string("/doorbell"),
@@ -458,11 +505,16 @@ int shard_create(struct shard **out, struct server *srv, size_t index)
     atomic_init(&sh->bell_armed, false);
     atomic_init(&sh->streams, 0);
     for (size_t i = 0; i < SHARD_WATCH_REQUESTS; i++) {
-        sh->watch_req[i].tag = (struct tag){TAG_NEW_WATCH, &sh->watch_req[i]};
+        sh->watch_req[i].tag = (struct tag){.kind = TAG_NEW_WATCH, .obj = &sh->watch_req[i]};
         sh->watch_req[i].shard = sh;
     }
-    sh->other_req.tag = (struct tag){TAG_NEW_OTHER, &sh->other_req};
+    sh->other_req.tag = (struct tag){.kind = TAG_NEW_OTHER, .obj = &sh->other_req};
     sh->other_req.shard = sh;
+    for (size_t i = 0; i < SHARD_MAX_METHODS; i++) {
+        sh->method_req[i].tag = (struct tag){.kind = TAG_NEW_METHOD, .obj = &sh->method_req[i]};
+        sh->method_req[i].shard = sh;
+        sh->method_req[i].method = i;
+    }
 
     int64_t tick = srv->heartbeat_us / 4;
     if (tick < 5000)

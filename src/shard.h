@@ -20,6 +20,7 @@
 
 struct server;
 struct watch;
+struct health_watch;
 struct topic;
 struct ringlog_iter;
 struct ringlog_view;
@@ -32,12 +33,29 @@ enum tag_kind {
     TAG_SEND,       /* struct watch */
     TAG_RECV_CLOSE, /* struct watch */
     TAG_STATUS,     /* struct watch */
+    TAG_NEW_METHOD, /* a call of another served method arrived (struct request_slot) */
+    TAG_CALLBACK,   /* an operation of another module completed: fn(shard, obj, ok) */
 };
+
+struct shard;
 
 struct tag {
     enum tag_kind kind;
     void *obj;
+    void (*fn)(struct shard *sh, void *obj, bool ok); /* TAG_CALLBACK */
 };
+
+/* A method served by a module other than watch (health, ...). `accept`
+ * runs on the shard thread with the new call and, when read_payload, its
+ * first request message (owned by accept, may be NULL). A module's calls
+ * count in shard->calls_live while they are in flight. */
+struct service_method {
+    const char *path;
+    bool read_payload;
+    void (*accept)(struct shard *sh, grpc_call *call, grpc_byte_buffer *payload);
+};
+
+#define SHARD_MAX_METHODS 8
 
 enum { SHARD_LIST_NONE = 0, SHARD_LIST_WAITING, SHARD_LIST_READY };
 
@@ -54,6 +72,7 @@ struct slice_cache_entry {
 struct request_slot {
     struct tag tag;
     struct shard *shard;
+    size_t method; /* TAG_NEW_METHOD: index into server->methods */
     bool armed;
     grpc_call *call;
     gpr_timespec deadline;
@@ -78,7 +97,9 @@ struct shard {
 
     struct request_slot watch_req[SHARD_WATCH_REQUESTS];
     struct request_slot other_req;
-    int others_live; /* UNIMPLEMENTED replies in flight */
+    struct request_slot method_req[SHARD_MAX_METHODS];
+    int calls_live; /* calls of other modules and UNIMPLEMENTED replies in flight */
+    struct health_watch *health_watches; /* health.c's streams on this shard */
 
     struct watch *all;
     struct watch **waiting;           /* per topic index: streams at the live head */

@@ -669,9 +669,9 @@ void watch_accept(struct shard *sh, grpc_call *call, grpc_byte_buffer *payload)
     w->shard = sh;
     w->call = call;
     w->id = atomic_fetch_add(&srv->next_stream_id, 1) + 1;
-    w->t_send = (struct tag){TAG_SEND, w};
-    w->t_close = (struct tag){TAG_RECV_CLOSE, w};
-    w->t_status = (struct tag){TAG_STATUS, w};
+    w->t_send = (struct tag){.kind = TAG_SEND, .obj = w};
+    w->t_close = (struct tag){.kind = TAG_RECV_CLOSE, .obj = w};
+    w->t_status = (struct tag){.kind = TAG_STATUS, .obj = w};
     w->last_send_us = log_now_mono_us();
     shard_add(sh, w);
 

@@ -1,0 +1,285 @@
+/*
+ * health: grpc.health.v1.Health Check and Watch. Shard thread only.
+ */
+#include "health.h"
+
+#include <errno.h>
+#include <grpc/byte_buffer_reader.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "grpc/health/v1/health.pb-c.h"
+#include "log.h"
+#include "server.h"
+#include "wire.h"
+
+typedef Grpc__Health__V1__HealthCheckResponse__ServingStatus serving_status;
+
+static const char *const known_services[] = {"", "events.v1.Watcher", "grpc.health.v1.Health"};
+
+/* The status of `service`, or SERVICE_UNKNOWN. */
+static serving_status status_of(const struct shard *sh, const char *service)
+{
+    for (size_t i = 0; i < sizeof(known_services) / sizeof(known_services[0]); i++)
+        if (strcmp(service, known_services[i]) == 0)
+            return atomic_load(&sh->srv->draining)
+                       ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
+                       : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+    return GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN;
+}
+
+static grpc_byte_buffer *response(serving_status status)
+{
+    Grpc__Health__V1__HealthCheckResponse r = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+    r.status = status;
+    uint8_t buf[16];
+    size_t n = grpc__health__v1__health_check_response__pack(&r, buf);
+    return wire_buffer(buf, n);
+}
+
+/* The requested service name (malloc'd), or NULL for a malformed request. */
+static char *requested_service(grpc_byte_buffer *payload)
+{
+    if (!payload)
+        return NULL;
+    grpc_byte_buffer_reader reader;
+    if (!grpc_byte_buffer_reader_init(&reader, payload))
+        return NULL;
+    grpc_slice s = grpc_byte_buffer_reader_readall(&reader);
+    grpc_byte_buffer_reader_destroy(&reader);
+    Grpc__Health__V1__HealthCheckRequest *req = grpc__health__v1__health_check_request__unpack(
+        NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
+    grpc_slice_unref(s);
+    if (!req)
+        return NULL;
+    char *name = strdup(req->service ? req->service : "");
+    grpc__health__v1__health_check_request__free_unpacked(req, NULL);
+    return name;
+}
+
+/* ---- Check --------------------------------------------------------------- */
+
+struct health_check {
+    struct tag tag;
+    grpc_call *call;
+    grpc_byte_buffer *resp;
+    grpc_slice details;
+    int cancelled;
+};
+
+static void check_done(struct shard *sh, void *obj, bool ok)
+{
+    struct health_check *hc = obj;
+    if (hc->resp)
+        grpc_byte_buffer_destroy(hc->resp);
+    grpc_slice_unref(hc->details);
+    grpc_call_unref(hc->call);
+    free(hc);
+    sh->calls_live--;
+}
+
+static void accept_check(struct shard *sh, grpc_call *call, grpc_byte_buffer *payload)
+{
+    char *service = requested_service(payload);
+    if (payload)
+        grpc_byte_buffer_destroy(payload);
+    struct health_check *hc = calloc(1, sizeof(*hc));
+    if (!hc) {
+        free(service);
+        grpc_call_cancel_with_status(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory", NULL);
+        grpc_call_unref(call);
+        return;
+    }
+    hc->tag = (struct tag){TAG_CALLBACK, hc, check_done};
+    hc->call = call;
+    grpc_status_code code = GRPC_STATUS_OK;
+    char msg[300] = "";
+    if (!service) {
+        code = GRPC_STATUS_INVALID_ARGUMENT;
+        snprintf(msg, sizeof(msg), "malformed HealthCheckRequest");
+    } else {
+        serving_status st = status_of(sh, service);
+        if (st == GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN) {
+            code = GRPC_STATUS_NOT_FOUND;
+            snprintf(msg, sizeof(msg), "unknown service '%.200s'", service);
+        } else {
+            hc->resp = response(st);
+        }
+    }
+    free(service);
+    hc->details = grpc_slice_from_copied_string(msg);
+    grpc_op ops[4];
+    memset(ops, 0, sizeof(ops));
+    size_t n = 0;
+    ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+    if (hc->resp) {
+        ops[n].op = GRPC_OP_SEND_MESSAGE;
+        ops[n++].data.send_message.send_message = hc->resp;
+    }
+    ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    ops[n].data.send_status_from_server.status = code;
+    ops[n++].data.send_status_from_server.status_details = &hc->details;
+    ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    ops[n++].data.recv_close_on_server.cancelled = &hc->cancelled;
+    sh->calls_live++;
+    if (grpc_call_start_batch(call, ops, n, &hc->tag, NULL) != GRPC_CALL_OK) {
+        log_error("msg=start_batch_failed op=health_check");
+        check_done(sh, hc, false);
+    }
+}
+
+/* ---- Watch --------------------------------------------------------------- */
+
+struct health_watch {
+    struct health_watch *prev, *next; /* shard->health_watches */
+    struct shard *shard;
+    grpc_call *call;
+    struct tag t_send, t_close;
+    int refs;
+    int cancelled;
+    bool md_sent, send_busy, ended, end_pending;
+    grpc_byte_buffer *bb;
+    grpc_slice details;
+};
+
+static void watch_free_if_done(struct health_watch *hw)
+{
+    if (hw->refs)
+        return;
+    struct shard *sh = hw->shard;
+    if (hw->prev)
+        hw->prev->next = hw->next;
+    else
+        sh->health_watches = hw->next;
+    if (hw->next)
+        hw->next->prev = hw->prev;
+    if (hw->ended)
+        grpc_slice_unref(hw->details);
+    grpc_call_unref(hw->call);
+    free(hw);
+    sh->calls_live--;
+}
+
+/* Sends `status`; with `end`, also ends the call with UNAVAILABLE. */
+static void watch_send(struct health_watch *hw, serving_status status, bool end)
+{
+    grpc_op ops[3];
+    memset(ops, 0, sizeof(ops));
+    size_t n = 0;
+    if (!hw->md_sent) {
+        ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+        hw->md_sent = true;
+    }
+    hw->bb = response(status);
+    ops[n].op = GRPC_OP_SEND_MESSAGE;
+    ops[n++].data.send_message.send_message = hw->bb;
+    if (end) {
+        hw->ended = true;
+        hw->details = grpc_slice_from_static_string("server shutting down");
+        ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+        ops[n].data.send_status_from_server.status = GRPC_STATUS_UNAVAILABLE;
+        ops[n++].data.send_status_from_server.status_details = &hw->details;
+    }
+    hw->send_busy = true;
+    hw->refs++;
+    if (grpc_call_start_batch(hw->call, ops, n, &hw->t_send, NULL) != GRPC_CALL_OK) {
+        log_error("msg=start_batch_failed op=health_watch");
+        hw->refs--;
+        hw->send_busy = false;
+        grpc_byte_buffer_destroy(hw->bb);
+        hw->bb = NULL;
+        grpc_call_cancel(hw->call, NULL);
+    }
+}
+
+static void watch_on_send(struct shard *sh, void *obj, bool ok)
+{
+    struct health_watch *hw = obj;
+    hw->refs--;
+    hw->send_busy = false;
+    grpc_byte_buffer_destroy(hw->bb);
+    hw->bb = NULL;
+    if (ok && hw->end_pending && !hw->ended)
+        watch_send(hw, GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING, true);
+    watch_free_if_done(hw);
+}
+
+static void watch_on_close(struct shard *sh, void *obj, bool ok)
+{
+    struct health_watch *hw = obj;
+    hw->refs--;
+    watch_free_if_done(hw);
+}
+
+static void accept_watch(struct shard *sh, grpc_call *call, grpc_byte_buffer *payload)
+{
+    char *service = requested_service(payload);
+    if (payload)
+        grpc_byte_buffer_destroy(payload);
+    if (!service) {
+        grpc_call_cancel_with_status(call, GRPC_STATUS_INVALID_ARGUMENT,
+                                     "malformed HealthCheckRequest", NULL);
+        grpc_call_unref(call);
+        return;
+    }
+    struct health_watch *hw = calloc(1, sizeof(*hw));
+    if (!hw) {
+        free(service);
+        grpc_call_cancel_with_status(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory", NULL);
+        grpc_call_unref(call);
+        return;
+    }
+    hw->shard = sh;
+    hw->call = call;
+    hw->t_send = (struct tag){TAG_CALLBACK, hw, watch_on_send};
+    hw->t_close = (struct tag){TAG_CALLBACK, hw, watch_on_close};
+    hw->next = sh->health_watches;
+    if (hw->next)
+        hw->next->prev = hw;
+    sh->health_watches = hw;
+    sh->calls_live++;
+
+    grpc_op op;
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    op.data.recv_close_on_server.cancelled = &hw->cancelled;
+    hw->refs++;
+    if (grpc_call_start_batch(call, &op, 1, &hw->t_close, NULL) != GRPC_CALL_OK) {
+        hw->refs--;
+        grpc_call_cancel(call, NULL);
+        free(service);
+        watch_free_if_done(hw);
+        return;
+    }
+    serving_status st = status_of(sh, service);
+    free(service);
+    /* Draining already: say so and end; otherwise the current status. */
+    watch_send(hw, st,
+               atomic_load(&sh->srv->draining) &&
+                   st != GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN);
+}
+
+void health_drain(struct shard *sh)
+{
+    for (struct health_watch *hw = sh->health_watches; hw; hw = hw->next) {
+        if (hw->ended || hw->end_pending)
+            continue;
+        if (hw->send_busy)
+            hw->end_pending = true;
+        else
+            watch_send(hw, GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING,
+                       true);
+    }
+}
+
+static const struct service_method methods[] = {
+    {"/grpc.health.v1.Health/Check", true, accept_check},
+    {"/grpc.health.v1.Health/Watch", true, accept_watch},
+};
+
+const struct service_method *health_methods(size_t *count)
+{
+    *count = sizeof(methods) / sizeof(methods[0]);
+    return methods;
+}
