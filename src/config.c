@@ -35,7 +35,13 @@ static const struct opt_def opts[] = {
     {"topic", OPT_LIST, NULL, 0, 0, NULL, "TICKFAN_TOPICS", OFF(topics),
      "declare a topic (repeatable; env: comma-separated)"},
     {"feed", OPT_LIST, NULL, 0, 0, NULL, "TICKFAN_FEEDS", OFF(feeds),
-     "feed source (repeatable): sim[:TOPIC] or none; default sim, feeding topic 'sim'"},
+     "feed source (repeatable): sim[:TOPIC], udp://ADDR:PORT[?iface=ADDR], tcp://HOST:PORT, "
+     "tcp-listen://ADDR:PORT, file:PATH[?rate=N|pace=recorded|pace=max], none; default sim "
+     "(the simulator on topic 'sim')"},
+    {"io", OPT_ENUM, "auto", 0, 0, "auto|uring|epoll", "TICKFAN_IO", OFF(io),
+     "feed I/O: io_uring, or epoll (auto: io_uring, epoll where it cannot be set up)"},
+    {"udp-rcvbuf", OPT_SIZE, "8M", 0, (int64_t)1 << 30, NULL, "TICKFAN_UDP_RCVBUF", OFF(udp_rcvbuf),
+     "SO_RCVBUF of UDP feed sockets (the kernel caps it at net.core.rmem_max)"},
     {"shards", OPT_INT, "0", 0, 256, NULL, "TICKFAN_SHARDS", OFF(shards),
      "worker threads serving streams, each with its own completion queue (0 = online CPUs)"},
     {"log-size", OPT_SIZE, "64M", 64 * 1024, (int64_t)1 << 40, NULL, "TICKFAN_LOG_SIZE",

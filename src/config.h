@@ -19,6 +19,8 @@ struct config {
     char **topics; /* declared topics, NULL-terminated */
     char **feeds;  /* feed specs, NULL-terminated */
     int64_t shards;
+    char *io;
+    int64_t udp_rcvbuf;
     int64_t log_size;
     char *sync;
     int64_t sync_interval_ms;

@@ -159,6 +159,7 @@ static void watch_free_if_done(struct health_watch *hw)
     grpc_call_unref(hw->call);
     free(hw);
     sh->calls_live--;
+    atomic_fetch_sub(&sh->srv->other_streams_live, 1);
 }
 
 /* Sends `status`; with `end`, also ends the call with UNAVAILABLE. */
@@ -239,6 +240,7 @@ static void accept_watch(struct shard *sh, grpc_call *call, grpc_byte_buffer *pa
         hw->next->prev = hw;
     sh->health_watches = hw;
     sh->calls_live++;
+    atomic_fetch_add(&sh->srv->other_streams_live, 1);
 
     grpc_op op;
     memset(&op, 0, sizeof(op));

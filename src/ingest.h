@@ -2,44 +2,71 @@
  * ingest: the thread that owns every feed source and is the single writer of
  * every topic log.
  *
- * It generates or receives events, assigns each the next sequence number of
- * its topic, encodes the WatchEvent once into the topic's log, and after each
- * batch calls `notify` (the server rings idle shards). No other thread
- * appends to a log.
+ * Sources: the built-in simulator, UDP (unicast or multicast), TCP (we
+ * connect, or senders connect to us) and capture-file replay, all speaking
+ * the feed wire format (feed/FORMAT.md). One thread drives them through
+ * io_uring, or epoll where io_uring cannot be set up (seccomp,
+ * kernel.io_uring_disabled) or when asked. For every valid frame it checks
+ * the channel's sequence (an upstream loss becomes a Gap event in the
+ * topic), assigns the next sequence number of the topic, encodes the
+ * WatchEvent once into the topic's log, and after each batch calls `notify`
+ * (the server rings idle shards). Bad input is dropped and counted per
+ * source and reason, with rate-limited log lines; it never stops ingest.
  */
 #ifndef TICKFAN_INGEST_H
 #define TICKFAN_INGEST_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
-#include "sim.h"
+#include "feedframe.h"
 #include "topics.h"
 #include "wire.h"
 
 typedef struct ingest ingest_t;
 
-/* One feed source. The ingest takes ownership of `sim`. */
-struct ingest_feed {
-    sim_t *sim;
-    struct topic *topic;
-    int64_t rate; /* events per second */
+enum ingest_io { INGEST_IO_AUTO, INGEST_IO_URING, INGEST_IO_EPOLL };
+
+struct ingest_options {
+    enum ingest_io io;
+    int64_t sim_rate;
+    const char *sim_symbols;
+    uint64_t sim_seed;
+    int64_t udp_rcvbuf; /* SO_RCVBUF for UDP sockets; 0: leave the default */
 };
 
-/* `notify(arg)` is called on the ingest thread after each batch of appends. */
-int ingest_create(ingest_t **out, const struct ingest_feed *feeds, size_t nfeeds,
-                  void (*notify)(void *arg), void *arg);
+/* Parses the feed specs (NULL-terminated; NULL or empty: "sim") and opens
+ * their sockets and files (bind, listen, open; TCP connects start on the
+ * thread). Topics named by sim specs are added to `topics`. Returns 0, or
+ * -errno with a message naming the spec and what is wrong in err. */
+int ingest_create(ingest_t **out, char **specs, const struct ingest_options *opts,
+                  struct topics *topics, const struct topics_options *topts,
+                  void (*notify)(void *arg), void *arg, char *err, size_t errlen);
 /* Starts the thread. Returns 0 or -errno. */
 int ingest_start(ingest_t *in);
 /* Stops and joins the thread; appends already made stay in the logs. */
 void ingest_stop(ingest_t *in);
 void ingest_destroy(ingest_t *in);
+/* "io_uring" or "epoll": what the thread runs on. */
+const char *ingest_io_name(const ingest_t *in);
 
 /* Appends a Data event to `t`'s log: sets d->seq, encodes, commits. Ingest
  * thread only (the single writer). Returns the sequence number, or 0 when
  * the event cannot fit the log (too large). */
 uint64_t ingest_append(struct topic *t, struct wire_data *d);
+/* Appends a Gap{GAP_UPSTREAM_LOSS, missed} event. Ingest thread only. */
+uint64_t ingest_append_gap(struct topic *t, uint64_t missed, int64_t now_us);
 
-/* Events appended by this ingest so far (any thread). */
-uint64_t ingest_appended(const ingest_t *in);
+/* Totals over all sources (any thread, approximate while running). */
+struct ingest_stats {
+    uint64_t frames;        /* frames appended */
+    uint64_t rejected;      /* frames dropped as malformed */
+    uint64_t unknown_topic; /* frames for a topic this server does not have */
+    uint64_t gaps;          /* upstream gaps detected */
+    uint64_t missed;        /* frames lost upstream, summed over the gaps */
+    uint64_t duplicates;    /* frames dropped as duplicate or reordered */
+    uint64_t rxq_ovfl;      /* datagrams the kernel dropped (SO_RXQ_OVFL) */
+};
+void ingest_get_stats(const ingest_t *in, struct ingest_stats *out);
 
 #endif

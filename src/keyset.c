@@ -53,18 +53,19 @@ static int grow(struct keyset *s)
     return 0;
 }
 
-int keyset_put(struct keyset *s, const char *kind, size_t kind_len, const char *key, size_t key_len,
-               uint64_t value)
+struct keyset_entry *keyset_put(struct keyset *s, const char *kind, size_t kind_len,
+                                const char *key, size_t key_len, uint64_t value)
 {
     if (kind_len > 255 || key_len > 255)
-        return -EINVAL;
+        return NULL;
     if ((s->count + 1) * 2 > s->cap && grow(s))
-        return -ENOMEM;
+        return NULL;
     size_t i = slot_of(s->items, s->cap, kind, kind_len, key, key_len);
     if (!s->items[i]) {
         struct keyset_entry *e = malloc(sizeof(*e) + kind_len + key_len);
         if (!e)
-            return -ENOMEM;
+            return NULL;
+        e->aux = 0;
         e->kind_len = (uint8_t)kind_len;
         e->key_len = (uint8_t)key_len;
         memcpy(e->bytes, kind, kind_len);
@@ -73,7 +74,7 @@ int keyset_put(struct keyset *s, const char *kind, size_t kind_len, const char *
         s->count++;
     }
     s->items[i]->value = value;
-    return 0;
+    return s->items[i];
 }
 
 const struct keyset_entry *keyset_get(const struct keyset *s, const char *kind, size_t kind_len,

@@ -14,6 +14,7 @@
 
 struct keyset_entry {
     uint64_t value;
+    uint64_t aux; /* a second value for the caller's use, 0 when added */
     uint8_t kind_len;
     uint8_t key_len;
     char bytes[]; /* kind then key */
@@ -25,10 +26,10 @@ struct keyset {
     size_t count;
 };
 
-/* Sets the value of (kind, key), adding the pair if new. 0, -EINVAL (a part
- * over 255 bytes) or -ENOMEM. */
-int keyset_put(struct keyset *s, const char *kind, size_t kind_len, const char *key, size_t key_len,
-               uint64_t value);
+/* Sets the value of (kind, key), adding the pair if new. Returns its entry,
+ * or NULL (a part over 255 bytes, or out of memory). */
+struct keyset_entry *keyset_put(struct keyset *s, const char *kind, size_t kind_len,
+                                const char *key, size_t key_len, uint64_t value);
 /* The entry of (kind, key), or NULL. */
 const struct keyset_entry *keyset_get(const struct keyset *s, const char *kind, size_t kind_len,
                                       const char *key, size_t key_len);

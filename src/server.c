@@ -34,7 +34,7 @@ void server_notify(void *arg)
 
 int64_t server_streams_live(const struct server *srv)
 {
-    return atomic_load(&srv->streams_live);
+    return atomic_load(&srv->streams_live) + atomic_load(&srv->other_streams_live);
 }
 
 int server_create(struct server **out, const struct config *cfg, struct topics *topics, char *err,
@@ -58,6 +58,7 @@ int server_create(struct server **out, const struct config *cfg, struct topics *
     atomic_init(&srv->draining, false);
     atomic_init(&srv->stopping, false);
     atomic_init(&srv->streams_live, 0);
+    atomic_init(&srv->other_streams_live, 0);
     atomic_init(&srv->next_stream_id, 0);
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     srv->nshards = cfg->shards > 0 ? (size_t)cfg->shards : (size_t)(cpus > 0 ? cpus : 1);

@@ -42,6 +42,7 @@ struct server {
     _Atomic uint64_t health_generation; /* bumped when the serving status changes */
     atomic_bool stopping;               /* server shut down: shards exit once empty */
     _Atomic int64_t streams_live;
+    _Atomic int64_t other_streams_live; /* long-lived calls of other services (health Watch) */
     _Atomic uint64_t next_stream_id;
 };
 
@@ -53,7 +54,7 @@ int server_create(struct server **out, const struct config *cfg, struct topics *
 void server_notify(void *srv);
 /* Stops accepting and asks every stream to end with UNAVAILABLE + cursor. */
 void server_drain_begin(struct server *srv);
-/* Streams still open (any thread). */
+/* Streams still open, Watch and others (any thread): the drain waits for 0. */
 int64_t server_streams_live(const struct server *srv);
 /* Cancels what is left, waits for gRPC's shutdown, joins the shards. */
 void server_stop(struct server *srv);

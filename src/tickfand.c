@@ -24,10 +24,18 @@
 #include "ingest.h"
 #include "log.h"
 #include "server.h"
-#include "sim.h"
 #include "topics.h"
 
 #define EXIT_USAGE 2
+
+/* The ingest is created before the server (it may add topics the server
+ * must know); it notifies through this pointer once the server exists. */
+static void server_notify_late(void *arg)
+{
+    struct server *srv = *(struct server *const volatile *)arg;
+    if (srv)
+        server_notify(srv);
+}
 
 /* mkdir -p */
 static int make_dirs(const char *path)
@@ -77,9 +85,6 @@ int main(int argc, char **argv, char **envp)
 
     int exit_code = 1;
     struct topics topics = {0};
-    struct ingest_feed feeds[64];
-    size_t nfeeds = 0;
-    bool feed_none = false;
     struct server *srv = NULL;
     ingest_t *ingest = NULL;
 
@@ -104,67 +109,28 @@ int main(int argc, char **argv, char **envp)
         }
     }
 
-    /* Feeds: sim (topic "sim"), sim:TOPIC, none. Default: sim. */
-    static char *default_feeds[] = {"sim", NULL};
-    char **feed_specs = cfg.feeds ? cfg.feeds : default_feeds;
-    for (size_t i = 0; feed_specs[i]; i++) {
-        const char *spec = feed_specs[i];
-        if (strcmp(spec, "none") == 0) {
-            feed_none = true;
-            continue;
-        }
-        const char *topic = NULL;
-        if (strcmp(spec, "sim") == 0)
-            topic = "sim";
-        else if (strncmp(spec, "sim:", 4) == 0)
-            topic = spec + 4;
-        if (!topic) {
-            fprintf(stderr,
-                    "tickfand: --feed '%s': unknown feed (this version supports sim, "
-                    "sim:TOPIC, none)\n",
-                    spec);
-            exit_code = EXIT_USAGE;
-            goto out_sims;
-        }
-        if (nfeeds == sizeof(feeds) / sizeof(feeds[0])) {
-            fprintf(stderr, "tickfand: --feed: at most 64 feeds\n");
-            exit_code = EXIT_USAGE;
-            goto out_sims;
-        }
-        rc = topics_add(&topics, topic, &topts, err, sizeof(err));
-        if (rc) {
-            fprintf(stderr, "tickfand: --feed '%s': %s\n", spec, err);
-            exit_code = rc == -EINVAL && !topics_name_valid(topic, strlen(topic)) ? EXIT_USAGE : 1;
-            goto out_sims;
-        }
-        sim_t *sim;
-        rc = sim_create(&sim, cfg.sim_symbols, (uint64_t)cfg.sim_seed + nfeeds);
-        if (rc) {
-            fprintf(stderr, "tickfand: --sim-symbols '%s': %s\n", cfg.sim_symbols,
-                    rc == -EINVAL ? "expected 1-64 comma-separated symbols of 1-16 characters "
-                                    "[A-Za-z0-9._-]"
-                                  : strerror(-rc));
-            exit_code = EXIT_USAGE;
-            goto out_sims;
-        }
-        feeds[nfeeds++] = (struct ingest_feed){.sim = sim, .rate = cfg.sim_rate};
-    }
-    if (feed_none && nfeeds) {
-        fprintf(stderr, "tickfand: --feed none: cannot be combined with other feeds\n");
-        exit_code = EXIT_USAGE;
-        goto out_sims;
-    }
-    /* topics_add may have moved the array: resolve feed topics now */
-    for (size_t i = 0, k = 0; feed_specs[i]; i++) {
-        if (strcmp(feed_specs[i], "none") == 0)
-            continue;
-        const char *topic = strcmp(feed_specs[i], "sim") == 0 ? "sim" : feed_specs[i] + 4;
-        feeds[k++].topic = topics_find(&topics, topic, strlen(topic));
+    /* Feeds: opens their sockets and files now, so a bad spec or a port in
+     * use stops the start; simulator topics join the declared ones. */
+    struct ingest_options iopts = {
+        .io = strcmp(cfg.io, "uring") == 0   ? INGEST_IO_URING
+              : strcmp(cfg.io, "epoll") == 0 ? INGEST_IO_EPOLL
+                                             : INGEST_IO_AUTO,
+        .sim_rate = cfg.sim_rate,
+        .sim_symbols = cfg.sim_symbols,
+        .sim_seed = (uint64_t)cfg.sim_seed,
+        .udp_rcvbuf = cfg.udp_rcvbuf,
+    };
+    rc = ingest_create(&ingest, cfg.feeds, &iopts, &topics, &topts, server_notify_late, &srv, err,
+                       sizeof(err));
+    if (rc) {
+        fprintf(stderr, "tickfand: %s\n", err);
+        exit_code = rc == -EINVAL ? EXIT_USAGE : 1;
+        goto out;
     }
     if (topics.count == 0) {
         fprintf(stderr, "tickfand: no topics: declare one with --topic NAME or add a --feed\n");
         exit_code = EXIT_USAGE;
-        goto out_sims;
+        goto out;
     }
 
     /* Signals are taken synchronously by this thread; every thread started
@@ -179,7 +145,7 @@ int main(int argc, char **argv, char **envp)
 
     if (strcmp(cfg.sync, "interval") == 0 && topics_sync_start(&topics, cfg.sync_interval_ms)) {
         fprintf(stderr, "tickfand: cannot start the log syncer thread\n");
-        goto out_sims;
+        goto out;
     }
 
     grpc_init();
@@ -189,11 +155,7 @@ int main(int argc, char **argv, char **envp)
         fprintf(stderr, "tickfand: %s\n", err);
         goto out_grpc;
     }
-    rc = ingest_create(&ingest, feeds, nfeeds, server_notify, srv);
-    if (rc == 0)
-        nfeeds = 0; /* the ingest owns the simulators now */
-    if (rc == 0)
-        rc = ingest_start(ingest);
+    rc = ingest_start(ingest);
     if (rc) {
         log_error("msg=start_failed error=\"ingest: %s\"", strerror(-rc));
         goto out_server;
@@ -205,8 +167,9 @@ int main(int argc, char **argv, char **envp)
     for (size_t i = 0, off = 0; i < topics.count && off < sizeof(topic_list) - 1; i++)
         off += (size_t)snprintf(topic_list + off, sizeof(topic_list) - off, "%s%s", i ? "," : "",
                                 topics.items[i].name);
-    log_info("msg=listening addr=%s shards=%zu topics=%s heartbeat_ms=%lld version=%s", addr,
-             srv->nshards, topic_list, (long long)cfg.heartbeat_ms, TICKFAN_VERSION);
+    log_info("msg=listening addr=%s shards=%zu topics=%s heartbeat_ms=%lld io=%s version=%s", addr,
+             srv->nshards, topic_list, (long long)cfg.heartbeat_ms, ingest_io_name(ingest),
+             TICKFAN_VERSION);
 
     for (;;) {
         siginfo_t si;
@@ -241,16 +204,14 @@ int main(int argc, char **argv, char **envp)
     exit_code = 0;
 
 out_server:
+    ingest_stop(ingest);
     if (srv)
         server_stop(srv);
-    ingest_destroy(ingest);
     server_destroy(srv);
 out_grpc:
     grpc_shutdown();
-out_sims:
-    for (size_t i = 0; i < nfeeds; i++)
-        sim_destroy(feeds[i].sim);
 out:
+    ingest_destroy(ingest);
     topics_destroy(&topics);
     if (exit_code == 0)
         log_info("msg=stopped");

@@ -51,9 +51,9 @@ static void maybe_free(struct watch *w)
     shard_remove(sh, w);
     if (w->has_filter)
         filter_free(&w->filter);
-    if (w->conflate) {
-        keyset_free(w->conflate);
-        free(w->conflate);
+    if (w->snapset) {
+        keyset_free(w->snapset);
+        free(w->snapset);
     }
     if (w->pending)
         grpc_byte_buffer_destroy(w->pending);
@@ -154,6 +154,8 @@ static void start_send(struct watch *w, grpc_byte_buffer *bb)
     start_send_flags(w, bb, 0);
 }
 
+static size_t snapset_add_cache(struct watch *w, struct keyset *set, uint64_t before);
+
 /* The subscriber is over its lag budget, or was lapped: apply its policy. */
 static void overflow(struct watch *w)
 {
@@ -177,10 +179,11 @@ static void overflow(struct watch *w)
      * Records overwritten before they could be read are counted whole (they
      * are lost either way) and make conflation fall back to every key. */
     bool conflate = w->overflow == EVENTS__V1__OVERFLOW_POLICY__OVERFLOW_CONFLATE;
-    if (conflate && !w->conflate)
-        w->conflate = calloc(1, sizeof(*w->conflate));
-    if (conflate && !w->conflate)
-        w->conflate_all = true;
+    bool keys_lost = false; /* records overwritten before their keys were noted */
+    if (conflate && !w->snapset)
+        w->snapset = calloc(1, sizeof(*w->snapset));
+    if (conflate && !w->snapset)
+        keys_lost = true;
     struct ringlog_iter target;
     ringlog_seek_head(log, &target);
     uint64_t missed = 0;
@@ -192,7 +195,7 @@ static void overflow(struct watch *w)
             if (first > target.seq)
                 first = target.seq;
             missed += first > w->it.seq ? first - w->it.seq : 0;
-            w->conflate_all = conflate;
+            keys_lost = conflate;
             if (ringlog_seek(log, first, &w->it) != 0)
                 w->it = target;
             continue;
@@ -200,12 +203,12 @@ static void overflow(struct watch *w)
         if (rc != 0)
             break;
         bool match = matches(w, &v);
-        bool noted = !conflate || !match || w->conflate_all || v.type != RINGLOG_DATA ||
-                     keyset_put(w->conflate, v.kind, v.kind_len, v.key, v.key_len, v.seq) == 0;
+        bool noted = !conflate || !match || keys_lost || v.type != RINGLOG_DATA ||
+                     keyset_put(w->snapset, v.kind, v.kind_len, v.key, v.key_len, v.seq);
         if (!ringlog_view_valid(log, &w->it))
             continue; /* lapped under us: handled by the next peek */
         if (!noted)
-            w->conflate_all = true; /* out of memory: send every key */
+            keys_lost = true; /* out of memory */
         missed += match;
         ringlog_advance(&w->it, &v);
     }
@@ -213,16 +216,17 @@ static void overflow(struct watch *w)
     w->dropped += missed;
     log_info("msg=slow_consumer id=%llu topic=%s policy=%s missed=%llu conflated_keys=%zu",
              (unsigned long long)w->id, w->topic->name, conflate ? "conflate" : "drop",
-             (unsigned long long)missed, conflate && w->conflate ? w->conflate->count : (size_t)0);
+             (unsigned long long)missed, conflate && w->snapset ? w->snapset->count : (size_t)0);
     w->pending = wire_gap(cursor_of(w), missed, EVENTS__V1__GAP_REASON__GAP_SLOW_CONSUMER, from);
     if (conflate && missed) {
         /* then the latest value of each pair that changed in the skipped
          * range, read back from the log (the lag budget is below the log
-         * size, so it still holds them); if the keys are unknown (lapped),
-         * every matching pair's last value from the cache */
-        w->snap_active = true;
+         * size, so it still holds them); if some keys are unknown (lapped),
+         * every matching pair's last value before the head from the cache */
+        if (keys_lost && w->snapset)
+            snapset_add_cache(w, w->snapset, target.seq);
+        w->snap_active = w->snapset != NULL;
         w->snap_index = 0;
-        w->snap_before = target.seq;
     }
 }
 
@@ -279,23 +283,6 @@ static bool next_is_queued(struct watch *w)
     return false;
 }
 
-/* The event bytes of a cache value: inline, or read back from the log for a
- * large one (false if the log no longer has it). */
-static bool snapshot_bytes(struct watch *w, struct lvc_value *v)
-{
-    if (v->inline_event)
-        return true;
-    ringlog_t *log = w->topic->log;
-    struct ringlog_iter it;
-    struct ringlog_view view;
-    if (ringlog_seek(log, v->seq, &it) || ringlog_peek(log, &it, &view) ||
-        view.event_len > sizeof(v->event))
-        return false;
-    memcpy(v->event, view.event, view.event_len);
-    v->event_len = view.event_len;
-    return ringlog_view_valid(log, &it);
-}
-
 /* An event re-encoded with snapshot = true and the snapshot's cursor (the
  * position the stream continues from). */
 static grpc_byte_buffer *snapshot_event(struct watch *w, const uint8_t *event, size_t len)
@@ -321,75 +308,151 @@ static grpc_byte_buffer *snapshot_event(struct watch *w, const uint8_t *event, s
     return bb;
 }
 
-/* Conflation: sends the next pair's latest record of the skipped range, read
- * back from the log. Returns true when a send started; false when done. */
-static bool pump_conflated(struct watch *w)
+/* The snapshot value of entry e: the record with its sequence number, from
+ * the log, or else from the cache if the cache still holds that very value. */
+static grpc_byte_buffer *snapshot_value(struct watch *w, const struct keyset_entry *e)
 {
     ringlog_t *log = w->topic->log;
-    while (w->snap_index < w->conflate->cap) {
-        const struct keyset_entry *e = keyset_slot(w->conflate, w->snap_index++);
-        if (!e)
-            continue;
-        struct ringlog_iter it;
-        struct ringlog_view v;
-        if (ringlog_seek(log, e->value, &it) || ringlog_peek(log, &it, &v) || v.seq != e->value)
-            continue; /* overwritten since: its newer value comes live */
+    struct ringlog_iter it;
+    struct ringlog_view v;
+    if (ringlog_seek(log, e->value, &it) == 0 && ringlog_peek(log, &it, &v) == 0 &&
+        v.seq == e->value) {
         uint8_t *copy = malloc(v.event_len);
-        if (!copy)
-            continue;
-        memcpy(copy, v.event, v.event_len);
         grpc_byte_buffer *bb = NULL;
-        if (ringlog_view_valid(log, &it))
-            bb = snapshot_event(w, copy, v.event_len);
-        free(copy);
-        if (!bb)
-            continue;
-        w->snap_sent++;
-        start_send(w, bb);
-        return true;
+        if (copy) {
+            memcpy(copy, v.event, v.event_len);
+            if (ringlog_view_valid(log, &it))
+                bb = snapshot_event(w, copy, v.event_len);
+            free(copy);
+        }
+        if (bb)
+            return bb;
     }
-    return false;
+    if (e->aux) {
+        struct lvc_value *cv = malloc(sizeof(*cv));
+        grpc_byte_buffer *bb = NULL;
+        if (cv) {
+            lvc_read(ringlog_lvc(log), e->aux - 1, cv);
+            if (cv->seq == e->value && cv->inline_event)
+                bb = snapshot_event(w, cv->event, cv->event_len);
+            free(cv);
+        }
+        return bb;
+    }
+    return NULL;
+}
+
+/* Adds every matching pair whose cached value is older than `before`, with
+ * that value's sequence number. Returns how many matching pairs have a
+ * cached value at or past `before` (their value as of `before` is not in the
+ * cache any more). */
+static size_t snapset_add_cache(struct watch *w, struct keyset *set, uint64_t before)
+{
+    const lvc_t *cache = ringlog_lvc(w->topic->log);
+    size_t count = lvc_count(cache), late = 0;
+    struct lvc_value *v = malloc(sizeof(*v));
+    if (!v)
+        return 0;
+    for (size_t i = 0; i < count; i++) {
+        lvc_read(cache, i, v);
+        if (w->has_filter && !filter_match(&w->filter, v->kind, v->kind_len, v->key, v->key_len))
+            continue;
+        if (v->seq >= before) {
+            late++;
+            continue;
+        }
+        struct keyset_entry *e = keyset_put(set, v->kind, v->kind_len, v->key, v->key_len, v->seq);
+        if (e)
+            e->aux = i + 1;
+    }
+    free(v);
+    return late;
+}
+
+/* The latest matching record of every pair in the retained log before
+ * `before`. A cold path: one pass over the log up to the start position. */
+static void snapset_add_scan(struct watch *w, struct keyset *set, uint64_t before)
+{
+    ringlog_t *log = w->topic->log;
+    struct ringlog_iter it;
+    for (int attempt = 0; attempt < 64; attempt++)
+        if (ringlog_seek(log, ringlog_first_seq(log), &it) == 0)
+            break;
+    while (it.seq < before) {
+        struct ringlog_view v;
+        int rc = ringlog_peek(log, &it, &v);
+        if (rc == -ESTALE) {
+            if (ringlog_seek(log, ringlog_first_seq(log), &it) != 0)
+                return;
+            continue;
+        }
+        if (rc != 0 || v.seq >= before)
+            return;
+        if (v.type == RINGLOG_DATA && matches(w, &v)) {
+            char kind[256], key[256];
+            memcpy(kind, v.kind, v.kind_len);
+            memcpy(key, v.key, v.key_len);
+            if (ringlog_view_valid(log, &it)) {
+                const struct keyset_entry *old = keyset_get(set, kind, v.kind_len, key, v.key_len);
+                uint64_t aux = old ? old->aux : 0;
+                struct keyset_entry *e = keyset_put(set, kind, v.kind_len, key, v.key_len, v.seq);
+                if (e)
+                    e->aux = aux;
+            }
+        }
+        ringlog_advance(&it, &v);
+    }
+}
+
+/* The snapshot as of the stream's position, exactly: the value every
+ * matching pair had just before w->it. A live start may move the position
+ * forward to one where the cache is consistent; any other start is fixed,
+ * and pairs that changed since come from a scan of the log up to it. */
+static bool snapshot_prepare(struct watch *w, bool live)
+{
+    w->snapset = calloc(1, sizeof(*w->snapset));
+    if (!w->snapset)
+        return false;
+    size_t late = 0;
+    for (int attempt = 0; attempt < 8; attempt++) {
+        late = snapset_add_cache(w, w->snapset, w->it.seq);
+        if (!late || !live)
+            break;
+        keyset_free(w->snapset); /* the cache moved past us: take a newer position */
+        ringlog_seek_head(w->topic->log, &w->it);
+    }
+    if (late)
+        snapset_add_scan(w, w->snapset, w->it.seq);
+    w->snap_active = true;
+    w->snap_index = 0;
+    return true;
 }
 
 static void end_snapshot(struct watch *w)
 {
     w->snap_active = false;
-    if (w->conflate) {
-        keyset_free(w->conflate);
-        free(w->conflate);
-        w->conflate = NULL;
+    if (w->snapset) {
+        keyset_free(w->snapset);
+        free(w->snapset);
+        w->snapset = NULL;
     }
-    w->conflate_all = false;
 }
 
-/* Sends the next snapshot value, if any. Returns true when a send started
- * or the stream yielded; false when the snapshot is complete. */
+/* Sends the next value of the snapshot (or conflation). Returns true when a
+ * send started; false when the snapshot is complete. */
 static bool pump_snapshot(struct watch *w)
 {
-    if (w->conflate && !w->conflate_all) {
-        if (pump_conflated(w))
-            return true;
-        end_snapshot(w);
-        return false;
-    }
-    const lvc_t *cache = ringlog_lvc(w->topic->log);
-    size_t count = lvc_count(cache);
-    for (int budget = SCAN_BUDGET; budget > 0 && w->snap_index < count; budget--) {
-        struct lvc_value v;
-        lvc_read(cache, w->snap_index++, &v);
-        /* A newer value comes in the replay that follows the snapshot. */
-        if (v.seq >= w->snap_before)
+    while (w->snap_index < w->snapset->cap) {
+        const struct keyset_entry *e = keyset_slot(w->snapset, w->snap_index++);
+        if (!e)
             continue;
-        if (w->has_filter && !filter_match(&w->filter, v.kind, v.kind_len, v.key, v.key_len))
+        grpc_byte_buffer *bb = snapshot_value(w, e);
+        if (!bb) {
+            w->snap_lost++; /* neither the log nor the cache has it any more */
             continue;
-        if (!snapshot_bytes(w, &v))
-            continue; /* a large value the log no longer holds */
+        }
         w->snap_sent++;
-        start_send(w, snapshot_event(w, v.event, v.event_len));
-        return true;
-    }
-    if (w->snap_index < count) {
-        shard_set_ready(w->shard, w);
+        start_send(w, bb);
         return true;
     }
     end_snapshot(w);
@@ -555,7 +618,7 @@ static bool position(struct watch *w, const Events__V1__WatchRequest *req)
             if (ringlog_seek(log, ringlog_first_seq(log), &w->it) == 0)
                 break;
         cursor_format(cursor_of(w), earliest_text);
-        if (req->allow_gap && c.seq <= ringlog_head_seq(log)) {
+        if (req->allow_gap && (c.epoch != epoch || c.seq <= ringlog_head_seq(log))) {
             w->pending = wire_gap(cursor_of(w), missed, EVENTS__V1__GAP_REASON__GAP_RETENTION, c);
             return true;
         }
@@ -643,10 +706,14 @@ static bool setup(struct watch *w, grpc_byte_buffer *payload)
         w->max_lag_bytes = cap * 3 / 4;
     ok = position(w, req);
     if (ok && req->snapshot) {
-        /* the state as of where the stream starts: every key's last value
+        /* the state as of where the stream starts: every pair's last value
          * before it, then the events from it on */
-        w->snap_active = true;
-        w->snap_before = w->it.seq;
+        bool live = (!req->cursor || !req->cursor[0]) &&
+                    req->start == EVENTS__V1__START_POSITION__START_LIVE;
+        if (!snapshot_prepare(w, live)) {
+            finish(w, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory for the snapshot", NULL, NULL);
+            ok = false;
+        }
     }
 
 out:

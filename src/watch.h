@@ -46,15 +46,14 @@ struct watch {
     int cancelled; /* filled by RECV_CLOSE_ON_SERVER */
     bool counted;  /* counted in streams_live */
 
-    /* snapshot phase: last values of keys from the cache, as of it.seq - 1 */
+    /* snapshot or conflation phase: for each (kind, key), the sequence number
+     * of its value as of the stream's position (aux: its cache index + 1),
+     * sent one per send before the stream goes on from it.seq */
     bool snap_active;
-    size_t snap_index;    /* next cache entry to look at */
-    uint64_t snap_before; /* values with seq < this belong to the snapshot */
+    struct keyset *snapset;
+    size_t snap_index; /* next slot of snapset to send */
     uint64_t snap_sent;
-    /* conflation (OVERFLOW_CONFLATE): the snapshot phase sends only these
-     * pairs, or every matching pair when conflate_all (keys were lost) */
-    struct keyset *conflate;
-    bool conflate_all;
+    uint64_t snap_lost; /* values neither the log nor the cache had any more */
 
     /* an event to send before anything else (Gap) */
     grpc_byte_buffer *pending;

@@ -1,11 +1,12 @@
 """Stream lifecycle: client cancel frees the call; SIGTERM drains every stream
-with UNAVAILABLE and a resume cursor, then exits 0."""
+with UNAVAILABLE and a resume cursor, then exits 0; after a restart on the
+same data directory those cursors resume exactly."""
 import signal
 import time
 
 import grpc
 
-from tickfan_harness import Watch, cursor_parts
+from tickfan_harness import StreamEnded, Watch, cursor_parts
 
 
 def test_client_cancel_frees_the_call_on_the_server(tickfand):
@@ -36,17 +37,21 @@ def test_client_cancel_frees_the_call_on_the_server(tickfand):
 
 def drain_streams(srv):
     """Two live streams (one unfiltered, one filtered), then SIGTERM. Returns
-    [(watch, StreamEnded)] once the server has exited 0."""
+    [(watch, StreamEnded)] once the server has exited 0; watch.last_data is
+    the last Data event the stream delivered."""
     stub = srv.stub()
     streams = [Watch(stub, topic="sim"), Watch(stub, topic="sim", keys=["AAPL"])]
     for w in streams:
         for _ in range(20):
-            w.next_data()
+            w.last_data = w.next_data()
     t0 = time.monotonic()
     srv.signal(signal.SIGTERM)
     out = []
     for w in streams:
-        ended, _ = w.end(timeout=10)
+        ended, events = w.end(timeout=10)
+        for ev in events:
+            if ev.WhichOneof("payload") == "data":
+                w.last_data = ev
         out.append((w, ended))
     code = srv.wait_exit(timeout=10)
     elapsed = time.monotonic() - t0
@@ -68,41 +73,45 @@ def test_sigterm_ends_streams_unavailable_with_resume_cursor_and_exits_0(tickfan
         assert cursor_parts(last.cursor)[0] == epoch
         if not w.request.keys:
             # Unfiltered: the resume point is right after the last event received.
-            assert pos == last.data.seq, f"tickfan-cursor {cursor}, last received {last}"
+            assert pos == cursor_parts(last.cursor)[1] == w.last_data.data.seq, \
+                f"tickfan-cursor {cursor}, last received {last}"
         else:
             assert pos >= cursor_parts(last.cursor)[1], f"tickfan-cursor {cursor} < {last}"
 
 
-def test_resume_after_sigterm_and_restart_is_exact_or_explicitly_refused(tickfand, tmp_path):
-    """After a restart on the same data directory, a drain cursor resumes
-    exactly (log recovered, same epoch), or, if the log was recreated, is
-    refused with OUT_OF_RANGE naming the new log's earliest cursor. Never a
-    silent skip or replay."""
-    data_dir = tmp_path / "restart"
+def test_resume_after_sigterm_and_restart_is_exact(tickfand, tmp_path):
+    """After a clean stop and a restart on the same data directory the log is
+    recovered with its epoch, and each drain cursor resumes exactly: the
+    matching events right after it, none twice, none skipped."""
     flags = ("--sim-rate", "2000", "--drain-timeout-ms", "3000")
-    drained = drain_streams(tickfand(*flags, data_dir=data_dir))
+    srv1 = tickfand(*flags, data_dir=tmp_path / "restart")
+    drained = drain_streams(srv1)
     old_epoch = cursor_parts(drained[0][1].trailers["tickfan-cursor"])[0]
+    last_seq = max(w.last_data.data.seq for w, _ in drained)
 
-    srv2 = tickfand(*flags, data_dir=data_dir)
+    srv2 = tickfand.restart(srv1)
+    kv = srv2.log_opened()
+    assert kv.get("created") == "false" and kv.get("epoch_kept") == "true", \
+        f"log not recovered with its epoch after SIGTERM: {kv}"
+    assert kv.get("epoch", "").lower() == old_epoch.lower(), \
+        f"log epoch {kv.get('epoch')}, drain cursors of epoch {old_epoch}: {kv}"
+    assert int(kv["head_seq"]) >= last_seq, f"recovered head below seq {last_seq} delivered: {kv}"
     stub = srv2.stub()
     ref = Watch(stub, topic="sim")  # unfiltered replay of the log as it is now
     everything = [ref.next_data()]
-    new_epoch = cursor_parts(everything[0].cursor)[0]
+    assert cursor_parts(everything[0].cursor)[0] == old_epoch, everything[0]
 
     for w, ended in drained:
         cursor = ended.trailers["tickfan-cursor"]
-        last_seq = w.last_event.data.seq
+        last_seq = w.last_data.data.seq
         r = Watch(stub, topic="sim", cursor=cursor, keys=list(w.request.keys))
-        if new_epoch != old_epoch:
-            e, events = r.end(timeout=10)
-            assert e.code == grpc.StatusCode.OUT_OF_RANGE, \
-                f"cursor {cursor} of the old log ({old_epoch}) on a new log ({new_epoch}): {e}"
-            assert not events, f"events before OUT_OF_RANGE: {events[:3]}"
-            earliest = e.trailers.get("tickfan-earliest-cursor", "")
-            assert earliest.startswith(f"1-{new_epoch}-"), e
-            continue
-        got = [r.next_data() for _ in range(30)]
-        r.cancel()
+        try:
+            got = [r.next_data() for _ in range(30)]
+        except StreamEnded as e:
+            raise AssertionError(
+                f"resume from drain cursor {cursor} after a restart: {e}") from None
+        finally:
+            r.cancel()
         while everything[-1].data.seq < got[-1].data.seq:
             everything.append(ref.next_data())
         keys = set(w.request.keys)
@@ -110,4 +119,5 @@ def test_resume_after_sigterm_and_restart_is_exact_or_explicitly_refused(tickfan
                     if last_seq < e.data.seq <= got[-1].data.seq
                     and (not keys or e.data.key in keys)]
         assert [g.data for g in got] == expected, f"resume from {cursor} after seq {last_seq}"
+        assert {cursor_parts(g.cursor)[0] for g in got} == {old_epoch}, got[0]
     ref.cancel()

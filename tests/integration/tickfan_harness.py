@@ -94,6 +94,11 @@ class Server:
         # None: stopped deliberately with SIGKILL, exit code not checked.
         self.expect_exit_code = 0
 
+    def fresh(self, args=None):
+        """A new, not yet started Server on the same data directory, with the
+        same flags unless `args` is given: the same appliance restarted."""
+        return Server(self.args if args is None else args, self.data_dir)
+
     def start(self):
         for need in ("--listen", "--data-dir"):
             assert need not in self.args, f"the harness sets {need}"
@@ -185,6 +190,21 @@ class Server:
         if self._reader:
             self._reader.join(timeout=5)
         return code
+
+    def stop(self, timeout=STOP_GRACE):
+        """Clean stop: SIGTERM, which must make tickfand exit 0 within
+        `timeout` seconds."""
+        self.signal(signal.SIGTERM)
+        code = self.wait_exit(timeout)
+        assert code is not None, f"tickfand {self.addr} still running {timeout:.0f} s after SIGTERM"
+        assert code == 0, f"tickfand {self.addr} exited {code} after SIGTERM"
+
+    def log_opened(self, topic="sim", timeout=10.0):
+        """The fields of the msg=log_opened line of `topic` (logged at start,
+        before msg=listening): created, records, first_seq, head_seq,
+        epoch (16 hex digits), epoch_kept, reason ..."""
+        kv, _ = self.wait_event("log_opened", timeout=timeout, topic=topic)
+        return kv
 
     def kill(self):
         """SIGKILL on purpose (crash simulation): exit code is not checked."""
@@ -341,6 +361,15 @@ def read_contiguous(w, n, first_seq, what):
                 f"{what}: expected seq {first_seq + len(got)}, got {ev}"
             got.append(ev)
     return got
+
+
+def plain(data):
+    """A copy of a Data with snapshot cleared: a snapshot value compares equal
+    to the log event it repeats."""
+    out = pb.Data()
+    out.CopyFrom(data)
+    out.snapshot = False
+    return out
 
 
 def check_out_of_range(ended, epoch):
