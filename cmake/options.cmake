@@ -10,3 +10,5 @@ elseif(TICKFAN_SANITIZE STREQUAL "thread")
 elseif(NOT TICKFAN_SANITIZE STREQUAL "")
   message(FATAL_ERROR "TICKFAN_SANITIZE='${TICKFAN_SANITIZE}': expected '', 'address' or 'thread'")
 endif()
+
+include(${CMAKE_CURRENT_LIST_DIR}/fuzz.cmake)

@@ -64,6 +64,8 @@ static const struct opt_def opts[] = {
      "TICKFAN_SIM_SYMBOLS", OFF(sim_symbols), "built-in simulator: comma-separated symbols"},
     {"sim-seed", OPT_INT, "1", 0, INT64_MAX, NULL, "TICKFAN_SIM_SEED", OFF(sim_seed),
      "built-in simulator: random seed (same seed, same ticks)"},
+    {"metrics-listen", OPT_STR, NULL, 0, 0, NULL, "TICKFAN_METRICS_LISTEN", OFF(metrics_listen),
+     "serve Prometheus metrics at http://HOST:PORT/metrics (unset: no metrics endpoint)"},
     {"log-level", OPT_ENUM, "info", 0, 0, "error|warn|info|debug", "TICKFAN_LOG_LEVEL",
      OFF(log_level), "log level"},
     {"drain-timeout-ms", OPT_INT, "5000", 0, 600000, NULL, "TICKFAN_DRAIN_TIMEOUT_MS",

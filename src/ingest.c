@@ -26,10 +26,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "counter.h"
 #include "log.h"
 #include "sim.h"
 
@@ -40,8 +42,8 @@
 #define FILE_BATCH 4096        /* replayed frames per loop at most */
 #define MAX_WAIT_NS (20 * 1000000)
 
-enum src_type { SRC_SIM, SRC_UDP, SRC_TCP, SRC_LISTEN, SRC_CONN, SRC_FILE };
-enum op_kind { OP_UDP, OP_RECV, OP_ACCEPT, OP_CONNECT };
+enum src_type { SRC_SIM, SRC_UDP, SRC_TCP, SRC_LISTEN, SRC_CONN, SRC_FILE, SRC_WAKE };
+enum op_kind { OP_UDP, OP_RECV, OP_ACCEPT, OP_CONNECT, OP_WAKE };
 enum file_pace { PACE_MAX, PACE_RATE, PACE_RECORDED };
 
 struct source;
@@ -130,8 +132,15 @@ struct ingest {
     int64_t last_ingest_us;
     uint64_t appended_batch; /* appends since the last notify */
     struct log_ratelimit unknown_rl;
+    /* published batches: pushed by shards, taken by the ingest thread */
+    _Atomic(struct ingest_job *) jobs;
+    int wake_fd; /* eventfd: a job was queued */
+    struct source *wake_src;
+    uint64_t wake_buf;
+    struct op wake_op;
     /* totals over all sources, for ingest_get_stats from any thread */
     _Atomic uint64_t frames, rejected, unknown_topic, gaps, missed, duplicates, rxq_ovfl;
+    counter_t reasons[FEEDFRAME_NREASONS];
 };
 
 static int64_t mono_ns(void)
@@ -216,11 +225,65 @@ uint64_t ingest_append_gap(struct topic *t, uint64_t missed, int64_t now_us)
     return seq;
 }
 
+/* ---- published batches --------------------------------------------------- */
+
+void ingest_submit(ingest_t *in, struct ingest_job *job)
+{
+    struct ingest_job *head = atomic_load_explicit(&in->jobs, memory_order_relaxed);
+    do
+        job->next = head;
+    while (!atomic_compare_exchange_weak_explicit(&in->jobs, &head, job, memory_order_release,
+                                                  memory_order_relaxed));
+    uint64_t one = 1;
+    ssize_t w = write(in->wake_fd, &one, sizeof(one));
+    (void)w;
+}
+
+static void run_jobs(struct ingest *in)
+{
+    struct ingest_job *list = atomic_exchange_explicit(&in->jobs, NULL, memory_order_acquire);
+    struct ingest_job *fifo = NULL; /* the stack is newest first: reverse it */
+    while (list) {
+        struct ingest_job *next = list->next;
+        list->next = fifo;
+        fifo = list;
+        list = next;
+    }
+    while (fifo) {
+        struct ingest_job *job = fifo;
+        fifo = job->next;
+        job->appended = 0;
+        for (size_t i = 0; i < job->n; i++) {
+            const struct ingest_record *r = &job->recs[i];
+            int64_t now_us = ingest_now_us(in);
+            struct wire_data d = {
+                .kind = r->kind,
+                .kind_len = r->kind_len,
+                .key = r->key,
+                .key_len = r->key_len,
+                .body = r->body,
+                .body_len = r->body_len,
+                .emitted_us = r->emitted_us ? r->emitted_us : now_us,
+                .ingested_us = now_us,
+            };
+            uint64_t seq = ingest_append(r->topic, &d);
+            if (!seq)
+                break; /* too large for the topic's log: the caller reports it */
+            job->last = (struct cursor){.epoch = ringlog_epoch(r->topic->log), .seq = seq};
+            job->appended++;
+            in->appended_batch++;
+            add(&in->frames, 1);
+        }
+        job->done(job);
+    }
+}
+
 /* ---- frames -------------------------------------------------------------- */
 
 static void reject(struct source *s, enum feedframe_error why)
 {
     count(s, rejected, 1);
+    counter_add(&s->in->reasons[why], 1);
     uint64_t suppressed;
     if (log_ratelimit_allow(&s->rl, mono_ns() / 1000, &suppressed))
         log_warn("msg=feed_reject source=\"%s\" reason=%s offset=%llu suppressed=%llu", s->spec,
@@ -896,9 +959,23 @@ static void reap_dead(struct ingest *in)
 
 /* ---- the loops ------------------------------------------------------------ */
 
+static void uring_wake_arm(struct ingest *in)
+{
+    struct io_uring_sqe *sqe = get_sqe(in);
+    if (!sqe)
+        return;
+    io_uring_prep_read(sqe, in->wake_fd, &in->wake_buf, sizeof(in->wake_buf), 0);
+    io_uring_sqe_set_data(sqe, &in->wake_op);
+}
+
 static void uring_complete(struct ingest *in, struct io_uring_cqe *cqe)
 {
     struct op *op = io_uring_cqe_get_data(cqe);
+    if (op->kind == OP_WAKE) {
+        run_jobs(in);
+        uring_wake_arm(in);
+        return;
+    }
     struct source *s = op->src;
     op->busy = false;
     int res = cqe->res;
@@ -930,11 +1007,14 @@ static void uring_complete(struct ingest *in, struct io_uring_cqe *cqe)
     case OP_CONNECT:
         tcp_connected(in, s, res);
         break;
+    case OP_WAKE: /* handled above */
+        break;
     }
 }
 
 static void *uring_main(struct ingest *in)
 {
+    uring_wake_arm(in);
     for (struct source *s = in->sources; s; s = s->next) {
         if (s->type == SRC_UDP)
             for (size_t i = 0; i < UDP_REQS; i++)
@@ -943,6 +1023,7 @@ static void *uring_main(struct ingest *in)
             uring_accept_arm(in, s);
     }
     while (!atomic_load_explicit(&in->stop, memory_order_relaxed)) {
+        run_jobs(in);
         int64_t wait = run_timers(in);
         if (in->appended_batch) {
             in->appended_batch = 0;
@@ -973,7 +1054,12 @@ static void *uring_main(struct ingest *in)
 
 static void epoll_ready(struct ingest *in, struct source *s, uint32_t events)
 {
-    if (s->type == SRC_UDP) {
+    if (s->type == SRC_WAKE) {
+        uint64_t v;
+        ssize_t r = read(in->wake_fd, &v, sizeof(v));
+        (void)r;
+        run_jobs(in);
+    } else if (s->type == SRC_UDP) {
         struct udp_req *r = &s->reqs[0];
         for (int k = 0; k < 256; k++) {
             r->msg.msg_controllen = sizeof(r->ctl.bytes);
@@ -1015,10 +1101,13 @@ static void epoll_ready(struct ingest *in, struct source *s, uint32_t events)
 
 static void *epoll_main(struct ingest *in)
 {
+    struct epoll_event wev = {.events = EPOLLIN, .data.ptr = in->wake_src};
+    epoll_ctl(in->epfd, EPOLL_CTL_ADD, in->wake_fd, &wev);
     for (struct source *s = in->sources; s; s = s->next)
         if (s->type == SRC_UDP || s->type == SRC_LISTEN)
             epoll_watch(in, s, EPOLLIN);
     while (!atomic_load_explicit(&in->stop, memory_order_relaxed)) {
+        run_jobs(in);
         int64_t wait = run_timers(in);
         if (in->appended_batch) {
             in->appended_batch = 0;
@@ -1063,6 +1152,20 @@ int ingest_create(ingest_t **out, char **specs, const struct ingest_options *opt
     in->epfd = -1;
     in->unknown_rl = (struct log_ratelimit){.interval_us = 1000000, .burst = 5};
     atomic_init(&in->stop, false);
+    atomic_init(&in->jobs, NULL);
+    in->wake_op = (struct op){.kind = OP_WAKE};
+    in->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    in->wake_src = calloc(1, sizeof(*in->wake_src));
+    if (in->wake_fd < 0 || !in->wake_src) {
+        snprintf(err, errlen, "eventfd: %s", strerror(errno));
+        if (in->wake_fd >= 0)
+            close(in->wake_fd);
+        free(in->wake_src);
+        free(in);
+        return -ENOMEM;
+    }
+    in->wake_src->type = SRC_WAKE;
+    in->wake_src->fd = -1;
 
     static char *default_specs[] = {"sim", NULL};
     char **list = specs && specs[0] ? specs : default_specs;
@@ -1136,8 +1239,6 @@ out_free:
 
 int ingest_start(ingest_t *in)
 {
-    if (!in->sources)
-        return 0;
     int rc = pthread_create(&in->thread, NULL, ingest_main, in);
     if (rc)
         return -rc;
@@ -1168,6 +1269,8 @@ void ingest_destroy(ingest_t *in)
         in->sources = s->next;
         source_free(s);
     }
+    close(in->wake_fd);
+    free(in->wake_src);
     free(in);
 }
 
@@ -1185,4 +1288,6 @@ void ingest_get_stats(const ingest_t *in, struct ingest_stats *out)
     out->missed = atomic_load_explicit(&in->missed, memory_order_relaxed);
     out->duplicates = atomic_load_explicit(&in->duplicates, memory_order_relaxed);
     out->rxq_ovfl = atomic_load_explicit(&in->rxq_ovfl, memory_order_relaxed);
+    for (size_t i = 0; i < FEEDFRAME_NREASONS; i++)
+        out->rejected_by_reason[i] = counter_get(&in->reasons[i]);
 }

@@ -57,6 +57,35 @@ uint64_t ingest_append(struct topic *t, struct wire_data *d);
 /* Appends a Gap{GAP_UPSTREAM_LOSS, missed} event. Ingest thread only. */
 uint64_t ingest_append_gap(struct topic *t, uint64_t missed, int64_t now_us);
 
+/* A batch of published records, handed from a shard to the ingest thread
+ * (the single writer) and back. The shard owns it; the ingest thread only
+ * reads the records, fills in the results and calls done(job) on its own
+ * thread, which must only hand the job back (e.g. to the shard's inbox). */
+struct ingest_record {
+    struct topic *topic;
+    const char *kind;
+    size_t kind_len;
+    const char *key;
+    size_t key_len;
+    const uint8_t *body;
+    size_t body_len;
+    int64_t emitted_us; /* 0: the ingest time */
+};
+
+struct ingest_job {
+    struct ingest_job *next; /* queue link (private) */
+    const struct ingest_record *recs;
+    size_t n;
+    /* results */
+    size_t appended;    /* the first `appended` records are in their logs */
+    struct cursor last; /* of the last one appended */
+    void (*done)(struct ingest_job *job);
+    void *arg;
+};
+
+/* Queues a job for the ingest thread. Any thread; lock-free. */
+void ingest_submit(ingest_t *in, struct ingest_job *job);
+
 /* Totals over all sources (any thread, approximate while running). */
 struct ingest_stats {
     uint64_t frames;        /* frames appended */
@@ -66,6 +95,7 @@ struct ingest_stats {
     uint64_t missed;        /* frames lost upstream, summed over the gaps */
     uint64_t duplicates;    /* frames dropped as duplicate or reordered */
     uint64_t rxq_ovfl;      /* datagrams the kernel dropped (SO_RXQ_OVFL) */
+    uint64_t rejected_by_reason[FEEDFRAME_NREASONS]; /* by feedframe_error */
 };
 void ingest_get_stats(const ingest_t *in, struct ingest_stats *out);
 

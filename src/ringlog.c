@@ -480,16 +480,22 @@ static void recover(ringlog_t *log, struct ringlog_recovery *rep)
     if (!a_end) {
         /* the oldest lap: after the head, the first run that reaches the end
          * of the ring and ends right before the newest lap */
-        for (uint64_t off = align8(a_stop); off + sizeof(struct rec_hdr) <= log->cap; off += 8) {
+        for (uint64_t off = align8(a_stop); off + sizeof(struct rec_hdr) <= log->cap;) {
             struct rec_hdr h;
-            if (!record_ok(log, off, false, &h) || (a_n && h.seq >= a_first))
+            if (!record_ok(log, off, false, &h) || (a_n && h.seq >= a_first)) {
+                off += 8;
                 continue;
-            walk(log, off, 0, &b_first, &b_last, &b_n, &b_end);
+            }
+            uint64_t stop = walk(log, off, 0, &b_first, &b_last, &b_n, &b_end);
             if (b_n && b_end && (!a_n || b_last + 1 == a_first)) {
                 b_off = off;
                 break;
             }
             b_n = 0;
+            /* Every later record of this run ends where it does and fails the
+             * same way: go on from where it stopped (else the search is
+             * quadratic in the records of a damaged oldest lap). */
+            off = stop > off ? stop : off + 8;
         }
     }
     uint64_t tail, head, first_seq, head_seq;
@@ -580,13 +586,45 @@ int ringlog_open(ringlog_t **out, const char *path, const char *topic,
     }
     rep->created = st.st_size == 0;
     if (!rep->created) {
+        struct file_hdr fh;
+        bool sealed = pread(log->fd, &fh, sizeof(fh), 0) == (ssize_t)sizeof(fh) &&
+                      memcmp(fh.magic, FILE_MAGIC, 8) == 0 &&
+                      fh.crc == crc32c(0, &fh, offsetof(struct file_hdr, crc));
+        if (sealed && fh.version != FILE_VERSION) {
+            snprintf(err, errlen,
+                     "%s: the log is in format version %u and this tickfand reads version %u; "
+                     "run the tickfand that wrote it, or move the file away to start a new log",
+                     path, fh.version, FILE_VERSION);
+            rc = -EINVAL;
+            goto out_free;
+        }
+        if (!sealed) {
+            /* A damaged header: nothing in the file can be trusted, but it is
+             * not ours to destroy. Keep it aside and start a new log. */
+            snprintf(rep->moved_to, sizeof(rep->moved_to), "%s.damaged-%lld", path,
+                     (long long)time(NULL));
+            if (rename(path, rep->moved_to)) {
+                rc = -errno;
+                snprintf(err, errlen, "%s: damaged header, and cannot move it aside: %s", path,
+                         strerror(errno));
+                goto out_free;
+            }
+            close(log->fd);
+            log->fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+            if (log->fd < 0 || fstat(log->fd, &st)) {
+                rc = -errno;
+                snprintf(err, errlen, "%s: cannot create: %s", path, strerror(errno));
+                goto out_free;
+            }
+            rep->created = true;
+        }
+    }
+    if (!rep->created) {
         /* The header, not the file size, says what the log was made with: a
          * file cut short (a partial copy) is extended with zeros and
          * recovered up to its last intact record. */
         struct file_hdr fh;
-        if (pread(log->fd, &fh, sizeof(fh), 0) == (ssize_t)sizeof(fh) &&
-            memcmp(fh.magic, FILE_MAGIC, 8) == 0 &&
-            fh.crc == crc32c(0, &fh, offsetof(struct file_hdr, crc)) && fh.capacity != cap) {
+        if (pread(log->fd, &fh, sizeof(fh), 0) == (ssize_t)sizeof(fh) && fh.capacity != cap) {
             snprintf(err, errlen,
                      "%s: the log was made with a log size of %llu bytes but the configured "
                      "log size is %zu; use the same size, or move the file away to start a "
@@ -596,8 +634,8 @@ int ringlog_open(ringlog_t **out, const char *path, const char *topic,
             goto out_free;
         }
         if ((uint64_t)st.st_size > log->map_len) {
-            snprintf(err, errlen, "%s: file is larger (%lld bytes) than a log of %zu bytes",
-                     path, (long long)st.st_size, cap);
+            snprintf(err, errlen, "%s: file is larger (%lld bytes) than a log of %zu bytes", path,
+                     (long long)st.st_size, cap);
             rc = -EINVAL;
             goto out_free;
         }
@@ -639,6 +677,9 @@ int ringlog_open(ringlog_t **out, const char *path, const char *topic,
     }
     if (header_ok) {
         recover(log, rep);
+        if (fh->clean)
+            rep->cut_bytes =
+                0; /* closed cleanly: what follows the head is slack, not a torn write */
         bool machine_restart = strncmp(fh->boot_id, boot_id, sizeof(fh->boot_id)) != 0;
         if (rep->head_seq < fh->synced_seq) {
             rep->reason = "records that had been synced to disk are missing or corrupt";
@@ -654,7 +695,8 @@ int ringlog_open(ringlog_t **out, const char *path, const char *topic,
             rep->epoch_kept = true;
         }
     } else {
-        rep->reason = rep->created ? "new log" : "the header is damaged or of another format";
+        rep->reason =
+            rep->moved_to[0] ? "the header was damaged; the old file was kept aside" : "new log";
         memset(log->map, 0, log->map_len);
         memcpy(fh->magic, FILE_MAGIC, 8);
         fh->version = FILE_VERSION;
@@ -665,6 +707,8 @@ int ringlog_open(ringlog_t **out, const char *path, const char *topic,
         snprintf(fh->topic, sizeof(fh->topic), "%s", topic);
         rep->first_seq = 1;
     }
+    if (!rep->epoch_kept)
+        fh->synced_seq = 0; /* the new epoch has synced nothing yet */
     log->epoch = fh->epoch;
     memcpy(fh->boot_id, boot_id, sizeof(fh->boot_id));
     fh->clean = 0;
@@ -681,7 +725,8 @@ int ringlog_open(ringlog_t **out, const char *path, const char *topic,
 out_free:
     if (log->map) {
         munmap(log->map, log->map_len);
-        log->map = NULL; /* do not mark a file we did not open cleanly */
+        log->map = NULL;  /* do not mark a file we did not open cleanly */
+        log->ring = NULL; /* it pointed into the map, not to the heap */
     }
     ringlog_destroy(log);
     return rc;

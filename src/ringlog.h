@@ -71,6 +71,7 @@ struct ringlog_recovery {
     uint64_t first_seq, head_seq;
     uint64_t cut_offset; /* ring offset where a torn/corrupt tail was cut */
     uint64_t cut_bytes;  /* 0: nothing cut */
+    char moved_to[4200]; /* a damaged file was renamed to this (else empty) */
 };
 
 /* Opens (creating if missing) the durable log of `topic` at `path`. A new

@@ -18,6 +18,7 @@
 
 #include "events/v1/watcher.pb-c.h"
 #include "health.h"
+#include "publish.h"
 #include "log.h"
 #include "shard.h"
 
@@ -37,8 +38,8 @@ int64_t server_streams_live(const struct server *srv)
     return atomic_load(&srv->streams_live) + atomic_load(&srv->other_streams_live);
 }
 
-int server_create(struct server **out, const struct config *cfg, struct topics *topics, char *err,
-                  size_t errlen)
+int server_create(struct server **out, const struct config *cfg, struct topics *topics,
+                  struct ingest *ingest, char *err, size_t errlen)
 {
     *out = NULL;
     struct server *srv = calloc(1, sizeof(*srv));
@@ -80,7 +81,14 @@ int server_create(struct server **out, const struct config *cfg, struct topics *
     srv->grpc = grpc_server_create(&chargs, NULL);
     srv->watch_method = grpc_server_register_method(srv->grpc, "/events.v1.Watcher/Watch", NULL,
                                                     GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
-    srv->methods = health_methods(&srv->nmethods);
+    srv->ingest = ingest;
+    const struct service_method *(*const providers[])(size_t *) = {health_methods, publish_methods};
+    for (size_t p = 0; p < sizeof(providers) / sizeof(providers[0]); p++) {
+        size_t n;
+        const struct service_method *m = providers[p](&n);
+        for (size_t i = 0; i < n && srv->nmethods < SHARD_MAX_METHODS; i++)
+            srv->methods[srv->nmethods++] = m[i];
+    }
     for (size_t i = 0; i < srv->nmethods; i++)
         srv->method_handles[i] = grpc_server_register_method(
             srv->grpc, srv->methods[i].path, NULL,

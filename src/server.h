@@ -15,19 +15,21 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "shard.h"
 #include "topics.h"
 
 struct shard;
-struct service_method;
+struct ingest;
 
 struct server {
     const struct config *cfg;
     struct topics *topics;
     grpc_server *grpc;
-    void *watch_method;                   /* registered /events.v1.Watcher/Watch */
-    const struct service_method *methods; /* other served methods (health, ...) */
+    void *watch_method;               /* registered /events.v1.Watcher/Watch */
+    struct service_method methods[8]; /* other served methods (health, publish) */
     size_t nmethods;
     void *method_handles[8]; /* registered handles of methods[] */
+    struct ingest *ingest;   /* where Publish hands its records */
     struct shard **shards;
     size_t nshards;
     grpc_completion_queue *ctl_cq; /* main thread: server shutdown notification */
@@ -48,8 +50,8 @@ struct server {
 
 /* Binds, starts gRPC and the shard threads. On failure returns -errno with a
  * message in err naming the option and value at fault. */
-int server_create(struct server **out, const struct config *cfg, struct topics *topics, char *err,
-                  size_t errlen);
+int server_create(struct server **out, const struct config *cfg, struct topics *topics,
+                  struct ingest *ingest, char *err, size_t errlen);
 /* Ingest callback after appends: rings every idle shard. Any thread. */
 void server_notify(void *srv);
 /* Stops accepting and asks every stream to end with UNAVAILABLE + cursor. */

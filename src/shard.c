@@ -17,6 +17,8 @@
 #include <string.h>
 
 #include "health.h"
+#include "ingest.h"
+#include "publish.h"
 #include "log.h"
 #include "ringlog.h"
 #include "server.h"
@@ -121,6 +123,37 @@ void shard_ring(struct shard *sh)
     if (atomic_load_explicit(&sh->bell_armed, memory_order_relaxed) &&
         atomic_exchange(&sh->bell_armed, false))
         grpc_call_start_batch(sh->bell_call, NULL, 0, &sh->bell_tag, NULL);
+}
+
+void shard_post(struct shard *sh, struct ingest_job *job)
+{
+    struct ingest_job *head = atomic_load_explicit(&sh->inbox, memory_order_relaxed);
+    do
+        job->next = head;
+    while (!atomic_compare_exchange_weak(&sh->inbox, &head, job));
+    /* Pairs with the shard's fence after arming its doorbell. */
+    atomic_thread_fence(memory_order_seq_cst);
+    shard_ring(sh);
+}
+
+static bool run_inbox(struct shard *sh)
+{
+    struct ingest_job *list = atomic_exchange(&sh->inbox, NULL);
+    if (!list)
+        return false;
+    struct ingest_job *fifo = NULL;
+    while (list) {
+        struct ingest_job *next = list->next;
+        list->next = fifo;
+        fifo = list;
+        list = next;
+    }
+    while (fifo) {
+        struct ingest_job *job = fifo;
+        fifo = job->next;
+        publish_on_ack(sh, job);
+    }
+    return true;
 }
 
 /* ---- incoming calls ------------------------------------------------------ */
@@ -429,14 +462,27 @@ static void *shard_main(void *p)
                 watch_drain(w);
             }
             health_drain(sh);
+            publish_drain(sh);
         }
         top_up_requests(sh);
+        run_inbox(sh);
         wake_topics(sh);
         run_ready(sh);
         int64_t now = log_now_mono_us();
         if (now >= sh->next_tick_us) {
-            for (struct watch *w = sh->all; w; w = w->next)
+            uint64_t lag[SHARD_LAG_BUCKETS] = {0};
+            for (struct watch *w = sh->all; w; w = w->next) {
                 watch_tick(w, now);
+                if (w->topic && w->eob_sent) {
+                    uint64_t behind = ringlog_head_pos(w->topic->log) - w->it.pos;
+                    size_t b = 0;
+                    while (behind > shard_lag_bounds[b])
+                        b++;
+                    lag[b]++;
+                }
+            }
+            for (size_t b = 0; b < SHARD_LAG_BUCKETS; b++)
+                atomic_store_explicit(&sh->ctr.lag[b], lag[b], memory_order_relaxed);
             sh->next_tick_us = now + sh->tick_us;
         }
         if (atomic_load(&srv->stopping) && !sh->all && !requests_armed(sh) && !sh->calls_live)
@@ -450,7 +496,8 @@ static void *shard_main(void *p)
         }
         atomic_thread_fence(memory_order_seq_cst);
         gpr_timespec deadline;
-        if (sh->ready || heads_moved(sh) || (!sh->drain_seen && atomic_load(&srv->draining)))
+        if (sh->ready || heads_moved(sh) || atomic_load(&sh->inbox) ||
+            (!sh->drain_seen && atomic_load(&srv->draining)))
             deadline = gpr_time_0(GPR_CLOCK_MONOTONIC);
         else
             deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
@@ -503,6 +550,7 @@ int shard_create(struct shard **out, struct server *srv, size_t index)
                                              sh->cq, grpc_slice_from_static_string("/doorbell"),
                                              NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
     atomic_init(&sh->bell_armed, false);
+    atomic_init(&sh->inbox, NULL);
     atomic_init(&sh->streams, 0);
     for (size_t i = 0; i < SHARD_WATCH_REQUESTS; i++) {
         sh->watch_req[i].tag = (struct tag){.kind = TAG_NEW_WATCH, .obj = &sh->watch_req[i]};

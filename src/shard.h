@@ -18,9 +18,13 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "counter.h"
+
 struct server;
 struct watch;
 struct health_watch;
+struct publish_call;
+struct ingest_job;
 struct topic;
 struct ringlog_iter;
 struct ringlog_view;
@@ -81,6 +85,24 @@ struct request_slot {
     grpc_call_details details; /* TAG_NEW_OTHER only */
 };
 
+/* Subscriber lag buckets (log bytes behind the head), upper bounds. */
+#define SHARD_LAG_BUCKETS 6
+static const uint64_t shard_lag_bounds[SHARD_LAG_BUCKETS] = {0,       4096,     65536,
+                                                             1 << 20, 16 << 20, UINT64_MAX};
+
+/* What a shard counts; written by its thread, read by the metrics endpoint. */
+struct shard_counters {
+    counter_t opened;                 /* Watch streams accepted */
+    counter_t resumes;                /* ... of them with a cursor */
+    counter_t sent;                   /* messages sent, all kinds */
+    counter_t heartbeats;             /* ... of them heartbeats */
+    counter_t gaps;                   /* ... of them Gap events made for this stream */
+    counter_t dropped_events;         /* events a subscriber did not get (slow, retention) */
+    counter_t slow[4];                /* slow-consumer episodes by OverflowPolicy (1..3) */
+    counter_t status[17];             /* statuses Watch ended with, by code */
+    counter_t lag[SHARD_LAG_BUCKETS]; /* live streams per lag bucket, as of the last tick */
+};
+
 struct shard {
     struct server *srv;
     size_t index;
@@ -100,6 +122,8 @@ struct shard {
     struct request_slot method_req[SHARD_MAX_METHODS];
     int calls_live; /* calls of other modules and UNIMPLEMENTED replies in flight */
     struct health_watch *health_watches; /* health.c's streams on this shard */
+    struct publish_call *publish_calls;  /* publish.c's calls on this shard */
+    _Atomic(struct ingest_job *) inbox;  /* batches the ingest thread handed back */
 
     struct watch *all;
     struct watch **waiting;           /* per topic index: streams at the live head */
@@ -110,6 +134,8 @@ struct shard {
     uint64_t slice_shares;            /* sends that reused a cached slice */
     _Atomic int64_t streams;
 
+    struct shard_counters ctr;
+
     bool drain_seen;
     int64_t next_tick_us;
     int64_t tick_us;
@@ -119,6 +145,8 @@ int shard_create(struct shard **out, struct server *srv, size_t index);
 int shard_start(struct shard *sh);
 /* Wakes the shard if it is idle. Any thread. */
 void shard_ring(struct shard *sh);
+/* Hands a finished ingest job back to the shard and wakes it. Any thread. */
+void shard_post(struct shard *sh, struct ingest_job *job);
 void shard_join(struct shard *sh);
 void shard_destroy(struct shard *sh);
 

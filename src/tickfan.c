@@ -2,26 +2,28 @@
  * tickfan: the command-line client of the tickfan appliance.
  *
  * `tickfan tail TOPIC` streams a topic to stdout, one line per event, human
- * or JSON. Single-threaded: SIGINT/SIGTERM only set a flag, which the main
- * loop sees within POLL_MS because it waits for events with that timeout.
+ * or JSON, through the subscriber library: broken streams resume from the
+ * cursor of the last line written. The main thread runs the subscription;
+ * SIGINT/SIGTERM cancel it (an async-signal-safe flag the subscriber looks
+ * at every TICKFAN_SUB_POLL_MS). gRPC has threads of its own; this program
+ * creates none.
  */
 #include <errno.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "subscriber.h"
 #include "tickfmt.h"
-#include "watchclient.h"
 #include "wire.h"
 
 #define DEFAULT_SERVER "localhost:50051"
 #define SERVER_ENV "TICKFAN_SERVER"
-/* How long one wait for an event lasts: the reaction time to a signal. */
-#define POLL_MS 200
 
 enum {
     EXIT_DONE = 0,
@@ -35,9 +37,10 @@ static const char main_help[] =
     "    tickfan - command-line client of the tickfan market-data fanout appliance\n"
     "\n"
     "SYNOPSIS\n"
-    "    tickfan tail TOPIC [--server ADDR] [--cursor C] [--start earliest|live]\n"
-    "                       [--start-time TIME]\n"
+    "    tickfan tail TOPIC [--server ADDR] [--cursor C] [--cursor-file PATH]\n"
+    "                       [--start earliest|live] [--start-time TIME]\n"
     "                       [--kinds K,...] [--keys S,...] [--snapshot] [--count N] [--json]\n"
+    "                       [--no-resume] [--heartbeat-timeout-ms MS] [--max-retries N]\n"
     "    tickfan COMMAND --help\n"
     "    tickfan --help | --version\n"
     "\n"
@@ -46,6 +49,13 @@ static const char main_help[] =
     "    event a server sends carries a cursor; giving that cursor back with\n"
     "    --cursor resumes the stream right after that event, with nothing\n"
     "    skipped and nothing repeated.\n"
+    "\n"
+    "    tickfan tail does that by itself: when a stream breaks (the server\n"
+    "    restarts or drains, a connection resets, the network goes silent for\n"
+    "    three heartbeats) it says so on stderr and opens a new stream from the\n"
+    "    cursor of the last line it wrote, after a short randomised backoff. The\n"
+    "    output goes on as if nothing happened: no line is lost or printed twice.\n"
+    "    With --cursor-file the cursor also survives tickfan itself.\n"
     "\n"
     "COMMANDS\n"
     "    tail      Stream the events of a topic to stdout, one line per event.\n"
@@ -62,9 +72,12 @@ static const char main_help[] =
     "EXIT STATUS\n"
     "    0     Done: --count events received, or the server ended the stream\n"
     "          normally.\n"
-    "    1     The stream failed: the server refused or ended it with an error,\n"
-    "          or the server could not be reached. The error and the cursor to\n"
-    "          resume from are printed on stderr.\n"
+    "    1     The stream failed with an error that resuming cannot fix: the\n"
+    "          cursor is older than what the topic retains (OUT_OF_RANGE: the\n"
+    "          earliest available cursor is printed), an unknown topic\n"
+    "          (NOT_FOUND), a bad request, or any error with --no-resume or after\n"
+    "          --max-retries. The error and the cursor to resume from are printed\n"
+    "          on stderr.\n"
     "    2     Bad usage: unknown command or option, or a bad option value.\n"
     "    130   Interrupted by SIGINT or SIGTERM; the cursor to resume from is\n"
     "          printed on stderr.\n"
@@ -77,7 +90,16 @@ static const char main_help[] =
     "    The latest quote of every symbol, then live quotes:\n"
     "        tickfan tail sim --kinds quote --snapshot\n"
     "    Pick up exactly where an earlier run stopped:\n"
-    "        tickfan tail sim --cursor 1-5f3a9c0d12e4b7a1-184467\n";
+    "        tickfan tail sim --cursor 1-5f3a9c0d12e4b7a1-184467\n"
+    "    Keep the place across restarts of tickfan itself (the file is read at\n"
+    "    start and rewritten every second and at exit):\n"
+    "        tickfan tail sim --json --cursor-file ~/.sim.cursor >> sim.jsonl\n"
+    "    Fail at the first break instead of resuming (scripts that resume on\n"
+    "    their own):\n"
+    "        tickfan tail sim --no-resume --cursor \"$(cat last.cursor)\"\n"
+    "    A server that sends heartbeats every second (tickfand --heartbeat-ms\n"
+    "    1000): give up on a silent stream after 3 s instead of 15 s:\n"
+    "        tickfan tail sim --heartbeat-timeout-ms 3000\n";
 
 static const char tail_help[] =
     "NAME\n"
@@ -94,12 +116,22 @@ static const char tail_help[] =
     "    follows the topic until interrupted. Heartbeats arrive while the topic\n"
     "    is quiet; their cursor moves too.\n"
     "\n"
+    "    A broken stream is resumed from the cursor of the last line written,\n"
+    "    on a new connection, after a backoff (see RESUMING); the output goes\n"
+    "    on with the next event, none lost, none repeated.\n"
+    "\n"
     "OPTIONS\n"
     "    --server ADDR       Server address, host:port or a gRPC target URI.\n"
     "                        Default: $TICKFAN_SERVER, else " DEFAULT_SERVER ".\n"
     "    --cursor C          Resume right after the event that carried cursor C\n"
     "                        (as printed by an earlier run). Cursors are opaque;\n"
     "                        copy them exactly. An empty C means no cursor.\n"
+    "    --cursor-file PATH  Keep the cursor in PATH: read at start when --cursor\n"
+    "                        is not given (a missing file means \"no cursor\"),\n"
+    "                        rewritten atomically every second, when a stream\n"
+    "                        breaks and at exit. A restarted tail then continues\n"
+    "                        after the last line the previous one wrote, give or\n"
+    "                        take the lines of its last second (see RESUMING).\n"
     "    --start earliest|live\n"
     "                        Where to start without a cursor: the oldest event\n"
     "                        the topic still retains (default), or only new\n"
@@ -116,6 +148,15 @@ static const char tail_help[] =
     "    --count N           Stop after N data events (heartbeats and other\n"
     "                        control events do not count) and exit 0.\n"
     "    --json              One JSON object per line instead of text.\n"
+    "    --no-resume         Do not resume: the first break ends tail with exit\n"
+    "                        status 1 and the cursor to resume from.\n"
+    "    --heartbeat-timeout-ms MS\n"
+    "                        A stream with no event and no heartbeat for MS is\n"
+    "                        dead: drop it and resume. Default 15000, three times\n"
+    "                        the server's default heartbeat (5 s); keep it at\n"
+    "                        3x tickfand --heartbeat-ms. 0 turns it off.\n"
+    "    --max-retries N     Give up (exit 1) after N resumes in a row that got\n"
+    "                        no event through. Default 0: never give up.\n"
     "    -h, --help          Show this manual.\n"
     "\n"
     "OUTPUT\n"
@@ -141,24 +182,44 @@ static const char tail_help[] =
     "       \"from_cursor\":\"B\"}\n"
     "    Prices are strings so that no digit is lost.\n"
     "\n"
-    "ERRORS AND RESUMING\n"
+    "RESUMING\n"
+    "    Resumed: the server draining or restarting (UNAVAILABLE), connections\n"
+    "    refused or reset, stream resets (INTERNAL, UNKNOWN), a slow consumer\n"
+    "    disconnected with its cursor (RESOURCE_EXHAUSTED), and a stream silent\n"
+    "    for --heartbeat-timeout-ms. Each resume is one line on stderr:\n"
+    "        tickfan: stream broken (UNAVAILABLE: Socket closed); resuming from\n"
+    "                 cursor C in 230 ms\n"
+    "    The backoff is random between 0 and a cap that starts at 100 ms and\n"
+    "    doubles per failed attempt up to 5 s; it starts over once a stream has\n"
+    "    worked for 10 s.\n"
+    "    Not resumed (exit 1): OUT_OF_RANGE (the cursor is older than what the\n"
+    "    topic retains, or from an earlier life of its log), NOT_FOUND,\n"
+    "    INVALID_ARGUMENT, PERMISSION_DENIED, UNAUTHENTICATED, UNIMPLEMENTED.\n"
+    "    With --cursor-file, a tail killed with SIGKILL loses at most the last\n"
+    "    second of cursor updates: restarted, it prints those lines again.\n"
+    "\n"
+    "ERRORS\n"
     "    On SIGINT/SIGTERM the stream is cancelled and stderr says\n"
     "        tickfan: interrupted; resume with --cursor C\n"
-    "    When the server ends the stream with an error, stderr says\n"
+    "    When the stream ends with an error that is not resumed, stderr says\n"
     "        tickfan: STATUS: details\n"
     "    followed by either the cursor to resume from or, when the requested\n"
     "    cursor is older than what the topic retains (OUT_OF_RANGE), the\n"
-    "    earliest cursor still available.\n"
+    "    earliest cursor still available:\n"
+    "        tickfan: earliest available cursor: E\n"
     "\n"
     "EXIT STATUS\n"
     "    0 done (--count reached, or the server ended the stream normally);\n"
-    "    1 stream error; 2 bad usage; 130 interrupted.\n"
+    "    1 stream error that is not resumed (see RESUMING); 2 bad usage;\n"
+    "    130 interrupted.\n"
     "\n"
     "EXAMPLES\n"
     "    tickfan tail sim --count 5\n"
     "    tickfan tail sim --start live --kinds trade --json | jq -r .trade.price\n"
     "    tickfan tail sim --keys AAPL --snapshot\n"
-    "    tickfan tail sim --cursor 1-5f3a9c0d12e4b7a1-184467\n";
+    "    tickfan tail sim --cursor 1-5f3a9c0d12e4b7a1-184467\n"
+    "    tickfan tail sim --kinds trade --json --cursor-file trades.cursor >> trades.jsonl\n"
+    "    tickfan tail sim --no-resume --count 100\n";
 
 struct strlist {
     char **items;
@@ -176,13 +237,26 @@ struct tail_opts {
     bool snapshot;
     uint64_t count; /* 0: no limit */
     bool json;
+    bool no_resume;
+    const char *cursor_file;
+    int64_t heartbeat_timeout_ms;
+    uint64_t max_retries;
 };
 
 static volatile sig_atomic_t interrupted;
+/* The running subscription, for the signal handler; see release_signals(). */
+static _Atomic(tickfan_sub_t *) signal_sub;
+static atomic_int in_signal_handler;
 
+/* May run on any thread (gRPC's too): only atomics and the async-signal-safe cancel. */
 static void on_signal(int signo)
 {
+    atomic_fetch_add(&in_signal_handler, 1);
     interrupted = signo;
+    tickfan_sub_t *s = atomic_load(&signal_sub);
+    if (s != NULL)
+        tickfan_sub_cancel(s);
+    atomic_fetch_sub(&in_signal_handler, 1);
 }
 
 /* Prints "tickfan tail: <message>" and a pointer to the manual; returns -EINVAL. */
@@ -229,6 +303,20 @@ static int strlist_add_csv(struct strlist *l, const char *option, const char *va
     }
 }
 
+/* A decimal integer in [min, max] for option name. */
+static int parse_uint(const char *name, const char *value, uint64_t min, uint64_t max,
+                      uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long n = value[0] >= '0' && value[0] <= '9' ? strtoull(value, &end, 10) : 0;
+    if (value[0] < '0' || value[0] > '9' || errno != 0 || *end != '\0' || n < min || n > max)
+        return usage_error("%s: '%s' is not an integer in %" PRIu64 "..%" PRIu64, name, value, min,
+                           max);
+    *out = n;
+    return 0;
+}
+
 static int parse_count(const char *value, uint64_t *out)
 {
     char *end;
@@ -253,6 +341,7 @@ static int parse_tail(int argc, char **argv, struct tail_opts *o)
 
     o->server = env && env[0] ? env : DEFAULT_SERVER;
     o->start = EVENTS__V1__START_POSITION__START_EARLIEST;
+    o->heartbeat_timeout_ms = -1; /* the library's default */
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
         if (only_positional || arg[0] != '-' || arg[1] == '\0') {
@@ -281,19 +370,23 @@ static int parse_tail(int argc, char **argv, struct tail_opts *o)
         memcpy(name, arg, nlen);
         name[nlen] = '\0';
 
-        if (strcmp(name, "--snapshot") == 0 || strcmp(name, "--json") == 0) {
+        if (strcmp(name, "--snapshot") == 0 || strcmp(name, "--json") == 0 ||
+            strcmp(name, "--no-resume") == 0) {
             if (eq)
                 return usage_error("%s takes no value (got '%s')", name, eq + 1);
             if (strcmp(name, "--snapshot") == 0)
                 o->snapshot = true;
-            else
+            else if (strcmp(name, "--json") == 0)
                 o->json = true;
+            else
+                o->no_resume = true;
             continue;
         }
         if (strcmp(name, "--server") != 0 && strcmp(name, "--cursor") != 0 &&
             strcmp(name, "--start") != 0 && strcmp(name, "--kinds") != 0 &&
             strcmp(name, "--keys") != 0 && strcmp(name, "--count") != 0 &&
-            strcmp(name, "--start-time") != 0)
+            strcmp(name, "--start-time") != 0 && strcmp(name, "--cursor-file") != 0 &&
+            strcmp(name, "--heartbeat-timeout-ms") != 0 && strcmp(name, "--max-retries") != 0)
             return usage_error("unknown option '%s'", name);
         const char *value;
         if (eq) {
@@ -328,6 +421,16 @@ static int parse_tail(int argc, char **argv, struct tail_opts *o)
             rc = strlist_add_csv(&o->kinds, name, value);
         } else if (strcmp(name, "--keys") == 0) {
             rc = strlist_add_csv(&o->keys, name, value);
+        } else if (strcmp(name, "--cursor-file") == 0) {
+            if (value[0] == '\0')
+                return usage_error("--cursor-file: empty path");
+            o->cursor_file = value;
+        } else if (strcmp(name, "--heartbeat-timeout-ms") == 0) {
+            uint64_t ms;
+            rc = parse_uint(name, value, 0, 86400000, &ms);
+            o->heartbeat_timeout_ms = (int64_t)ms;
+        } else if (strcmp(name, "--max-retries") == 0) {
+            rc = parse_uint(name, value, 0, UINT32_MAX, &o->max_retries);
         } else {
             rc = parse_count(value, &o->count);
         }
@@ -339,17 +442,14 @@ static int parse_tail(int argc, char **argv, struct tail_opts *o)
     return 0;
 }
 
-/* Remembers the cursor of the last event written out. Returns 0 or -ENOMEM. */
-static int set_cursor(char **last, const char *cursor)
+/* The cursor to resume from (malloc'd), NULL if there is none. */
+static char *resume_cursor(tickfan_sub_t *sub)
 {
-    if (cursor == NULL || cursor[0] == '\0')
-        return 0;
-    char *copy = strdup(cursor);
-    if (copy == NULL)
-        return -ENOMEM;
-    free(*last);
-    *last = copy;
-    return 0;
+    size_t n = tickfan_sub_cursor(sub, NULL, 0);
+    char *c = n ? malloc(n + 1) : NULL;
+    if (c != NULL)
+        tickfan_sub_cursor(sub, c, n + 1);
+    return c;
 }
 
 static void print_resume(const char *prefix, const char *cursor)
@@ -371,44 +471,12 @@ static int report_interrupted(const char *last)
     return EXIT_INTERRUPTED;
 }
 
-/*
- * Whether running the same request again could succeed: the server went
- * away or was busy. Not for a bad request, cursor or topic, where repeating
- * the cursor would only repeat the error.
- */
-static bool retry_may_help(grpc_status_code code)
-{
-    switch (code) {
-    case GRPC_STATUS_UNAVAILABLE:
-    case GRPC_STATUS_RESOURCE_EXHAUSTED:
-    case GRPC_STATUS_DEADLINE_EXCEEDED:
-    case GRPC_STATUS_ABORTED:
-    case GRPC_STATUS_CANCELLED:
-    case GRPC_STATUS_INTERNAL:
-    case GRPC_STATUS_UNKNOWN:
-        return true;
-    default:
-        return false;
-    }
-}
-
-/*
- * The stream is over: say why on stderr and pick the exit code. This is
- * where automatic resumption will branch off (UNAVAILABLE: reopen from the
- * resume cursor after a backoff).
- */
-static int report_end(watchclient_t *wc, const char *last)
+/* The status line of a stream that ended with an error, then where to go on. */
+static int report_status(tickfan_sub_t *sub, const char *last)
 {
     grpc_status_code code = GRPC_STATUS_UNKNOWN;
     const char *details = "";
-    watchclient_status(wc, &code, &details);
-
-    if (interrupted && code == GRPC_STATUS_CANCELLED)
-        return report_interrupted(last);
-    if (code == GRPC_STATUS_OK) {
-        print_resume("the server ended the stream", last);
-        return EXIT_DONE;
-    }
+    tickfan_sub_status(sub, &code, &details);
 
     fprintf(stderr, "tickfan: %s", wire_status_name(code));
     if (details[0] != '\0') {
@@ -417,25 +485,47 @@ static int report_end(watchclient_t *wc, const char *last)
     }
     fputc('\n', stderr);
 
-    const char *earliest = watchclient_trailer(wc, "tickfan-earliest-cursor");
-    const char *resume = watchclient_trailer(wc, "tickfan-cursor");
-    if (resume == NULL && retry_may_help(code))
-        resume = last;
+    const char *earliest = tickfan_sub_earliest_cursor(sub);
     if (earliest != NULL) {
         fputs("tickfan: earliest available cursor: ", stderr);
         tickfmt_safe_string(stderr, earliest);
         fputc('\n', stderr);
-    } else if (resume != NULL) {
+    } else if (last != NULL) {
         fputs("tickfan: resume with --cursor ", stderr);
-        tickfmt_safe_string(stderr, resume);
+        tickfmt_safe_string(stderr, last);
         fputc('\n', stderr);
     }
     return EXIT_STREAM_ERROR;
 }
 
-static void install_signals(void)
+/* What on_event needs; the handler's failure is -errno of writing stdout. */
+struct tail_state {
+    const struct tail_opts *o;
+    tickfan_sub_t *sub;
+    uint64_t data_seen;
+    bool count_reached;
+};
+
+static int print_event(const Events__V1__WatchEvent *ev, void *arg)
+{
+    struct tail_state *t = arg;
+    int rc = t->o->json ? tickfmt_json(stdout, ev) : tickfmt_human(stdout, ev);
+    if (rc == 0 && fflush(stdout) != 0)
+        rc = -errno;
+    if (rc < 0)
+        return rc;
+    if (ev->payload_case == EVENTS__V1__WATCH_EVENT__PAYLOAD_DATA && t->o->count != 0 &&
+        ++t->data_seen >= t->o->count) {
+        t->count_reached = true;
+        tickfan_sub_cancel(t->sub);
+    }
+    return 0;
+}
+
+static void install_signals(tickfan_sub_t *sub)
 {
     struct sigaction sa;
+    atomic_store(&signal_sub, sub);
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
@@ -445,12 +535,49 @@ static void install_signals(void)
     sigaction(SIGTERM, &sa, NULL);
 }
 
+/* After this, no signal handler can be touching the subscription. */
+static void release_signals(void)
+{
+    atomic_store(&signal_sub, NULL);
+    while (atomic_load(&in_signal_handler) != 0)
+        ;
+}
+
+/* Maps how the subscription ended to a message on stderr and an exit code. */
+static int report_end(tickfan_sub_t *sub, const struct tail_state *t, int rc)
+{
+    char *last = resume_cursor(sub);
+    int code = EXIT_STREAM_ERROR;
+
+    if (t->count_reached && rc == 0) {
+        code = EXIT_DONE;
+    } else if (interrupted && rc == 0) {
+        code = report_interrupted(last);
+    } else if (rc == 0) {
+        print_resume("the server ended the stream", last);
+        code = EXIT_DONE;
+    } else if (rc == -ERANGE || rc == -EPIPE) {
+        code = report_status(sub, last);
+    } else if (rc == -ETIMEDOUT) {
+        print_resume("no event and no heartbeat within --heartbeat-timeout-ms", last);
+    } else if (rc == -ECANCELED) {
+        fprintf(stderr, "tickfan: cannot write to stdout: %s\n",
+                strerror(-tickfan_sub_handler_result(sub)));
+    } else if (rc == -EBADMSG) {
+        print_resume("the server sent a message that is not a WatchEvent", last);
+    } else {
+        fprintf(stderr, "tickfan: stream failed: %s\n", strerror(-rc));
+        print_resume("stopped", last);
+    }
+    free(last);
+    return code;
+}
+
 static int run_tail(const struct tail_opts *o)
 {
     Events__V1__WatchRequest req = EVENTS__V1__WATCH_REQUEST__INIT;
-    watchclient_t *wc;
-    char *last = NULL;
-    uint64_t data_seen = 0;
+    struct tickfan_sub_options so;
+    struct tail_state t = {.o = o};
     int code = EXIT_STREAM_ERROR;
 
     req.topic = (char *)o->topic;
@@ -464,56 +591,28 @@ static int run_tail(const struct tail_opts *o)
     req.keys = o->keys.items;
     req.snapshot = o->snapshot;
 
-    /* Until an event arrives, the place to resume from is where we started. */
-    if (set_cursor(&last, o->cursor) < 0) {
-        fputs("tickfan: out of memory\n", stderr);
+    tickfan_sub_options_init(&so);
+    so.target = o->server;
+    so.request = &req;
+    so.on_event = print_event;
+    so.arg = &t;
+    so.resume = !o->no_resume;
+    so.cursor_file = o->cursor_file;
+    so.max_retries = (uint32_t)o->max_retries;
+    if (o->heartbeat_timeout_ms >= 0)
+        so.heartbeat_timeout_ms = o->heartbeat_timeout_ms;
+    int rc = tickfan_sub_create(&t.sub, &so);
+    if (rc < 0) {
+        /* The library said what was wrong with the cursor file. */
+        if (rc == -ENOMEM)
+            fputs("tickfan: out of memory\n", stderr);
         return EXIT_STREAM_ERROR;
     }
-    install_signals();
-    int rc = watchclient_open(&wc, o->server, &req);
-    if (rc < 0) {
-        fprintf(stderr, "tickfan: cannot start a stream to %s: %s\n", o->server, strerror(-rc));
-        goto out_free;
-    }
-
-    for (;;) {
-        Events__V1__WatchEvent *ev;
-        if (interrupted) {
-            watchclient_cancel(wc);
-            code = report_interrupted(last);
-            break;
-        }
-        rc = watchclient_next(wc, POLL_MS, &ev);
-        if (rc == -EAGAIN)
-            continue; /* a heartbeat watchdog will count these */
-        if (rc == -EPIPE) {
-            code = report_end(wc, last);
-            break;
-        }
-        if (rc == -EBADMSG) {
-            print_resume("the server sent a message that is not a WatchEvent", last);
-            break;
-        }
-
-        rc = o->json ? tickfmt_json(stdout, ev) : tickfmt_human(stdout, ev);
-        if (rc == 0 && fflush(stdout) != 0)
-            rc = -errno;
-        bool is_data = ev->payload_case == EVENTS__V1__WATCH_EVENT__PAYLOAD_DATA;
-        if (rc == 0)
-            rc = set_cursor(&last, ev->cursor);
-        events__v1__watch_event__free_unpacked(ev, NULL);
-        if (rc < 0) {
-            fprintf(stderr, "tickfan: cannot write to stdout: %s\n", strerror(-rc));
-            break;
-        }
-        if (is_data && o->count != 0 && ++data_seen >= o->count) {
-            code = EXIT_DONE;
-            break;
-        }
-    }
-    watchclient_close(wc);
-out_free:
-    free(last);
+    install_signals(t.sub);
+    rc = tickfan_sub_run(t.sub);
+    release_signals();
+    code = report_end(t.sub, &t, rc);
+    tickfan_sub_destroy(t.sub);
     return code;
 }
 

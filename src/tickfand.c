@@ -23,6 +23,7 @@
 #include "config.h"
 #include "ingest.h"
 #include "log.h"
+#include "metrics.h"
 #include "server.h"
 #include "topics.h"
 
@@ -87,6 +88,7 @@ int main(int argc, char **argv, char **envp)
     struct topics topics = {0};
     struct server *srv = NULL;
     ingest_t *ingest = NULL;
+    metrics_t *metrics = NULL;
 
     rc = make_dirs(cfg.data_dir);
     if (rc) {
@@ -149,11 +151,20 @@ int main(int argc, char **argv, char **envp)
     }
 
     grpc_init();
-    rc = server_create(&srv, &cfg, &topics, err, sizeof(err));
+    rc = server_create(&srv, &cfg, &topics, ingest, err, sizeof(err));
     if (rc) {
         log_error("msg=start_failed error=\"%s\"", err);
         fprintf(stderr, "tickfand: %s\n", err);
         goto out_grpc;
+    }
+    if (cfg.metrics_listen) {
+        rc = metrics_start(&metrics, cfg.metrics_listen, srv, &topics, ingest, err, sizeof(err));
+        if (rc) {
+            log_error("msg=start_failed error=\"%s\"", err);
+            fprintf(stderr, "tickfand: %s\n", err);
+            goto out_server;
+        }
+        log_info("msg=metrics_listening port=%d path=/metrics", metrics_port(metrics));
     }
     rc = ingest_start(ingest);
     if (rc) {
@@ -186,7 +197,8 @@ int main(int argc, char **argv, char **envp)
         }
     }
 
-    ingest_stop(ingest);
+    /* The ingest keeps running while streams drain: Publish calls get what
+     * they sent appended before they end. */
     server_drain_begin(srv);
     int64_t deadline = log_now_mono_us() + cfg.drain_timeout_ms * 1000;
     while (server_streams_live(srv) > 0 && log_now_mono_us() < deadline) {
@@ -204,6 +216,7 @@ int main(int argc, char **argv, char **envp)
     exit_code = 0;
 
 out_server:
+    metrics_stop(metrics);
     ingest_stop(ingest);
     if (srv)
         server_stop(srv);

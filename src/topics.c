@@ -70,6 +70,8 @@ int topics_add(struct topics *t, const char *name, const struct topics_options *
                 (unsigned long long)ringlog_epoch(tp->log), rep.epoch_kept ? "true" : "false",
                 rep.reason ? " reason=\"" : "", rep.reason ? rep.reason : "",
                 rep.reason ? "\"" : "");
+            if (rep.moved_to[0])
+                log_warn("msg=log_damaged topic=%s path=%s moved_to=%s", name, path, rep.moved_to);
         }
     }
     if (rc) {

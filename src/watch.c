@@ -105,6 +105,8 @@ static void finish(struct watch *w, grpc_status_code code, const char *details, 
     n++;
     w->status_started = true;
     w->close_reason = wire_status_name(code);
+    if ((unsigned)code < 17)
+        counter_add(&w->shard->ctr.status[code], 1);
     w->refs++;
     grpc_call_error e = grpc_call_start_batch(w->call, ops, n, &w->t_status, NULL);
     if (e != GRPC_CALL_OK) {
@@ -137,6 +139,7 @@ static void start_send_flags(struct watch *w, grpc_byte_buffer *bb, uint32_t fla
     n++;
     w->send_bb = bb;
     w->send_busy = true;
+    counter_add(&w->shard->ctr.sent, 1);
     w->refs++;
     grpc_call_error e = grpc_call_start_batch(w->call, ops, n, &w->t_send, NULL);
     if (e != GRPC_CALL_OK) {
@@ -171,6 +174,7 @@ static void overflow(struct watch *w)
                  (long long)w->max_lag_bytes, w->topic->name, text);
         log_info("msg=slow_consumer id=%llu topic=%s policy=disconnect cursor=%s",
                  (unsigned long long)w->id, w->topic->name, text);
+        counter_add(&w->shard->ctr.slow[EVENTS__V1__OVERFLOW_POLICY__OVERFLOW_DISCONNECT], 1);
         finish(w, GRPC_STATUS_RESOURCE_EXHAUSTED, msg, "tickfan-cursor", text);
         return;
     }
@@ -214,6 +218,9 @@ static void overflow(struct watch *w)
     }
     w->it = target;
     w->dropped += missed;
+    counter_add(&w->shard->ctr.slow[w->overflow], 1);
+    counter_add(&w->shard->ctr.dropped_events, missed);
+    counter_add(&w->shard->ctr.gaps, 1);
     log_info("msg=slow_consumer id=%llu topic=%s policy=%s missed=%llu conflated_keys=%zu",
              (unsigned long long)w->id, w->topic->name, conflate ? "conflate" : "drop",
              (unsigned long long)missed, conflate && w->snapset ? w->snapset->count : (size_t)0);
@@ -246,6 +253,8 @@ static void lapped_in_backlog(struct watch *w)
             break;
     uint64_t missed = w->it.seq > from.seq + 1 ? w->it.seq - from.seq - 1 : 0;
     w->dropped += missed;
+    counter_add(&w->shard->ctr.dropped_events, missed);
+    counter_add(&w->shard->ctr.gaps, 1);
     log_info("msg=lapped_in_backlog id=%llu topic=%s missed=%llu", (unsigned long long)w->id,
              w->topic->name, (unsigned long long)missed);
     w->pending = wire_gap(cursor_of(w), missed, EVENTS__V1__GAP_REASON__GAP_RETENTION, from);
@@ -420,6 +429,7 @@ static bool snapshot_prepare(struct watch *w, bool live)
             break;
         keyset_free(w->snapset); /* the cache moved past us: take a newer position */
         ringlog_seek_head(w->topic->log, &w->it);
+        w->backlog_end = w->it.seq - 1;
     }
     if (late)
         snapset_add_scan(w, w->snapset, w->it.seq);
@@ -480,6 +490,12 @@ void watch_pump(struct watch *w)
             watch_pump(w);
             return;
         }
+        if (!w->eob_sent && w->it.seq > w->backlog_end) {
+            /* everything that was in the log when the stream started is out */
+            w->eob_sent = true;
+            start_send(w, wire_end_of_backlog(cursor_of(w)));
+            return;
+        }
         struct ringlog_view v;
         int rc = ringlog_peek(log, &w->it, &v);
         if (rc == -EAGAIN) {
@@ -527,6 +543,7 @@ void watch_tick(struct watch *w, int64_t now_us)
         return;
     if (now_us - w->last_send_us < w->shard->srv->heartbeat_us)
         return;
+    counter_add(&w->shard->ctr.heartbeats, 1);
     start_send(w, wire_heartbeat(cursor_of(w), log_now_unix_us()));
 }
 
@@ -593,6 +610,7 @@ static bool position(struct watch *w, const Events__V1__WatchRequest *req)
     char msg[400], text[CURSOR_TEXT_MAX], earliest_text[CURSOR_TEXT_MAX];
 
     if (req->cursor && req->cursor[0]) {
+        counter_add(&w->shard->ctr.resumes, 1);
         size_t len = strlen(req->cursor);
         struct cursor c;
         if (cursor_parse(req->cursor, len, &c) != 0) {
@@ -705,6 +723,8 @@ static bool setup(struct watch *w, grpc_byte_buffer *payload)
     if (w->max_lag_bytes > cap * 3 / 4)
         w->max_lag_bytes = cap * 3 / 4;
     ok = position(w, req);
+    if (ok)
+        w->backlog_end = ringlog_head_seq(w->topic->log);
     if (ok && req->snapshot) {
         /* the state as of where the stream starts: every pair's last value
          * before it, then the events from it on */
@@ -775,6 +795,7 @@ void watch_accept(struct shard *sh, grpc_call *call, grpc_byte_buffer *payload)
     if (!ok)
         return;
 
+    counter_add(&sh->ctr.opened, 1);
     char *peer = grpc_call_get_peer(call);
     char text[CURSOR_TEXT_MAX];
     cursor_format(cursor_of(w), text);

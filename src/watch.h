@@ -34,7 +34,8 @@ struct watch {
     struct filter filter;
     bool has_filter;
     struct ringlog_iter it;
-    int overflow; /* Events__V1__OverflowPolicy, never DEFAULT */
+    uint64_t backlog_end; /* head seq when positioned: EndOfBacklog once past it */
+    int overflow;         /* Events__V1__OverflowPolicy, never DEFAULT */
     int64_t max_lag_bytes;
 
     int refs; /* operations in flight */

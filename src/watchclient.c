@@ -158,6 +158,12 @@ static int start_call(struct watchclient *wc)
 
 int watchclient_open(watchclient_t **out, const char *target, const Events__V1__WatchRequest *req)
 {
+    return watchclient_open_with(out, target, req, NULL);
+}
+
+int watchclient_open_with(watchclient_t **out, const char *target,
+                          const Events__V1__WatchRequest *req, const struct watchclient_opts *opts)
+{
     struct watchclient *wc;
     grpc_channel_credentials *creds;
     int rc;
@@ -180,8 +186,11 @@ int watchclient_open(watchclient_t **out, const char *target, const Events__V1__
     wc->request = grpc_raw_byte_buffer_create(&slice, 1);
     grpc_slice_unref(slice);
 
+    grpc_arg own_pool = {GRPC_ARG_INTEGER, GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, {.integer = 1}};
+    grpc_channel_args own_args = {1, &own_pool};
+    bool own = opts != NULL && opts->own_connection;
     creds = grpc_insecure_credentials_create();
-    wc->channel = grpc_channel_create(target, creds, NULL);
+    wc->channel = grpc_channel_create(target, creds, own ? &own_args : NULL);
     grpc_channel_credentials_release(creds);
     wc->cq = grpc_completion_queue_create_for_next(NULL);
     if (wc->request == NULL || wc->channel == NULL || wc->cq == NULL) {

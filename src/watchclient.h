@@ -28,6 +28,7 @@
 #ifndef TICKFAN_WATCHCLIENT_H
 #define TICKFAN_WATCHCLIENT_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <grpc/grpc.h>
@@ -50,6 +51,19 @@ typedef struct watchclient watchclient_t;
  * refused to create or start the call; *out is NULL on failure.
  */
 int watchclient_open(watchclient_t **out, const char *target, const Events__V1__WatchRequest *req);
+
+/* Options of watchclient_open_with(); all zero gives watchclient_open(). */
+struct watchclient_opts {
+    /* Connect on a TCP connection of the call's own, never one shared with
+     * other channels to the same target (a local subchannel pool). A
+     * resuming client wants this: a connection that went silent is not
+     * reused for the next attempt. */
+    bool own_connection;
+};
+
+/* watchclient_open() with options; opts may be NULL. */
+int watchclient_open_with(watchclient_t **out, const char *target,
+                          const Events__V1__WatchRequest *req, const struct watchclient_opts *opts);
 
 /*
  * Waits up to timeout_ms (< 0: forever, 0: poll) for the next event.

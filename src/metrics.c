@@ -1,0 +1,250 @@
+/*
+ * metrics: the /metrics endpoint. libmicrohttpd's thread renders on each
+ * scrape from relaxed reads; nothing here writes shared state.
+ */
+#include "metrics.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "events/v1/watcher.pb-c.h"
+#include "shard.h"
+#include "wire.h"
+
+/* jemalloc's control interface, when the binary links jemalloc. */
+extern int mallctl(const char *name, void *oldp, size_t *oldlenp, void *newp, size_t newlen)
+    __attribute__((weak));
+
+struct metrics {
+    struct MHD_Daemon *daemon;
+    struct server *srv;
+    struct topics *topics;
+    ingest_t *ingest;
+    int port;
+};
+
+static void family(FILE *out, const char *name, const char *type, const char *help)
+{
+    fprintf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static uint64_t shard_sum(struct server *srv, size_t offset)
+{
+    uint64_t sum = 0;
+    for (size_t i = 0; i < srv->nshards; i++)
+        sum += counter_get((const counter_t *)((const char *)&srv->shards[i]->ctr + offset));
+    return sum;
+}
+
+#define SHARD_SUM(srv, field) shard_sum((srv), offsetof(struct shard_counters, field))
+
+void metrics_render(FILE *out, struct server *srv, struct topics *topics, ingest_t *ingest)
+{
+    family(out, "tickfan_build_info", "gauge", "Version of this tickfand.");
+    fprintf(out, "tickfan_build_info{version=\"%s\"} 1\n", TICKFAN_VERSION);
+
+    struct ingest_stats st;
+    ingest_get_stats(ingest, &st);
+    family(out, "tickfan_ingest_events_total", "counter",
+           "Events appended from feeds and Publish.");
+    fprintf(out, "tickfan_ingest_events_total %llu\n", (unsigned long long)st.frames);
+    family(out, "tickfan_ingest_rejected_total", "counter",
+           "Feed frames dropped as malformed, by reason.");
+    for (int r = FEEDFRAME_NEED_MORE; r < FEEDFRAME_NREASONS; r++)
+        fprintf(out, "tickfan_ingest_rejected_total{reason=\"%s\"} %llu\n",
+                feedframe_reason((enum feedframe_error)r),
+                (unsigned long long)st.rejected_by_reason[r]);
+    family(out, "tickfan_ingest_unknown_topic_total", "counter",
+           "Feed frames for a topic this server does not have.");
+    fprintf(out, "tickfan_ingest_unknown_topic_total %llu\n", (unsigned long long)st.unknown_topic);
+    family(out, "tickfan_ingest_duplicates_total", "counter",
+           "Feed frames dropped as duplicate or reordered.");
+    fprintf(out, "tickfan_ingest_duplicates_total %llu\n", (unsigned long long)st.duplicates);
+    family(out, "tickfan_upstream_gaps_total", "counter", "Upstream sequence gaps detected.");
+    fprintf(out, "tickfan_upstream_gaps_total %llu\n", (unsigned long long)st.gaps);
+    family(out, "tickfan_upstream_missed_events_total", "counter",
+           "Events lost upstream, summed over the gaps.");
+    fprintf(out, "tickfan_upstream_missed_events_total %llu\n", (unsigned long long)st.missed);
+    family(out, "tickfan_udp_receive_overflows_total", "counter",
+           "Datagrams the kernel dropped on feed sockets (SO_RXQ_OVFL).");
+    fprintf(out, "tickfan_udp_receive_overflows_total %llu\n", (unsigned long long)st.rxq_ovfl);
+
+    family(out, "tickfan_topic_head_seq", "gauge", "Sequence number of the newest event.");
+    for (size_t i = 0; i < topics->count; i++)
+        fprintf(out, "tickfan_topic_head_seq{topic=\"%s\"} %llu\n", topics->items[i].name,
+                (unsigned long long)ringlog_head_seq(topics->items[i].log));
+    family(out, "tickfan_topic_retained_events", "gauge", "Events the topic's log retains.");
+    for (size_t i = 0; i < topics->count; i++) {
+        ringlog_t *log = topics->items[i].log;
+        uint64_t head = ringlog_head_seq(log), first = ringlog_first_seq(log);
+        fprintf(out, "tickfan_topic_retained_events{topic=\"%s\"} %llu\n", topics->items[i].name,
+                (unsigned long long)(head >= first ? head - first + 1 : 0));
+    }
+    family(out, "tickfan_topic_log_bytes", "gauge", "Capacity of the topic's ring log.");
+    for (size_t i = 0; i < topics->count; i++)
+        fprintf(out, "tickfan_topic_log_bytes{topic=\"%s\"} %zu\n", topics->items[i].name,
+                ringlog_capacity(topics->items[i].log));
+    family(out, "tickfan_topic_cached_keys", "gauge",
+           "(kind, key) pairs in the topic's last-value cache.");
+    for (size_t i = 0; i < topics->count; i++)
+        fprintf(out, "tickfan_topic_cached_keys{topic=\"%s\"} %zu\n", topics->items[i].name,
+                lvc_count(ringlog_lvc(topics->items[i].log)));
+
+    family(out, "tickfan_streams", "gauge", "Watch streams open, by shard.");
+    for (size_t i = 0; i < srv->nshards; i++)
+        fprintf(out, "tickfan_streams{shard=\"%zu\"} %lld\n", i,
+                (long long)atomic_load(&srv->shards[i]->streams));
+    family(out, "tickfan_streams_opened_total", "counter", "Watch streams accepted.");
+    fprintf(out, "tickfan_streams_opened_total %llu\n", (unsigned long long)SHARD_SUM(srv, opened));
+    family(out, "tickfan_resumes_total", "counter", "Watch requests that carried a cursor.");
+    fprintf(out, "tickfan_resumes_total %llu\n", (unsigned long long)SHARD_SUM(srv, resumes));
+    family(out, "tickfan_messages_sent_total", "counter", "Messages sent on Watch streams.");
+    fprintf(out, "tickfan_messages_sent_total %llu\n", (unsigned long long)SHARD_SUM(srv, sent));
+    family(out, "tickfan_heartbeats_sent_total", "counter", "Heartbeats sent.");
+    fprintf(out, "tickfan_heartbeats_sent_total %llu\n",
+            (unsigned long long)SHARD_SUM(srv, heartbeats));
+    family(out, "tickfan_subscriber_dropped_events_total", "counter",
+           "Events subscribers did not get (slow consumer, retention), each told by a Gap.");
+    fprintf(out, "tickfan_subscriber_dropped_events_total %llu\n",
+            (unsigned long long)SHARD_SUM(srv, dropped_events));
+    family(out, "tickfan_slow_consumer_total", "counter",
+           "Slow-consumer episodes, by the overflow policy applied.");
+    static const char *const policies[] = {NULL, "drop", "conflate", "disconnect"};
+    for (int p = 1; p <= 3; p++)
+        fprintf(out, "tickfan_slow_consumer_total{policy=\"%s\"} %llu\n", policies[p],
+                (unsigned long long)shard_sum(srv, offsetof(struct shard_counters, slow) +
+                                                       (size_t)p * sizeof(counter_t)));
+    family(out, "tickfan_stream_status_total", "counter", "Statuses Watch streams ended with.");
+    for (int code = 0; code < 17; code++) {
+        uint64_t n = shard_sum(srv, offsetof(struct shard_counters, status) +
+                                        (size_t)code * sizeof(counter_t));
+        if (n || code == GRPC_STATUS_OK || code == GRPC_STATUS_UNAVAILABLE)
+            fprintf(out, "tickfan_stream_status_total{code=\"%s\"} %llu\n",
+                    wire_status_name((grpc_status_code)code), (unsigned long long)n);
+    }
+    family(out, "tickfan_subscriber_lag_bytes", "histogram",
+           "Live subscribers by log bytes behind the head, as of the last shard tick.");
+    uint64_t cum = 0;
+    for (size_t b = 0; b < SHARD_LAG_BUCKETS; b++) {
+        cum += shard_sum(srv, offsetof(struct shard_counters, lag) + b * sizeof(counter_t));
+        if (b + 1 < SHARD_LAG_BUCKETS)
+            fprintf(out, "tickfan_subscriber_lag_bytes_bucket{le=\"%llu\"} %llu\n",
+                    (unsigned long long)shard_lag_bounds[b], (unsigned long long)cum);
+        else
+            fprintf(out, "tickfan_subscriber_lag_bytes_bucket{le=\"+Inf\"} %llu\n",
+                    (unsigned long long)cum);
+    }
+    fprintf(out, "tickfan_subscriber_lag_bytes_count %llu\n", (unsigned long long)cum);
+    fprintf(out, "tickfan_subscriber_lag_bytes_sum 0\n");
+
+    if (mallctl) {
+        uint64_t epoch = 1;
+        size_t sz = sizeof(epoch);
+        mallctl("epoch", &epoch, &sz, &epoch, sz);
+        size_t allocated = 0, resident = 0, len = sizeof(size_t);
+        mallctl("stats.allocated", &allocated, &len, NULL, 0);
+        len = sizeof(size_t);
+        mallctl("stats.resident", &resident, &len, NULL, 0);
+        family(out, "tickfan_jemalloc_allocated_bytes", "gauge", "Bytes allocated by jemalloc.");
+        fprintf(out, "tickfan_jemalloc_allocated_bytes %zu\n", allocated);
+        family(out, "tickfan_jemalloc_resident_bytes", "gauge",
+               "Bytes in pages jemalloc holds resident.");
+        fprintf(out, "tickfan_jemalloc_resident_bytes %zu\n", resident);
+    }
+}
+
+static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char *url,
+                              const char *method, const char *version, const char *upload,
+                              size_t *upload_len, void **state)
+{
+    struct metrics *m = cls;
+    struct MHD_Response *resp;
+    unsigned int code = MHD_HTTP_OK;
+    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+        static const char msg[] = "only GET\n";
+        resp =
+            MHD_create_response_from_buffer(sizeof(msg) - 1, (void *)msg, MHD_RESPMEM_PERSISTENT);
+        code = MHD_HTTP_METHOD_NOT_ALLOWED;
+    } else if (strcmp(url, "/metrics") != 0) {
+        static const char msg[] = "tickfan: metrics are at /metrics\n";
+        resp =
+            MHD_create_response_from_buffer(sizeof(msg) - 1, (void *)msg, MHD_RESPMEM_PERSISTENT);
+        code = MHD_HTTP_NOT_FOUND;
+    } else {
+        char *text = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&text, &len);
+        if (!f)
+            return MHD_NO;
+        metrics_render(f, m->srv, m->topics, m->ingest);
+        fclose(f);
+        resp = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
+        MHD_add_response_header(resp, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+    }
+    if (!resp)
+        return MHD_NO;
+    enum MHD_Result r = MHD_queue_response(conn, code, resp);
+    MHD_destroy_response(resp);
+    return r;
+}
+
+int metrics_start(metrics_t **out, const char *listen, struct server *srv, struct topics *topics,
+                  ingest_t *ingest, char *err, size_t errlen)
+{
+    *out = NULL;
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    char host[64];
+    const char *colon = strrchr(listen, ':');
+    char *end;
+    long port = colon ? strtol(colon + 1, &end, 10) : -1;
+    if (!colon || (size_t)(colon - listen) >= sizeof(host) || *end || port < 0 || port > 65535) {
+        snprintf(err, errlen, "--metrics-listen '%s': expected HOST:PORT", listen);
+        return -EINVAL;
+    }
+    memcpy(host, listen, (size_t)(colon - listen));
+    host[colon - listen] = 0;
+    if (inet_pton(AF_INET, host[0] ? host : "0.0.0.0", &sa.sin_addr) != 1) {
+        snprintf(err, errlen, "--metrics-listen '%s': '%s' is not an IPv4 address", listen, host);
+        return -EINVAL;
+    }
+    sa.sin_port = htons((uint16_t)port);
+    struct metrics *m = calloc(1, sizeof(*m));
+    if (!m) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    m->srv = srv;
+    m->topics = topics;
+    m->ingest = ingest;
+    m->daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL,
+                                 handle, m, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+                                 MHD_OPTION_CONNECTION_LIMIT, 64u, MHD_OPTION_CONNECTION_TIMEOUT,
+                                 10u, MHD_OPTION_END);
+    if (!m->daemon) {
+        snprintf(err, errlen, "--metrics-listen '%s': cannot listen (address in use?)", listen);
+        free(m);
+        return -EADDRINUSE;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(m->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    m->port = info ? info->port : (int)port;
+    *out = m;
+    return 0;
+}
+
+int metrics_port(const metrics_t *m)
+{
+    return m->port;
+}
+
+void metrics_stop(metrics_t *m)
+{
+    if (!m)
+        return;
+    MHD_stop_daemon(m->daemon);
+    free(m);
+}

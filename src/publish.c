@@ -1,0 +1,386 @@
+/*
+ * publish: events.v1.Publisher/Publish, the client-streaming ingest.
+ *
+ * A call lives on the shard that accepted it; only that thread touches it.
+ * Records are read one message at a time, validated, and collected into a
+ * batch; a batch goes to the ingest thread (the single writer of the logs)
+ * as an ingest_job and comes back through the shard's inbox. One batch is in
+ * flight per call while the next one fills; when it is full the call stops
+ * reading, so a fast publisher is paced by the writer (backpressure through
+ * HTTP/2 flow control). The first invalid record stops the call: what came
+ * before it is appended, then the call ends with its index.
+ */
+#include "publish.h"
+
+#include <grpc/byte_buffer_reader.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "events/v1/publisher.pb-c.h"
+#include "ingest.h"
+#include "log.h"
+#include "server.h"
+
+#define PUBLISH_BATCH 256
+
+struct batch {
+    Events__V1__PublishRequest *reqs[PUBLISH_BATCH];
+    struct ingest_record recs[PUBLISH_BATCH];
+    size_t n;
+    struct ingest_job job;
+};
+
+struct publish_call {
+    struct publish_call *prev, *next; /* shard->publish_calls */
+    struct shard *shard;
+    grpc_call *call;
+    struct tag t_recv, t_close, t_end;
+    int refs; /* gRPC operations in flight */
+    int cancelled;
+    bool closed;
+
+    grpc_byte_buffer *recv_bb;
+    bool recv_busy;
+    bool client_done; /* the client half-closed */
+    bool stop_reading;
+
+    struct batch batches[2];
+    int filling;    /* index of the batch being filled */
+    bool in_flight; /* the other batch is with the ingest thread */
+    uint64_t index; /* records received so far */
+    uint64_t accepted;
+    struct cursor last;
+    bool have_last;
+
+    bool failed;
+    grpc_status_code fail_code;
+    char fail_msg[300];
+
+    bool ended;
+    grpc_byte_buffer *resp;
+    grpc_slice details;
+    grpc_metadata md[2];
+    char md_accepted[24];
+    char md_cursor[CURSOR_TEXT_MAX];
+};
+
+static void free_batch(struct batch *b)
+{
+    for (size_t i = 0; i < b->n; i++)
+        events__v1__publish_request__free_unpacked(b->reqs[i], NULL);
+    b->n = 0;
+}
+
+static void maybe_free(struct publish_call *pc)
+{
+    if (pc->refs || pc->in_flight)
+        return;
+    struct shard *sh = pc->shard;
+    if (pc->prev)
+        pc->prev->next = pc->next;
+    else
+        sh->publish_calls = pc->next;
+    if (pc->next)
+        pc->next->prev = pc->prev;
+    free_batch(&pc->batches[0]);
+    free_batch(&pc->batches[1]);
+    if (pc->recv_bb)
+        grpc_byte_buffer_destroy(pc->recv_bb);
+    if (pc->ended) {
+        if (pc->resp)
+            grpc_byte_buffer_destroy(pc->resp);
+        grpc_slice_unref(pc->details);
+        for (int i = 0; i < 2; i++) {
+            grpc_slice_unref(pc->md[i].key);
+            grpc_slice_unref(pc->md[i].value);
+        }
+    }
+    log_info("msg=publish_closed accepted=%llu reason=%s", (unsigned long long)pc->accepted,
+             pc->ended ? wire_status_name(pc->failed ? pc->fail_code : GRPC_STATUS_OK)
+                       : "cancelled");
+    grpc_call_unref(pc->call);
+    free(pc);
+    sh->calls_live--;
+    atomic_fetch_sub(&sh->srv->other_streams_live, 1);
+}
+
+/* Ends the call: the response and OK, or the failure; with the count and
+ * the last cursor in the trailing metadata either way. */
+static void end_call(struct publish_call *pc)
+{
+    if (pc->ended || pc->closed)
+        return;
+    pc->ended = true;
+    grpc_status_code code = pc->failed ? pc->fail_code : GRPC_STATUS_OK;
+    char cursor[CURSOR_TEXT_MAX] = "";
+    if (pc->have_last)
+        cursor_format(pc->last, cursor);
+    if (!pc->failed) {
+        Events__V1__PublishResponse r = EVENTS__V1__PUBLISH_RESPONSE__INIT;
+        r.accepted = pc->accepted;
+        r.last_cursor = cursor;
+        uint8_t buf[128];
+        pc->resp = wire_buffer(buf, events__v1__publish_response__pack(&r, buf));
+    }
+    pc->details = grpc_slice_from_copied_string(pc->failed ? pc->fail_msg : "");
+    snprintf(pc->md_accepted, sizeof(pc->md_accepted), "%llu", (unsigned long long)pc->accepted);
+    snprintf(pc->md_cursor, sizeof(pc->md_cursor), "%s", cursor);
+    pc->md[0].key = grpc_slice_from_static_string("tickfan-accepted");
+    pc->md[0].value = grpc_slice_from_copied_string(pc->md_accepted);
+    pc->md[1].key = grpc_slice_from_static_string("tickfan-last-cursor");
+    pc->md[1].value = grpc_slice_from_copied_string(pc->md_cursor);
+
+    grpc_op ops[3];
+    memset(ops, 0, sizeof(ops));
+    size_t n = 0;
+    ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+    if (pc->resp) {
+        ops[n].op = GRPC_OP_SEND_MESSAGE;
+        ops[n++].data.send_message.send_message = pc->resp;
+    }
+    ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    ops[n].data.send_status_from_server.status = code;
+    ops[n].data.send_status_from_server.status_details = &pc->details;
+    ops[n].data.send_status_from_server.trailing_metadata = pc->md;
+    ops[n++].data.send_status_from_server.trailing_metadata_count = 2;
+    pc->refs++;
+    if (grpc_call_start_batch(pc->call, ops, n, &pc->t_end, NULL) != GRPC_CALL_OK) {
+        pc->refs--;
+        grpc_call_cancel(pc->call, NULL);
+    }
+}
+
+static void job_done(struct ingest_job *job)
+{
+    struct publish_call *pc = job->arg;
+    shard_post(pc->shard, job); /* back to the call's shard */
+}
+
+/* Hands the filling batch to the ingest thread if it has records and none
+ * is in flight. */
+static void submit(struct publish_call *pc)
+{
+    struct batch *b = &pc->batches[pc->filling];
+    if (pc->in_flight || !b->n)
+        return;
+    b->job = (struct ingest_job){.recs = b->recs, .n = b->n, .done = job_done, .arg = pc};
+    pc->in_flight = true;
+    pc->filling ^= 1;
+    ingest_submit(pc->shard->srv->ingest, &b->job);
+}
+
+static void post_recv(struct publish_call *pc)
+{
+    if (pc->recv_busy || pc->client_done || pc->stop_reading || pc->closed || pc->ended)
+        return;
+    grpc_op op;
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_RECV_MESSAGE;
+    op.data.recv_message.recv_message = &pc->recv_bb;
+    pc->recv_busy = true;
+    pc->refs++;
+    if (grpc_call_start_batch(pc->call, &op, 1, &pc->t_recv, NULL) != GRPC_CALL_OK) {
+        pc->recv_busy = false;
+        pc->refs--;
+        grpc_call_cancel(pc->call, NULL);
+    }
+}
+
+/* What to do next: read more, submit, or end. */
+static void advance(struct publish_call *pc)
+{
+    if (pc->closed)
+        return;
+    submit(pc);
+    bool done_reading = pc->client_done || pc->stop_reading;
+    if (done_reading && !pc->in_flight && !pc->batches[pc->filling].n) {
+        end_call(pc);
+        return;
+    }
+    if (pc->batches[pc->filling].n < PUBLISH_BATCH)
+        post_recv(pc); /* full: wait for the ack (backpressure) */
+}
+
+static void fail(struct publish_call *pc, grpc_status_code code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void fail(struct publish_call *pc, grpc_status_code code, const char *fmt, ...)
+{
+    if (pc->failed)
+        return;
+    pc->failed = true;
+    pc->fail_code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(pc->fail_msg, sizeof(pc->fail_msg), fmt, ap);
+    va_end(ap);
+    pc->stop_reading = true;
+}
+
+/* Validates a record and adds it to the filling batch. */
+static void take(struct publish_call *pc, grpc_byte_buffer *bb)
+{
+    uint64_t i = pc->index++;
+    grpc_byte_buffer_reader reader;
+    Events__V1__PublishRequest *req = NULL;
+    if (grpc_byte_buffer_reader_init(&reader, bb)) {
+        grpc_slice s = grpc_byte_buffer_reader_readall(&reader);
+        grpc_byte_buffer_reader_destroy(&reader);
+        req = events__v1__publish_request__unpack(NULL, GRPC_SLICE_LENGTH(s),
+                                                  GRPC_SLICE_START_PTR(s));
+        grpc_slice_unref(s);
+    }
+    if (!req) {
+        fail(pc, GRPC_STATUS_INVALID_ARGUMENT, "record %llu: malformed PublishRequest",
+             (unsigned long long)i);
+        return;
+    }
+    size_t tl = req->topic ? strlen(req->topic) : 0, kl = req->kind ? strlen(req->kind) : 0,
+           yl = req->key ? strlen(req->key) : 0;
+    struct topic *t = tl ? topics_find(pc->shard->srv->topics, req->topic, tl) : NULL;
+    if (!tl)
+        fail(pc, GRPC_STATUS_INVALID_ARGUMENT, "record %llu: topic is required",
+             (unsigned long long)i);
+    else if (!t)
+        fail(pc, GRPC_STATUS_NOT_FOUND, "record %llu: unknown topic '%.128s'",
+             (unsigned long long)i, req->topic);
+    else if (kl > RINGLOG_MAX_KIND || yl > RINGLOG_MAX_KEY)
+        fail(pc, GRPC_STATUS_INVALID_ARGUMENT, "record %llu: kind or key over 255 bytes",
+             (unsigned long long)i);
+    else if (req->body.len > RINGLOG_MAX_EVENT - 4096)
+        fail(pc, GRPC_STATUS_INVALID_ARGUMENT, "record %llu: body of %zu bytes is too large",
+             (unsigned long long)i, req->body.len);
+    if (pc->failed) {
+        events__v1__publish_request__free_unpacked(req, NULL);
+        return;
+    }
+    struct batch *b = &pc->batches[pc->filling];
+    b->reqs[b->n] = req;
+    b->recs[b->n] = (struct ingest_record){
+        .topic = t,
+        .kind = req->kind,
+        .kind_len = kl,
+        .key = req->key,
+        .key_len = yl,
+        .body = req->body.data,
+        .body_len = req->body.len,
+        .emitted_us = req->emitted_at_unix_micros,
+    };
+    b->n++;
+}
+
+static void on_recv(struct shard *sh, void *obj, bool ok)
+{
+    struct publish_call *pc = obj;
+    pc->refs--;
+    pc->recv_busy = false;
+    grpc_byte_buffer *bb = pc->recv_bb;
+    pc->recv_bb = NULL;
+    if (!ok || !bb) {
+        pc->client_done = true; /* half-closed, or the call is gone */
+    } else {
+        if (!pc->failed) /* after a failure nothing more is accepted */
+            take(pc, bb);
+        grpc_byte_buffer_destroy(bb);
+    }
+    advance(pc);
+    maybe_free(pc);
+}
+
+void publish_on_ack(struct shard *sh, struct ingest_job *job)
+{
+    struct publish_call *pc = job->arg;
+    struct batch *b = (struct batch *)((char *)job - offsetof(struct batch, job));
+    pc->in_flight = false;
+    pc->accepted += job->appended;
+    if (job->appended) {
+        pc->last = job->last;
+        pc->have_last = true;
+    }
+    if (job->appended < job->n) {
+        uint64_t i = pc->index - pc->batches[pc->filling].n - (job->n - job->appended);
+        fail(pc, GRPC_STATUS_INVALID_ARGUMENT, "record %llu: too large for the log of topic '%s'",
+             (unsigned long long)i, b->recs[job->appended].topic->name);
+        free_batch(&pc->batches[pc->filling]); /* after the failed one: not appended */
+    }
+    free_batch(b);
+    advance(pc);
+    maybe_free(pc);
+}
+
+static void on_close(struct shard *sh, void *obj, bool ok)
+{
+    struct publish_call *pc = obj;
+    pc->refs--;
+    pc->closed = true;
+    maybe_free(pc);
+}
+
+static void on_end(struct shard *sh, void *obj, bool ok)
+{
+    struct publish_call *pc = obj;
+    pc->refs--;
+    maybe_free(pc);
+}
+
+static void accept_publish(struct shard *sh, grpc_call *call, grpc_byte_buffer *payload)
+{
+    if (payload)
+        grpc_byte_buffer_destroy(payload);
+    struct publish_call *pc = calloc(1, sizeof(*pc));
+    if (!pc) {
+        grpc_call_cancel_with_status(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory", NULL);
+        grpc_call_unref(call);
+        return;
+    }
+    pc->shard = sh;
+    pc->call = call;
+    pc->t_recv = (struct tag){TAG_CALLBACK, pc, on_recv};
+    pc->t_close = (struct tag){TAG_CALLBACK, pc, on_close};
+    pc->t_end = (struct tag){TAG_CALLBACK, pc, on_end};
+    pc->next = sh->publish_calls;
+    if (pc->next)
+        pc->next->prev = pc;
+    sh->publish_calls = pc;
+    sh->calls_live++;
+    atomic_fetch_add(&sh->srv->other_streams_live, 1);
+
+    grpc_op op;
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    op.data.recv_close_on_server.cancelled = &pc->cancelled;
+    pc->refs++;
+    if (grpc_call_start_batch(call, &op, 1, &pc->t_close, NULL) != GRPC_CALL_OK) {
+        pc->refs--;
+        pc->closed = true;
+        grpc_call_cancel(call, NULL);
+        maybe_free(pc);
+        return;
+    }
+    if (atomic_load(&sh->srv->draining))
+        publish_drain(sh);
+    else
+        post_recv(pc);
+}
+
+void publish_drain(struct shard *sh)
+{
+    for (struct publish_call *pc = sh->publish_calls; pc; pc = pc->next) {
+        if (pc->ended || pc->stop_reading)
+            continue;
+        /* what was received is appended first, then UNAVAILABLE */
+        fail(pc, GRPC_STATUS_UNAVAILABLE, "server shutting down; publish again elsewhere");
+        advance(pc);
+    }
+}
+
+static const struct service_method methods[] = {
+    {"/events.v1.Publisher/Publish", false, accept_publish},
+};
+
+const struct service_method *publish_methods(size_t *count)
+{
+    *count = sizeof(methods) / sizeof(methods[0]);
+    return methods;
+}

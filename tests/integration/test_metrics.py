@@ -1,0 +1,67 @@
+"""Metrics: /metrics parses as Prometheus text exposition and its counters
+move when the matching events happen."""
+import time
+import urllib.request
+
+import grpc
+from prometheus_client.parser import text_string_to_metric_families
+
+from tickfan_harness import Watch, expect_status, pb
+
+
+def scrape(srv):
+    m = next(line for line in srv.lines if "msg=metrics_listening" in line)
+    port = int(m.split("port=")[1].split()[0])
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        assert r.status == 200
+        assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        text = r.read().decode()
+    samples = {}
+    for fam in text_string_to_metric_families(text):  # raises on invalid exposition
+        for s in fam.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples
+
+
+def value(samples, name, **labels):
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_metrics_parse_and_count_streams_resumes_statuses_and_ingest(tickfand):
+    srv = tickfand("--metrics-listen", "127.0.0.1:0", "--sim-rate", "500", "--topic", "quiet",
+                   "--heartbeat-ms", "100")
+    before = scrape(srv)
+    assert any(k[0] == "tickfan_build_info" and v == 1 for k, v in before.items())
+    stub = srv.stub()
+    w = Watch(stub, topic="sim")
+    first = w.next_data()
+    w2 = Watch(stub, topic="sim", cursor=first.cursor)  # a resume
+    w2.next_data()
+    wq = Watch(stub, topic="quiet")  # idle: heartbeats
+    expect_status(stub, grpc.StatusCode.NOT_FOUND, topic="nope")
+    time.sleep(0.5)
+    after = scrape(srv)
+    assert value(after, "tickfan_streams_opened_total") - \
+        value(before, "tickfan_streams_opened_total") >= 3
+    assert value(after, "tickfan_resumes_total") - value(before, "tickfan_resumes_total") == 1
+    assert sum(value(after, "tickfan_streams", shard=str(i)) for i in range(8)) == 3
+    assert value(after, "tickfan_stream_status_total", code="NOT_FOUND") == 1
+    assert value(after, "tickfan_heartbeats_sent_total") > value(before, "tickfan_heartbeats_sent_total")
+    assert value(after, "tickfan_messages_sent_total") > value(before, "tickfan_messages_sent_total")
+    assert value(after, "tickfan_ingest_events_total") > value(before, "tickfan_ingest_events_total")
+    assert value(after, "tickfan_topic_head_seq", topic="sim") >= first.data.seq
+    assert value(after, "tickfan_topic_cached_keys", topic="sim") > 0
+    assert value(after, "tickfan_subscriber_lag_bytes_count") >= 2
+    for x in (w, w2, wq):
+        x.cancel()
+
+
+def test_other_paths_are_404(tickfand):
+    srv = tickfand("--metrics-listen", "127.0.0.1:0", "--feed", "none", "--topic", "t")
+    m = next(line for line in srv.lines if "msg=metrics_listening" in line)
+    port = int(m.split("port=")[1].split()[0])
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5)
+        raise AssertionError("expected 404")
+    except urllib.error.HTTPError as e:
+        assert e.code == 404

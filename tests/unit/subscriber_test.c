@@ -1,0 +1,367 @@
+/*
+ * subscriber: options, the cursor file, and the resume loop against an
+ * address where nothing listens (no server needed: the stream fails with
+ * UNAVAILABLE every time). Resumes across real breaks with a real server
+ * are the acceptance test's job (tests/acceptance/).
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <netinet/in.h>
+
+#include <cmocka.h>
+
+#include "subscriber.h"
+
+/* A port bound but not listening: connecting to it is refused at once. */
+static int closed_port_fd = -1;
+static char closed_target[64];
+static char tmp_dir[] = "/tmp/subscriber_test.XXXXXX";
+
+static int setup(void **state)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(a);
+    closed_port_fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (closed_port_fd < 0 || bind(closed_port_fd, (struct sockaddr *)&a, len) != 0 ||
+        getsockname(closed_port_fd, (struct sockaddr *)&a, &len) != 0)
+        return -1;
+    snprintf(closed_target, sizeof(closed_target), "127.0.0.1:%u", ntohs(a.sin_port));
+    return mkdtemp(tmp_dir) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    char cmd[128];
+    close(closed_port_fd);
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmp_dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int count_event(const Events__V1__WatchEvent *ev, void *arg)
+{
+    (*(int *)arg)++;
+    return 0;
+}
+
+static void quiet_log(const char *line, void *arg)
+{
+    (*(int *)arg)++;
+}
+
+struct fixture {
+    Events__V1__WatchRequest req;
+    struct tickfan_sub_options o;
+    int events;
+    int log_lines;
+};
+
+static void fixture_init(struct fixture *f)
+{
+    memset(f, 0, sizeof(*f));
+    events__v1__watch_request__init(&f->req);
+    f->req.topic = "sim";
+    tickfan_sub_options_init(&f->o);
+    f->o.target = closed_target;
+    f->o.request = &f->req;
+    f->o.on_event = count_event;
+    f->o.arg = &f->events;
+    f->o.log = quiet_log;
+    f->o.log_arg = &f->log_lines;
+    f->o.backoff_initial_ms = 1;
+    f->o.backoff_max_ms = 5;
+}
+
+static void defaults_resume_with_a_15s_watchdog(void **state)
+{
+    struct tickfan_sub_options o;
+    tickfan_sub_options_init(&o);
+    assert_true(o.resume);
+    assert_int_equal(o.heartbeat_timeout_ms, 15000);
+    assert_int_equal(o.backoff_initial_ms, 100);
+    assert_int_equal(o.backoff_max_ms, 5000);
+    assert_int_equal(o.commit_interval_ms, 1000);
+    assert_int_equal(o.max_retries, 0);
+    assert_null(o.cursor_file);
+}
+
+static void create_rejects_missing_or_bad_options(void **state)
+{
+    struct fixture f;
+    tickfan_sub_t *s = (tickfan_sub_t *)1;
+
+    fixture_init(&f);
+    f.o.target = NULL;
+    assert_int_equal(tickfan_sub_create(&s, &f.o), -EINVAL);
+    assert_null(s);
+
+    fixture_init(&f);
+    f.req.topic = "";
+    assert_int_equal(tickfan_sub_create(&s, &f.o), -EINVAL);
+
+    fixture_init(&f);
+    f.o.on_event = NULL;
+    assert_int_equal(tickfan_sub_create(&s, &f.o), -EINVAL);
+
+    fixture_init(&f);
+    f.o.backoff_initial_ms = 0;
+    assert_int_equal(tickfan_sub_create(&s, &f.o), -EINVAL);
+
+    fixture_init(&f);
+    f.o.backoff_max_ms = 0; /* below initial */
+    assert_int_equal(tickfan_sub_create(&s, &f.o), -EINVAL);
+
+    fixture_init(&f);
+    f.o.heartbeat_timeout_ms = -1;
+    assert_int_equal(tickfan_sub_create(&s, &f.o), -EINVAL);
+    assert_null(s);
+    assert_true(f.log_lines > 0); /* the reason went to the caller's log */
+}
+
+static void path_in_tmp(char *buf, size_t len, const char *name)
+{
+    snprintf(buf, len, "%s/%s", tmp_dir, name);
+}
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static void cursor_file_round_trips_and_leaves_no_temporary(void **state)
+{
+    char path[256], tmp[300];
+    char *got = NULL;
+    struct stat st;
+
+    path_in_tmp(path, sizeof(path), "rt.cursor");
+    assert_int_equal(tickfan_sub_cursor_file_read(path, &got), -ENOENT);
+    assert_null(got);
+    assert_int_equal(tickfan_sub_cursor_file_write(path, "1-00000000000000ab-42"), 0);
+    assert_int_equal(tickfan_sub_cursor_file_write(path, "1-00000000000000ab-43"), 0);
+    assert_int_equal(tickfan_sub_cursor_file_read(path, &got), 0);
+    assert_string_equal(got, "1-00000000000000ab-43");
+    free(got);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    assert_int_equal(stat(tmp, &st), -1);
+}
+
+static void cursor_file_without_one_cursor_is_rejected(void **state)
+{
+    const char *bad[] = {"", "\n", "two words\n", "1-ab-1\n\n", "tab\there\n"};
+    char path[256];
+    char *got = NULL;
+
+    path_in_tmp(path, sizeof(path), "bad.cursor");
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        write_file(path, bad[i]);
+        assert_int_equal(tickfan_sub_cursor_file_read(path, &got), -EINVAL);
+        assert_null(got);
+    }
+    assert_int_equal(tickfan_sub_cursor_file_write(path, "has space"), -EINVAL);
+    assert_int_equal(tickfan_sub_cursor_file_write(path, ""), -EINVAL);
+}
+
+static void start_cursor_comes_from_the_file_unless_the_request_has_one(void **state)
+{
+    struct fixture f;
+    tickfan_sub_t *s;
+    char path[256], buf[64];
+
+    path_in_tmp(path, sizeof(path), "start.cursor");
+    write_file(path, "1-00000000000000ab-7\n");
+    fixture_init(&f);
+    f.o.cursor_file = path;
+    assert_int_equal(tickfan_sub_create(&s, &f.o), 0);
+    assert_int_equal(tickfan_sub_cursor(s, buf, sizeof(buf)), strlen("1-00000000000000ab-7"));
+    assert_string_equal(buf, "1-00000000000000ab-7");
+    tickfan_sub_destroy(s);
+
+    f.req.cursor = "1-00000000000000ab-9";
+    assert_int_equal(tickfan_sub_create(&s, &f.o), 0);
+    tickfan_sub_cursor(s, buf, sizeof(buf));
+    assert_string_equal(buf, "1-00000000000000ab-9");
+    tickfan_sub_destroy(s);
+
+    write_file(path, "not a cursor\n");
+    f.req.cursor = "";
+    assert_int_equal(tickfan_sub_create(&s, &f.o), -EINVAL);
+    assert_null(s);
+}
+
+static void cursor_copy_truncates_and_reports_full_length(void **state)
+{
+    struct fixture f;
+    tickfan_sub_t *s;
+    char buf[5];
+
+    fixture_init(&f);
+    assert_int_equal(tickfan_sub_create(&s, &f.o), 0);
+    assert_int_equal(tickfan_sub_cursor(s, buf, sizeof(buf)), 0);
+    assert_string_equal(buf, "");
+    tickfan_sub_destroy(s);
+
+    f.req.cursor = "1-00000000000000ab-9";
+    assert_int_equal(tickfan_sub_create(&s, &f.o), 0);
+    assert_int_equal(tickfan_sub_cursor(s, buf, sizeof(buf)), 20);
+    assert_string_equal(buf, "1-00");
+    assert_int_equal(tickfan_sub_cursor(s, NULL, 0), 20);
+    tickfan_sub_destroy(s);
+}
+
+static void unreachable_server_is_retried_then_given_up_with_its_status(void **state)
+{
+    struct fixture f;
+    tickfan_sub_t *s;
+    struct tickfan_sub_stats st;
+    grpc_status_code code;
+    const char *details;
+
+    fixture_init(&f);
+    f.o.max_retries = 2;
+    assert_int_equal(tickfan_sub_create(&s, &f.o), 0);
+    assert_int_equal(tickfan_sub_run(s), -EPIPE);
+    assert_int_equal(tickfan_sub_status(s, &code, &details), 0);
+    assert_int_equal(code, GRPC_STATUS_UNAVAILABLE);
+    assert_non_null(details);
+    tickfan_sub_stats(s, &st);
+    assert_int_equal(st.streams, 3);
+    assert_int_equal(st.resumes, 2);
+    assert_int_equal(st.resumes_transport, 2);
+    assert_int_equal(st.resumes_by_status[GRPC_STATUS_UNAVAILABLE], 2);
+    assert_int_equal(st.events, 0);
+    assert_int_equal(f.events, 0);
+    /* two "resuming" lines and one "giving up" */
+    assert_int_equal(f.log_lines, 3);
+    tickfan_sub_destroy(s);
+}
+
+static void without_resume_the_first_break_ends_run(void **state)
+{
+    struct fixture f;
+    tickfan_sub_t *s;
+    struct tickfan_sub_stats st;
+
+    fixture_init(&f);
+    f.o.resume = false;
+    assert_int_equal(tickfan_sub_create(&s, &f.o), 0);
+    assert_int_equal(tickfan_sub_run(s), -EPIPE);
+    tickfan_sub_stats(s, &st);
+    assert_int_equal(st.streams, 1);
+    assert_int_equal(st.resumes, 0);
+    assert_null(tickfan_sub_earliest_cursor(s));
+    tickfan_sub_destroy(s);
+}
+
+static void cancel_before_run_opens_nothing(void **state)
+{
+    struct fixture f;
+    tickfan_sub_t *s;
+    struct tickfan_sub_stats st;
+
+    fixture_init(&f);
+    assert_int_equal(tickfan_sub_create(&s, &f.o), 0);
+    tickfan_sub_cancel(s);
+    assert_int_equal(tickfan_sub_run(s), 0);
+    assert_int_equal(tickfan_sub_status(s, NULL, NULL), -ENOENT);
+    tickfan_sub_stats(s, &st);
+    assert_int_equal(st.streams, 0);
+    tickfan_sub_destroy(s);
+}
+
+struct poke {
+    tickfan_sub_t *s;
+    int64_t cancelled_at;
+    uint64_t streams_after_reconnect;
+};
+
+/* Waits (bounded) until run is in its first backoff. */
+static void wait_backing_off(tickfan_sub_t *s)
+{
+    struct tickfan_sub_stats st;
+    for (int i = 0; i < 500; i++) {
+        tickfan_sub_stats(s, &st);
+        if (st.resumes >= 1)
+            return;
+        usleep(10000);
+    }
+}
+
+static void *reconnect_then_cancel(void *arg)
+{
+    struct poke *p = arg;
+    struct tickfan_sub_stats st;
+
+    wait_backing_off(p->s);
+    tickfan_sub_reconnect(p->s);
+    /* The reconnect cuts the one-minute backoff short: a second stream. */
+    for (int i = 0; i < 100; i++) {
+        tickfan_sub_stats(p->s, &st);
+        if (st.streams >= 2)
+            break;
+        usleep(10000);
+    }
+    p->streams_after_reconnect = st.streams;
+    wait_backing_off(p->s);
+    p->cancelled_at = mono_ms();
+    tickfan_sub_cancel(p->s);
+    return NULL;
+}
+
+static void cancel_and_reconnect_from_another_thread_act_within_a_second(void **state)
+{
+    struct fixture f;
+    struct poke p = {0};
+    pthread_t th;
+
+    fixture_init(&f);
+    f.o.backoff_initial_ms = 60000;
+    f.o.backoff_max_ms = 60000;
+    assert_int_equal(tickfan_sub_create(&p.s, &f.o), 0);
+    assert_int_equal(pthread_create(&th, NULL, reconnect_then_cancel, &p), 0);
+    int rc = tickfan_sub_run(p.s);
+    int64_t returned_at = mono_ms();
+    pthread_join(th, NULL);
+    assert_int_equal(rc, 0);
+    assert_true(p.streams_after_reconnect >= 2);
+    assert_true(returned_at - p.cancelled_at < 1000);
+    tickfan_sub_destroy(p.s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(defaults_resume_with_a_15s_watchdog),
+        cmocka_unit_test(create_rejects_missing_or_bad_options),
+        cmocka_unit_test(cursor_file_round_trips_and_leaves_no_temporary),
+        cmocka_unit_test(cursor_file_without_one_cursor_is_rejected),
+        cmocka_unit_test(start_cursor_comes_from_the_file_unless_the_request_has_one),
+        cmocka_unit_test(cursor_copy_truncates_and_reports_full_length),
+        cmocka_unit_test(unreachable_server_is_retried_then_given_up_with_its_status),
+        cmocka_unit_test(without_resume_the_first_break_ends_run),
+        cmocka_unit_test(cancel_before_run_opens_nothing),
+        cmocka_unit_test(cancel_and_reconnect_from_another_thread_act_within_a_second),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
