@@ -4,6 +4,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <ini.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -26,6 +27,9 @@ struct opt_def {
 #define OFF(f) offsetof(struct config, f)
 
 static const struct opt_def opts[] = {
+    {"config", OPT_STR, NULL, 0, 0, NULL, "TICKFAN_CONFIG", OFF(config_file),
+     "INI file with any of these options (name = value) and [topic NAME] sections "
+     "(log-size, max-lag-bytes, overflow, heartbeat-ms); flags and environment override it"},
     {"listen", OPT_STR, "0.0.0.0:50051", 0, 0, NULL, "TICKFAN_LISTEN", OFF(listen),
      "gRPC listen address, HOST:PORT (port 0 picks a free port, logged at start)"},
     {"data-dir", OPT_STR, "tickfan-data", 0, 0, NULL, "TICKFAN_DATA_DIR", OFF(data_dir),
@@ -151,15 +155,18 @@ static bool choice_ok(const char *choices, const char *v)
     return false;
 }
 
-/* Sets one option from text. `from` names where the value came from. */
-static int set_opt(struct config *cfg, const struct opt_def *o, const char *v, bool from_env,
-                   char *err, size_t errlen)
+/* Where a value comes from, for precedence and for error messages. */
+enum source { SRC_DEFAULT, SRC_FILE, SRC_ENV, SRC_FLAG };
+
+/* Sets one option from text. `where` names the source in messages: NULL for
+ * a flag, else e.g. "TICKFAN_X" or "tickfan.ini:12". `field` is the place to
+ * set (the option's own field, or a topic section's). */
+static int set_value(void *field, const struct opt_def *o, const char *v, enum source src,
+                     const char *where, char *err, size_t errlen)
 {
-    void *field = (char *)cfg + o->offset;
-    const char *src = from_env ? o->env : NULL;
-    char who[96];
-    if (src)
-        snprintf(who, sizeof(who), "%s (--%s)", src, o->name);
+    char who[300];
+    if (where)
+        snprintf(who, sizeof(who), "%s (%s)", where, o->name);
     else
         snprintf(who, sizeof(who), "--%s", o->name);
 
@@ -209,7 +216,7 @@ static int set_opt(struct config *cfg, const struct opt_def *o, const char *v, b
     }
     case OPT_LIST: {
         char ***list = field;
-        if (!from_env) {
+        if (src != SRC_ENV) {
             if (!*v) {
                 snprintf(err, errlen, "%s: empty value", who);
                 return -EINVAL;
@@ -229,6 +236,13 @@ static int set_opt(struct config *cfg, const struct opt_def *o, const char *v, b
     }
     }
     return -EINVAL;
+}
+
+static int set_opt(struct config *cfg, const struct opt_def *o, const char *v, bool from_env,
+                   char *err, size_t errlen)
+{
+    return set_value((char *)cfg + o->offset, o, v, from_env ? SRC_ENV : SRC_DEFAULT,
+                     from_env ? o->env : NULL, err, errlen);
 }
 
 static const struct opt_def *find_opt(const char *name, size_t len)
@@ -268,10 +282,127 @@ void config_usage(FILE *out)
             fprintf(out, ", range [%lld, %lld]", (long long)o->min, (long long)o->max);
         fputc('\n', out);
     }
-    fprintf(out, "  --help     print this help and exit\n"
+    fprintf(out, "  --check-config  validate the configuration and exit (0: valid, 2: not)\n"
+                 "  --help     print this help and exit\n"
                  "  --version  print the version and exit\n\n"
+                 "SIGHUP re-reads --config and applies log-level, heartbeat-ms, max-lag-bytes,\n"
+                 "overflow and the [topic NAME] settings of those; other changes are logged as\n"
+                 "needing a restart.\n\n"
                  "Exit codes: 0 clean shutdown (SIGTERM/SIGINT), 1 runtime failure,\n"
                  "2 bad option or value.\n");
+}
+
+/* Options a [topic NAME] section may set, and where they go. */
+static const struct {
+    const char *name;
+    size_t offset;
+} topic_keys[] = {
+    {"log-size", offsetof(struct topic_conf, log_size)},
+    {"max-lag-bytes", offsetof(struct topic_conf, max_lag_bytes)},
+    {"overflow", offsetof(struct topic_conf, overflow)},
+    {"heartbeat-ms", offsetof(struct topic_conf, heartbeat_ms)},
+};
+
+struct file_state {
+    struct config *cfg;
+    const char *path;
+    FILE *f;
+    int line; /* lines read so far: the handler's line */
+    int line_of_error;
+    int rc;
+    char *err;
+    size_t errlen;
+    bool list_from_file[NOPTS];
+};
+
+static struct topic_conf *topic_conf_get(struct config *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->ntopic_confs; i++)
+        if (strcmp(cfg->topic_confs[i].name, name) == 0)
+            return &cfg->topic_confs[i];
+    struct topic_conf *grown =
+        realloc(cfg->topic_confs, (cfg->ntopic_confs + 1) * sizeof(*cfg->topic_confs));
+    if (!grown)
+        return NULL;
+    cfg->topic_confs = grown;
+    struct topic_conf *tc = &grown[cfg->ntopic_confs];
+    memset(tc, 0, sizeof(*tc));
+    tc->log_size = tc->max_lag_bytes = tc->heartbeat_ms = -1;
+    tc->name = strdup(name);
+    if (!tc->name)
+        return NULL;
+    cfg->ntopic_confs++;
+    return tc;
+}
+
+static int on_ini(void *user, const char *section, const char *name, const char *value)
+{
+    struct file_state *fs = user;
+    int lineno = fs->line;
+    char where[300];
+    snprintf(where, sizeof(where), "%s:%d", fs->path, lineno);
+    if (!section[0]) {
+        const struct opt_def *o = find_opt(name, strlen(name));
+        if (!o || strcmp(name, "config") == 0) {
+            snprintf(fs->err, fs->errlen, "%s: unknown option '%s' (see --help)", where, name);
+            fs->rc = -EINVAL;
+            return 0;
+        }
+        if (o->type == OPT_LIST && !fs->list_from_file[o - opts]) {
+            list_free((char ***)((char *)fs->cfg + o->offset));
+            fs->list_from_file[o - opts] = true;
+        }
+        fs->rc =
+            set_value((char *)fs->cfg + o->offset, o, value, SRC_FILE, where, fs->err, fs->errlen);
+        return fs->rc == 0;
+    }
+    if (strncmp(section, "topic ", 6) != 0 || !section[6]) {
+        snprintf(fs->err, fs->errlen, "%s: unknown section [%s] (expected [topic NAME])", where,
+                 section);
+        fs->rc = -EINVAL;
+        return 0;
+    }
+    struct topic_conf *tc = topic_conf_get(fs->cfg, section + 6);
+    if (!tc) {
+        fs->rc = -ENOMEM;
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof(topic_keys) / sizeof(topic_keys[0]); i++) {
+        if (strcmp(name, topic_keys[i].name) != 0)
+            continue;
+        const struct opt_def *o = find_opt(name, strlen(name));
+        fs->rc = set_value((char *)tc + topic_keys[i].offset, o, value, SRC_FILE, where, fs->err,
+                           fs->errlen);
+        return fs->rc == 0;
+    }
+    snprintf(fs->err, fs->errlen,
+             "%s: '%s' cannot be set per topic (log-size, max-lag-bytes, overflow, "
+             "heartbeat-ms can)",
+             where, name);
+    fs->rc = -EINVAL;
+    return 0;
+}
+
+static char *read_line(char *str, int num, void *stream)
+{
+    struct file_state *fs = stream;
+    char *r = fgets(str, num, fs->f);
+    if (r)
+        fs->line++;
+    return r;
+}
+
+/* The --config path from flags or environment, before anything else. */
+static const char *find_config_path(int argc, char **argv, const char *const *envp)
+{
+    const char *path = env_get(envp, "TICKFAN_CONFIG");
+    for (int a = 1; a < argc; a++) {
+        if (strcmp(argv[a], "--config") == 0 && a + 1 < argc)
+            path = argv[a + 1];
+        else if (strncmp(argv[a], "--config=", 9) == 0)
+            path = argv[a] + 9;
+    }
+    return path;
 }
 
 int config_parse(struct config *cfg, int argc, char **argv, const char *const *envp, FILE *out,
@@ -283,10 +414,38 @@ int config_parse(struct config *cfg, int argc, char **argv, const char *const *e
         if (opts[i].defval && (rc = set_opt(cfg, &opts[i], opts[i].defval, false, err, errlen)))
             goto out_free;
     }
-    /* Environment. A list from env is replaced wholesale by list flags. */
+    /* The file, then the environment, then flags: each overrides the one
+     * before; a list from a later source replaces the list wholesale. */
+    const char *path = find_config_path(argc, argv, envp);
+    if (path) {
+        struct file_state fs = {.cfg = cfg, .path = path, .err = err, .errlen = errlen};
+        fs.f = fopen(path, "r");
+        if (!fs.f) {
+            snprintf(err, errlen, "--config '%s': cannot open: %s", path, strerror(errno));
+            rc = -EINVAL;
+            goto out_free;
+        }
+        int line = ini_parse_stream(read_line, &fs, on_ini, &fs);
+        fclose(fs.f);
+        if (line != 0 || fs.rc) {
+            if (!fs.rc)
+                snprintf(err, errlen, "%s:%d: cannot parse this line", path, line);
+            rc = fs.rc ? fs.rc : -EINVAL;
+            goto out_free;
+        }
+        cfg->config_path = strdup(path);
+    }
+    bool list_from_env[NOPTS];
+    memset(list_from_env, 0, sizeof(list_from_env));
     for (size_t i = 0; i < NOPTS; i++) {
         const char *v = env_get(envp, opts[i].env);
-        if (v && (rc = set_opt(cfg, &opts[i], v, true, err, errlen)))
+        if (!v)
+            continue;
+        if (opts[i].type == OPT_LIST) {
+            list_free((char ***)((char *)cfg + opts[i].offset));
+            list_from_env[i] = true;
+        }
+        if ((rc = set_opt(cfg, &opts[i], v, true, err, errlen)))
             goto out_free;
     }
     bool list_from_flags[NOPTS];
@@ -302,6 +461,15 @@ int config_parse(struct config *cfg, int argc, char **argv, const char *const *e
             fprintf(out, "tickfand %s\n", TICKFAN_VERSION);
             config_free(cfg);
             return CONFIG_VERSION;
+        }
+        if (strcmp(arg, "--options-markdown") == 0) {
+            config_options_markdown(out);
+            config_free(cfg);
+            return CONFIG_HELP;
+        }
+        if (strcmp(arg, "--check-config") == 0) {
+            cfg->check_only = true;
+            continue;
         }
         if (strncmp(arg, "--", 2) != 0) {
             snprintf(err, errlen, "unexpected argument '%s' (options start with --)", arg);
@@ -341,8 +509,35 @@ out_free:
     return rc == -ENOMEM ? (snprintf(err, errlen, "out of memory"), -ENOMEM) : rc;
 }
 
+void config_options_markdown(FILE *out)
+{
+    fprintf(out, "| option | env | default | meaning |\n| --- | --- | --- | --- |\n");
+    for (size_t i = 0; i < NOPTS; i++) {
+        const struct opt_def *o = &opts[i];
+        fprintf(out, "| `--%s` | `%s` | ", o->name, o->env);
+        if (o->defval)
+            fprintf(out, "`%s`", o->defval);
+        else
+            fprintf(out, "unset");
+        if (o->type == OPT_INT || o->type == OPT_SIZE)
+            fprintf(out, " (%lld..%lld)", (long long)o->min, (long long)o->max);
+        if (o->type == OPT_ENUM)
+            fprintf(out, " (`%s`)", o->choices);
+        fprintf(out, " | %s |\n", o->help);
+    }
+}
+
 void config_free(struct config *cfg)
 {
+    for (size_t i = 0; i < cfg->ntopic_confs; i++) {
+        free(cfg->topic_confs[i].name);
+        free(cfg->topic_confs[i].overflow);
+    }
+    free(cfg->topic_confs);
+    cfg->topic_confs = NULL;
+    cfg->ntopic_confs = 0;
+    free(cfg->config_path);
+    cfg->config_path = NULL;
     for (size_t i = 0; i < NOPTS; i++) {
         void *field = (char *)cfg + opts[i].offset;
         if (opts[i].type == OPT_LIST)
@@ -350,6 +545,41 @@ void config_free(struct config *cfg)
         else if (opts[i].type == OPT_STR || opts[i].type == OPT_ENUM) {
             free(*(char **)field);
             *(char **)field = NULL;
+        }
+    }
+}
+
+static bool list_equal(char **a, char **b)
+{
+    size_t i = 0;
+    for (; a && b && a[i] && b[i]; i++)
+        if (strcmp(a[i], b[i]) != 0)
+            return false;
+    return (!a || !a[i]) && (!b || !b[i]);
+}
+
+void config_changed(const struct config *a, const struct config *b, char *out, size_t len)
+{
+    out[0] = 0;
+    for (size_t i = 0; i < NOPTS; i++) {
+        const void *fa = (const char *)a + opts[i].offset, *fb = (const char *)b + opts[i].offset;
+        bool same;
+        switch (opts[i].type) {
+        case OPT_INT:
+        case OPT_SIZE:
+            same = *(const int64_t *)fa == *(const int64_t *)fb;
+            break;
+        case OPT_LIST:
+            same = list_equal(*(char **const *)fa, *(char **const *)fb);
+            break;
+        default: {
+            const char *sa = *(char *const *)fa, *sb = *(char *const *)fb;
+            same = (!sa && !sb) || (sa && sb && strcmp(sa, sb) == 0);
+        }
+        }
+        if (!same) {
+            size_t used = strlen(out);
+            snprintf(out + used, len - used, "%s%s", used ? "," : "", opts[i].name);
         }
     }
 }

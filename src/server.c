@@ -49,13 +49,7 @@ int server_create(struct server **out, const struct config *cfg, struct topics *
     }
     srv->cfg = cfg;
     srv->topics = topics;
-    srv->heartbeat_us = cfg->heartbeat_ms * 1000;
-    srv->max_lag_bytes = cfg->max_lag_bytes;
     srv->max_streams = cfg->max_streams;
-    srv->overflow_default =
-        strcmp(cfg->overflow, "disconnect") == 0 ? EVENTS__V1__OVERFLOW_POLICY__OVERFLOW_DISCONNECT
-        : strcmp(cfg->overflow, "conflate") == 0 ? EVENTS__V1__OVERFLOW_POLICY__OVERFLOW_CONFLATE
-                                                 : EVENTS__V1__OVERFLOW_POLICY__OVERFLOW_DROP;
     atomic_init(&srv->draining, false);
     atomic_init(&srv->stopping, false);
     atomic_init(&srv->streams_live, 0);

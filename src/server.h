@@ -35,10 +35,7 @@ struct server {
     grpc_completion_queue *ctl_cq; /* main thread: server shutdown notification */
     int port;
 
-    int64_t heartbeat_us;
-    int64_t max_lag_bytes; /* 0: half of each topic's log */
     int64_t max_streams;
-    int overflow_default; /* Events__V1__OverflowPolicy: DROP, CONFLATE or DISCONNECT */
 
     atomic_bool draining;               /* SIGTERM: end every stream with UNAVAILABLE */
     _Atomic uint64_t health_generation; /* bumped when the serving status changes */

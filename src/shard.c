@@ -372,6 +372,19 @@ static void dispatch(struct shard *sh, struct tag *t, bool ok)
 
 /* ---- the loop ------------------------------------------------------------ */
 
+/* A quarter of the shortest heartbeat cadence, within 5..250 ms. */
+static int64_t shard_tick_us(const struct server *srv)
+{
+    int64_t tick = 250000;
+    for (size_t i = 0; i < srv->topics->count; i++) {
+        int64_t hb =
+            atomic_load_explicit(&srv->topics->items[i].heartbeat_us, memory_order_relaxed) / 4;
+        if (hb < tick)
+            tick = hb;
+    }
+    return tick < 5000 ? 5000 : tick;
+}
+
 static void shutdown_cq(struct shard *sh)
 {
     grpc_completion_queue_shutdown(sh->cq);
@@ -483,6 +496,7 @@ static void *shard_main(void *p)
             }
             for (size_t b = 0; b < SHARD_LAG_BUCKETS; b++)
                 atomic_store_explicit(&sh->ctr.lag[b], lag[b], memory_order_relaxed);
+            sh->tick_us = shard_tick_us(srv); /* SIGHUP may change a cadence */
             sh->next_tick_us = now + sh->tick_us;
         }
         if (atomic_load(&srv->stopping) && !sh->all && !requests_armed(sh) && !sh->calls_live)
@@ -564,12 +578,7 @@ int shard_create(struct shard **out, struct server *srv, size_t index)
         sh->method_req[i].method = i;
     }
 
-    int64_t tick = srv->heartbeat_us / 4;
-    if (tick < 5000)
-        tick = 5000;
-    if (tick > 250000)
-        tick = 250000;
-    sh->tick_us = tick;
+    sh->tick_us = shard_tick_us(srv);
     *out = sh;
     return 0;
 

@@ -38,6 +38,68 @@ static void server_notify_late(void *arg)
         server_notify(srv);
 }
 
+/* --check-config: what can be checked without opening anything. */
+static int check_config(const struct config *cfg)
+{
+    for (size_t i = 0; cfg->topics && cfg->topics[i]; i++)
+        if (!topics_name_valid(cfg->topics[i], strlen(cfg->topics[i]))) {
+            fprintf(stderr, "tickfand: --topic '%s': invalid topic name\n", cfg->topics[i]);
+            return -1;
+        }
+    for (size_t i = 0; i < cfg->ntopic_confs; i++)
+        if (!topics_name_valid(cfg->topic_confs[i].name, strlen(cfg->topic_confs[i].name))) {
+            fprintf(stderr, "tickfand: [topic %s]: invalid topic name\n", cfg->topic_confs[i].name);
+            return -1;
+        }
+    static const char *const kinds[] = {"sim",           "sim:",  "udp://", "tcp://",
+                                        "tcp-listen://", "file:", "none"};
+    for (size_t i = 0; cfg->feeds && cfg->feeds[i]; i++) {
+        bool ok = false;
+        for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++)
+            ok |= strncmp(cfg->feeds[i], kinds[k], strlen(kinds[k])) == 0;
+        if (!ok) {
+            fprintf(stderr, "tickfand: --feed '%s': unknown feed\n", cfg->feeds[i]);
+            return -1;
+        }
+    }
+    printf("tickfand: configuration OK%s%s%s\n", cfg->config_path ? " (" : "",
+           cfg->config_path ? cfg->config_path : "", cfg->config_path ? ")" : "");
+    return 0;
+}
+
+/* SIGHUP: re-read the configuration (the file may have changed; flags and
+ * environment are as at start) and apply what can change at run time. */
+static void reload(struct config *cfg, struct topics *topics, int argc, char **argv, char **envp)
+{
+    struct config next;
+    char err[512];
+    if (config_parse(&next, argc, argv, (const char *const *)envp, stdout, err, sizeof(err)) !=
+        CONFIG_OK) {
+        log_error("msg=reload_failed error=\"%s\" detail=\"kept the running configuration\"", err);
+        return;
+    }
+    char changed[1024], topics_changed[1024], restart[1024] = "";
+    config_changed(cfg, &next, changed, sizeof(changed));
+    static const char *const live[] = {"log-level", "heartbeat-ms", "max-lag-bytes", "overflow"};
+    /* everything else that changed needs a restart */
+    for (char *name = strtok(changed, ","); name; name = strtok(NULL, ",")) {
+        bool is_live = false;
+        for (size_t i = 0; i < sizeof(live) / sizeof(live[0]); i++)
+            is_live |= strcmp(name, live[i]) == 0;
+        if (!is_live) {
+            size_t used = strlen(restart);
+            snprintf(restart + used, sizeof(restart) - used, "%s%s", used ? "," : "", name);
+        }
+    }
+    enum log_level level;
+    if (log_parse_level(next.log_level, &level) == 0)
+        log_set_level(level);
+    topics_apply_settings(topics, &next, topics_changed, sizeof(topics_changed));
+    log_info("msg=reloaded log_level=%s changed=\"%s\" restart_needed=\"%s\"", next.log_level,
+             topics_changed, restart);
+    config_free(&next);
+}
+
 /* mkdir -p */
 static int make_dirs(const char *path)
 {
@@ -83,6 +145,11 @@ int main(int argc, char **argv, char **envp)
     enum log_level level = LOG_INFO;
     log_parse_level(cfg.log_level, &level);
     log_set_level(level);
+    if (cfg.check_only) {
+        int bad = check_config(&cfg);
+        config_free(&cfg);
+        return bad ? EXIT_USAGE : 0;
+    }
 
     int exit_code = 1;
     struct topics topics = {0};
@@ -100,7 +167,17 @@ int main(int argc, char **argv, char **envp)
     struct topics_options topts = {.data_dir = cfg.data_dir,
                                    .log_size = (size_t)cfg.log_size,
                                    .sync_every = strcmp(cfg.sync, "every") == 0};
+    for (size_t i = 0; i < cfg.ntopic_confs; i++) {
+        topts.log_size = topics_log_size(&cfg, cfg.topic_confs[i].name);
+        rc = topics_add(&topics, cfg.topic_confs[i].name, &topts, err, sizeof(err));
+        if (rc) {
+            fprintf(stderr, "tickfand: [topic %s]: %s\n", cfg.topic_confs[i].name, err);
+            exit_code = rc == -EINVAL ? EXIT_USAGE : 1;
+            goto out;
+        }
+    }
     for (size_t i = 0; cfg.topics && cfg.topics[i]; i++) {
+        topts.log_size = topics_log_size(&cfg, cfg.topics[i]);
         rc = topics_add(&topics, cfg.topics[i], &topts, err, sizeof(err));
         if (rc) {
             fprintf(stderr, "tickfand: --topic '%s': %s\n", cfg.topics[i], err);
@@ -122,6 +199,7 @@ int main(int argc, char **argv, char **envp)
         .sim_seed = (uint64_t)cfg.sim_seed,
         .udp_rcvbuf = cfg.udp_rcvbuf,
     };
+    topts.log_size = (size_t)cfg.log_size; /* simulator topics without a section */
     rc = ingest_create(&ingest, cfg.feeds, &iopts, &topics, &topts, server_notify_late, &srv, err,
                        sizeof(err));
     if (rc) {
@@ -134,6 +212,8 @@ int main(int argc, char **argv, char **envp)
         exit_code = EXIT_USAGE;
         goto out;
     }
+    char applied[1024];
+    topics_apply_settings(&topics, &cfg, applied, sizeof(applied));
 
     /* Signals are taken synchronously by this thread; every thread started
      * from here on inherits the mask. */
@@ -186,8 +266,7 @@ int main(int argc, char **argv, char **envp)
         siginfo_t si;
         int sig = sigwaitinfo(&sigs, &si);
         if (sig == SIGHUP) {
-            log_warn("msg=reload_unsupported detail=\"SIGHUP ignored: this version reloads "
-                     "nothing at run time\"");
+            reload(&cfg, &topics, argc, argv, envp);
             continue;
         }
         if (sig == SIGINT || sig == SIGTERM) {

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "config.h"
 #include "log.h"
 
 bool topics_name_valid(const char *name, size_t len)
@@ -138,4 +139,50 @@ void topics_destroy(struct topics *t)
     free(t->items);
     t->items = NULL;
     t->count = 0;
+}
+
+static const struct topic_conf *section_of(const struct config *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->ntopic_confs; i++)
+        if (strcmp(cfg->topic_confs[i].name, name) == 0)
+            return &cfg->topic_confs[i];
+    return NULL;
+}
+
+size_t topics_log_size(const struct config *cfg, const char *name)
+{
+    const struct topic_conf *tc = section_of(cfg, name);
+    return (size_t)(tc && tc->log_size >= 0 ? tc->log_size : cfg->log_size);
+}
+
+static int overflow_code(const char *s)
+{
+    return strcmp(s, "disconnect") == 0 ? 3 : strcmp(s, "conflate") == 0 ? 2 : 1;
+}
+
+static void set_if_changed(_Atomic int64_t *field, int64_t v, const char *topic, const char *what,
+                           char *changed, size_t len)
+{
+    if (atomic_exchange(field, v) == v)
+        return;
+    size_t used = strlen(changed);
+    snprintf(changed + used, len - used, "%stopic.%s.%s", used ? "," : "", topic, what);
+}
+
+void topics_apply_settings(struct topics *t, const struct config *cfg, char *changed, size_t len)
+{
+    changed[0] = 0;
+    for (size_t i = 0; i < t->count; i++) {
+        struct topic *tp = &t->items[i];
+        const struct topic_conf *tc = section_of(cfg, tp->name);
+        int64_t lag = tc && tc->max_lag_bytes >= 0 ? tc->max_lag_bytes : cfg->max_lag_bytes;
+        int64_t hb = (tc && tc->heartbeat_ms >= 0 ? tc->heartbeat_ms : cfg->heartbeat_ms) * 1000;
+        int ov = overflow_code(tc && tc->overflow ? tc->overflow : cfg->overflow);
+        set_if_changed(&tp->max_lag_bytes, lag, tp->name, "max-lag-bytes", changed, len);
+        set_if_changed(&tp->heartbeat_us, hb, tp->name, "heartbeat-ms", changed, len);
+        if (atomic_exchange(&tp->overflow, ov) != ov) {
+            size_t used = strlen(changed);
+            snprintf(changed + used, len - used, "%stopic.%s.overflow", used ? "," : "", tp->name);
+        }
+    }
 }

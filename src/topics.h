@@ -24,7 +24,13 @@ struct topic {
     char *name;
     size_t index; /* 0 .. topics_count-1, stable for the process's life */
     ringlog_t *log;
+    /* settings SIGHUP may change; read by the shards where they are used */
+    _Atomic int64_t max_lag_bytes; /* 0: half the log */
+    _Atomic int64_t heartbeat_us;
+    _Atomic int overflow; /* 1 drop, 2 conflate, 3 disconnect (OverflowPolicy) */
 };
+
+struct config;
 
 struct topics {
     struct topic *items;
@@ -52,6 +58,13 @@ bool topics_name_valid(const char *name, size_t len);
 int topics_add(struct topics *t, const char *name, const struct topics_options *opts, char *err,
                size_t errlen);
 struct topic *topics_find(const struct topics *t, const char *name, size_t len);
+/* Sets every topic's runtime settings from `cfg` (its [topic NAME] section,
+ * else the global options). Writes what changed into `changed` (a
+ * comma-separated list, empty if nothing). Main thread; any time. */
+void topics_apply_settings(struct topics *t, const struct config *cfg, char *changed, size_t len);
+/* The log size `cfg` gives topic `name`. */
+size_t topics_log_size(const struct config *cfg, const char *name);
+
 /* Starts the thread that msyncs every log each `interval_ms`. 0 or -errno. */
 int topics_sync_start(struct topics *t, int64_t interval_ms);
 /* Stops the syncer (after a last sync) and closes every log cleanly. */

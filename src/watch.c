@@ -24,6 +24,16 @@ static struct cursor cursor_of(const struct watch *w)
     return (struct cursor){.epoch = ringlog_epoch(w->topic->log), .seq = w->it.seq - 1};
 }
 
+/* The topic's lag budget in log bytes (SIGHUP may change it): the setting,
+ * or half the log, and never more than three quarters of it. */
+static uint64_t lag_budget(const struct watch *w)
+{
+    uint64_t cap = ringlog_capacity(w->topic->log);
+    int64_t set = atomic_load_explicit(&w->topic->max_lag_bytes, memory_order_relaxed);
+    uint64_t budget = set > 0 ? (uint64_t)set : cap / 2;
+    return budget > cap / 4 * 3 ? cap / 4 * 3 : budget;
+}
+
 static bool matches(const struct watch *w, const struct ringlog_view *v)
 {
     return v->type == RINGLOG_GAP || !w->has_filter ||
@@ -171,7 +181,7 @@ static void overflow(struct watch *w)
         snprintf(msg, sizeof(msg),
                  "slow consumer: more than %lld bytes behind the head of topic '%s'; resume "
                  "from cursor %s",
-                 (long long)w->max_lag_bytes, w->topic->name, text);
+                 (long long)lag_budget(w), w->topic->name, text);
         log_info("msg=slow_consumer id=%llu topic=%s policy=disconnect cursor=%s",
                  (unsigned long long)w->id, w->topic->name, text);
         counter_add(&w->shard->ctr.slow[EVENTS__V1__OVERFLOW_POLICY__OVERFLOW_DISCONNECT], 1);
@@ -485,7 +495,7 @@ void watch_pump(struct watch *w)
     for (int budget = SCAN_BUDGET; budget > 0; budget--) {
         /* The lag budget is for live subscribers: one replaying the backlog
          * is behind by design, and only being lapped stops it. */
-        if (w->eob_sent && ringlog_head_pos(log) - w->it.pos > (uint64_t)w->max_lag_bytes) {
+        if (w->eob_sent && ringlog_head_pos(log) - w->it.pos > lag_budget(w)) {
             overflow(w);
             watch_pump(w);
             return;
@@ -541,7 +551,8 @@ void watch_tick(struct watch *w, int64_t now_us)
 {
     if (w->send_busy || !is_live(w) || w->pending)
         return;
-    if (now_us - w->last_send_us < w->shard->srv->heartbeat_us)
+    if (now_us - w->last_send_us <
+        atomic_load_explicit(&w->topic->heartbeat_us, memory_order_relaxed))
         return;
     counter_add(&w->shard->ctr.heartbeats, 1);
     start_send(w, wire_heartbeat(cursor_of(w), log_now_unix_us()));
@@ -564,6 +575,13 @@ void watch_on_send(struct watch *w, bool ok)
     grpc_byte_buffer_destroy(w->send_bb);
     w->send_bb = NULL;
     w->last_send_us = log_now_mono_us();
+    if (!ok && is_live(w)) {
+        /* The transport refused the message: the stream cannot go on. End
+         * the call so the client sees it (and resumes) instead of waiting. */
+        log_warn("msg=send_failed id=%llu topic=%s", (unsigned long long)w->id,
+                 w->topic ? w->topic->name : "-");
+        grpc_call_cancel(w->call, NULL);
+    }
     if (ok && is_live(w)) {
         if (w->end_pending) {
             w->end_pending = false;
@@ -706,7 +724,7 @@ static bool setup(struct watch *w, grpc_byte_buffer *payload)
 
     switch (req->overflow) {
     case EVENTS__V1__OVERFLOW_POLICY__OVERFLOW_DEFAULT:
-        w->overflow = srv->overflow_default;
+        w->overflow = atomic_load(&w->topic->overflow);
         break;
     case EVENTS__V1__OVERFLOW_POLICY__OVERFLOW_DROP:
     case EVENTS__V1__OVERFLOW_POLICY__OVERFLOW_CONFLATE:
@@ -718,10 +736,6 @@ static bool setup(struct watch *w, grpc_byte_buffer *payload)
         finish(w, GRPC_STATUS_INVALID_ARGUMENT, msg, NULL, NULL);
         goto out;
     }
-    int64_t cap = (int64_t)ringlog_capacity(w->topic->log);
-    w->max_lag_bytes = srv->max_lag_bytes ? srv->max_lag_bytes : cap / 2;
-    if (w->max_lag_bytes > cap * 3 / 4)
-        w->max_lag_bytes = cap * 3 / 4;
     ok = position(w, req);
     if (ok)
         w->backlog_end = ringlog_head_seq(w->topic->log);

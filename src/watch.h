@@ -36,7 +36,6 @@ struct watch {
     struct ringlog_iter it;
     uint64_t backlog_end; /* head seq when positioned: EndOfBacklog once past it */
     int overflow;         /* Events__V1__OverflowPolicy, never DEFAULT */
-    int64_t max_lag_bytes;
 
     int refs; /* operations in flight */
     bool md_sent;

@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -115,6 +116,98 @@ static void help_and_version_stop_without_error(void **state)
     assert_int_equal(parse(&cfg, version, NULL, err), CONFIG_VERSION);
 }
 
+static const char *write_file(const char *text)
+{
+    static char path[64];
+    snprintf(path, sizeof(path), "/tmp/tickfan-config-test-%d.ini", (int)getpid());
+    FILE *f = fopen(path, "w");
+    fputs(text, f);
+    fclose(f);
+    return path;
+}
+
+static void config_file_sets_options_and_topic_sections(void **state)
+{
+    const char *path = write_file("# comment\nheartbeat-ms = 700\ntopic = a\ntopic = b\n\n"
+                                  "[topic fast]\nlog-size = 128K\noverflow = conflate\n");
+    char *argv[] = {"tickfand", "--config", (char *)path, NULL};
+    struct config cfg;
+    char err[256];
+    assert_int_equal(parse(&cfg, argv, NULL, err), CONFIG_OK);
+    assert_int_equal(cfg.heartbeat_ms, 700);
+    assert_string_equal(cfg.topics[0], "a");
+    assert_string_equal(cfg.topics[1], "b");
+    assert_int_equal(cfg.ntopic_confs, 1);
+    assert_string_equal(cfg.topic_confs[0].name, "fast");
+    assert_int_equal(cfg.topic_confs[0].log_size, 128 * 1024);
+    assert_string_equal(cfg.topic_confs[0].overflow, "conflate");
+    assert_int_equal(cfg.topic_confs[0].max_lag_bytes, -1); /* inherits */
+    config_free(&cfg);
+    unlink(path);
+}
+
+static void flags_and_environment_override_the_file(void **state)
+{
+    const char *path = write_file("heartbeat-ms = 700\nsim-rate = 5\ntopic = a\n");
+    const char *env[] = {"TICKFAN_SIM_RATE=6", "TICKFAN_TOPICS=x,y", NULL};
+    char *argv[] = {"tickfand", "--config", (char *)path, "--heartbeat-ms", "900", NULL};
+    struct config cfg;
+    char err[256];
+    assert_int_equal(parse(&cfg, argv, env, err), CONFIG_OK);
+    assert_int_equal(cfg.heartbeat_ms, 900); /* flag over file */
+    assert_int_equal(cfg.sim_rate, 6);       /* env over file */
+    assert_string_equal(cfg.topics[0], "x"); /* an env list replaces the file's */
+    assert_null(cfg.topics[2]);
+    config_free(&cfg);
+    unlink(path);
+}
+
+static void bad_file_values_name_the_file_line_option_and_value(void **state)
+{
+    struct {
+        const char *text;
+        const char *want[3];
+    } cases[] = {
+        {"heartbeat-ms = 700\nsim-rate = fast\n", {":2", "sim-rate", "fast"}},
+        {"nope = 1\n", {":1", "unknown option", "nope"}},
+        {"[topic t]\nlisten = x\n", {":2", "listen", "per topic"}},
+        {"[other]\nx = 1\n", {":2", "unknown section", "other"}},
+        {"log-size = 1K\n", {":1", "log-size", "1K"}},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *path = write_file(cases[i].text);
+        char *argv[] = {"tickfand", "--config", (char *)path, NULL};
+        struct config cfg;
+        char err[256] = "";
+        assert_int_equal(parse(&cfg, argv, NULL, err), -EINVAL);
+        for (int k = 0; k < 3; k++)
+            if (!strstr(err, cases[i].want[k]))
+                fail_msg("case %zu: '%s' not in '%s'", i, cases[i].want[k], err);
+        unlink(path);
+    }
+    char *argv[] = {"tickfand", "--config", "/nonexistent/x.ini", NULL};
+    struct config cfg;
+    char err[256] = "";
+    assert_int_equal(parse(&cfg, argv, NULL, err), -EINVAL);
+    assert_non_null(strstr(err, "/nonexistent/x.ini"));
+}
+
+static void changed_options_are_listed_by_name(void **state)
+{
+    struct config a, b;
+    char err[256], out[256];
+    char *argv1[] = {"tickfand", "--heartbeat-ms", "700", "--topic", "t", NULL};
+    char *argv2[] = {"tickfand", "--heartbeat-ms", "800", "--topic", "t", "--shards", "1", NULL};
+    assert_int_equal(parse(&a, argv1, NULL, err), CONFIG_OK);
+    assert_int_equal(parse(&b, argv2, NULL, err), CONFIG_OK);
+    config_changed(&a, &b, out, sizeof(out));
+    assert_string_equal(out, "heartbeat-ms,shards");
+    config_changed(&a, &a, out, sizeof(out));
+    assert_string_equal(out, "");
+    config_free(&a);
+    config_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -123,6 +216,10 @@ int main(void)
         cmocka_unit_test(sizes_take_binary_suffixes),
         cmocka_unit_test(bad_values_name_the_option_and_the_value),
         cmocka_unit_test(help_and_version_stop_without_error),
+        cmocka_unit_test(config_file_sets_options_and_topic_sections),
+        cmocka_unit_test(flags_and_environment_override_the_file),
+        cmocka_unit_test(bad_file_values_name_the_file_line_option_and_value),
+        cmocka_unit_test(changed_options_are_listed_by_name),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
