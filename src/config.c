@@ -70,6 +70,8 @@ static const struct opt_def opts[] = {
      "built-in simulator: random seed (same seed, same ticks)"},
     {"metrics-listen", OPT_STR, NULL, 0, 0, NULL, "TICKFAN_METRICS_LISTEN", OFF(metrics_listen),
      "serve Prometheus metrics at http://HOST:PORT/metrics (unset: no metrics endpoint)"},
+    {"log-format", OPT_ENUM, "logfmt", 0, 0, "logfmt|json", "TICKFAN_LOG_FORMAT", OFF(log_format),
+     "log lines as logfmt (key=value) or one JSON object per line"},
     {"log-level", OPT_ENUM, "info", 0, 0, "error|warn|info|debug", "TICKFAN_LOG_LEVEL",
      OFF(log_level), "log level"},
     {"drain-timeout-ms", OPT_INT, "5000", 0, 600000, NULL, "TICKFAN_DRAIN_TIMEOUT_MS",

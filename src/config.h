@@ -45,6 +45,7 @@ struct config {
     char *sim_symbols;
     int64_t sim_seed;
     char *log_level;
+    char *log_format;
     char *metrics_listen;
     int64_t drain_timeout_ms;
     int64_t max_streams;

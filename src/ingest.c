@@ -1031,11 +1031,15 @@ static void *uring_main(struct ingest *in)
         }
         if (wait > MAX_WAIT_NS)
             wait = MAX_WAIT_NS;
-        struct __kernel_timespec ts = {.tv_sec = wait / 1000000000, .tv_nsec = wait % 1000000000};
+        if (wait > 0) {
+            struct __kernel_timespec ts = {.tv_sec = wait / 1000000000,
+                                           .tv_nsec = wait % 1000000000};
+            struct io_uring_cqe *cqe;
+            io_uring_submit_and_wait_timeout(&in->ring, &cqe, 1, &ts, NULL);
+        } else {
+            io_uring_submit(&in->ring); /* work is due now: take what is ready, no wait */
+        }
         struct io_uring_cqe *cqe;
-        int rc = io_uring_submit_and_wait_timeout(&in->ring, &cqe, 1, wait ? &ts : NULL, NULL);
-        if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EAGAIN && wait == 0)
-            rc = io_uring_peek_cqe(&in->ring, &cqe);
         unsigned head, n = 0;
         io_uring_for_each_cqe(&in->ring, head, cqe)
         {

@@ -15,6 +15,9 @@ enum log_level { LOG_ERROR = 0, LOG_WARN = 1, LOG_INFO = 2, LOG_DEBUG = 3 };
 
 extern int log_current_level;
 
+/* Output format: logfmt (default) or one JSON object per line. */
+void log_set_json(bool json);
+
 /* Parses "error", "warn", "info", "debug". Returns 0 or -EINVAL. */
 int log_parse_level(const char *s, enum log_level *out);
 void log_set_level(enum log_level level);

@@ -145,6 +145,7 @@ int main(int argc, char **argv, char **envp)
     enum log_level level = LOG_INFO;
     log_parse_level(cfg.log_level, &level);
     log_set_level(level);
+    log_set_json(strcmp(cfg.log_format, "json") == 0);
     if (cfg.check_only) {
         int bad = check_config(&cfg);
         config_free(&cfg);

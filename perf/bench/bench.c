@@ -1,0 +1,675 @@
+/*
+ * tickfan-bench: load generator and checker for the Watch stream.
+ *
+ * Parses the options, runs benchrun_run() (see benchrun.h), prints a human
+ * summary on stdout and optionally a JSON object (config, machine, figures),
+ * and exits 0 when every check held, 1 when one failed, 2 on bad usage, 3
+ * when the run could not take place. Main thread only; the workers live in
+ * benchrun.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include "benchrun.h"
+#include "events/v1/watcher.pb-c.h"
+
+#define EXIT_CHECK_FAILED 1
+#define EXIT_USAGE 2
+#define EXIT_RUN_ERROR 3
+#define MAX_LIST 64
+#define MAX_FAILURES 16
+
+static const char USAGE[] =
+    "usage: tickfan-bench [options]\n"
+    "\n"
+    "Opens --streams Watch streams on one topic over --connections TCP\n"
+    "connections, reads and checks every message, and reports throughput,\n"
+    "order violations, gaps and latency (now minus the event's ingest time).\n"
+    "\n"
+    "  --server ADDR            server (default $TICKFAN_SERVER, else localhost:50051)\n"
+    "  --topic NAME             topic (default sim)\n"
+    "  --streams S              normal streams (default 1)\n"
+    "  --connections M          connections for the normal streams, which are spread\n"
+    "                           over them round-robin (default 1)\n"
+    "  --threads T              client threads, one completion queue each (default 1)\n"
+    "  --duration SEC           run window once all streams are connected (default 10;\n"
+    "                           with --messages, a time limit: default 300)\n"
+    "  --messages N             each normal stream reads N Data events, then ends\n"
+    "  --kinds K,...            kinds filter (e.g. quote,trade)\n"
+    "  --keys S,...             keys filter (e.g. AAPL,MSFT)\n"
+    "  --start live|earliest    start position (default live)\n"
+    "  --overflow P             overflow policy of the normal streams:\n"
+    "                           default|drop|disconnect|conflate (default: default)\n"
+    "  --stall K                K more streams, on connections of their own, that\n"
+    "                           read their first message, then stop reading (slow\n"
+    "                           consumers)\n"
+    "  --stall-resume-after SEC the stalled streams read again SEC after the run\n"
+    "                           window opens (default: never)\n"
+    "  --stall-overflow P,...   overflow policy per stalled stream, cycled\n"
+    "                           (default: --overflow)\n"
+    "  --stall-connections N    connections for the stalled streams, which get\n"
+    "                           their own, with BDP probing off (default min(K,16))\n"
+    "  --connect-timeout SEC    time for all streams to connect (default 30)\n"
+    "  --ramp SEC               open the streams evenly over SEC (default 0)\n"
+    "  --precision BITS         histogram precision: error <= 2^-BITS (default 7)\n"
+    "  --json PATH              also write the results as JSON to PATH (- = stdout)\n"
+    "  --help\n"
+    "\n"
+    "Exit: 0 every check held; 1 a check failed (a normal stream saw an order\n"
+    "violation, a Gap, a malformed message or an early end; a stream failed to\n"
+    "connect; a stalled stream saw an order violation no Gap explains; --messages\n"
+    "not reached); 2 bad usage; 3 the run could not take place.\n";
+
+struct options {
+    struct benchrun_config cfg;
+    char *kinds_buf, *keys_buf;
+    char *kinds[MAX_LIST], *keys[MAX_LIST];
+    int stall_overflow[MAX_LIST];
+    bool duration_set;
+    bool stall_connections_set;
+    const char *json_path;
+};
+
+static const char *const POLICY_NAMES[] = {"default", "drop", "conflate", "disconnect"};
+static const char *const STATUS_NAMES[BENCHRUN_STATUS_MAX] = {
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+};
+static const char *const GAP_REASON_NAMES[] = {"GAP_UNSPECIFIED", "GAP_SLOW_CONSUMER",
+                                               "GAP_RETENTION", "GAP_UPSTREAM_LOSS"};
+
+static const char *status_name(int code)
+{
+    if (code < 0)
+        return "-";
+    return code < BENCHRUN_STATUS_MAX ? STATUS_NAMES[code] : "?";
+}
+
+static const char *gap_reason_name(uint32_t r)
+{
+    return r < 4 ? GAP_REASON_NAMES[r] : "?";
+}
+
+static _Noreturn void usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "tickfan-bench: ");
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n(tickfan-bench --help for the options)\n");
+    exit(EXIT_USAGE);
+}
+
+static uint64_t parse_u64(const char *opt, const char *v, uint64_t min, uint64_t max)
+{
+    char *end;
+    errno = 0;
+    unsigned long long x = strtoull(v, &end, 10);
+    if (errno || end == v || *end || v[0] == '-' || x < min || x > max)
+        usage_error("%s '%s': expected an integer in %" PRIu64 "..%" PRIu64, opt, v, min, max);
+    return x;
+}
+
+static double parse_seconds(const char *opt, const char *v, double min)
+{
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (errno || end == v || *end || !isfinite(x) || x < min || x > 86400)
+        usage_error("%s '%s': expected seconds in %g..86400", opt, v, min);
+    return x;
+}
+
+static int parse_policy(const char *opt, const char *v)
+{
+    for (int i = 0; i < 4; i++)
+        if (strcmp(v, POLICY_NAMES[i]) == 0)
+            return i;
+    usage_error("%s '%s': expected default, drop, disconnect or conflate", opt, v);
+}
+
+/* Splits a comma-separated list in place; returns the number of items. */
+static size_t split_list(const char *opt, char *buf, char **items)
+{
+    size_t n = 0;
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok;
+         tok = strtok_r(NULL, ",", &save)) {
+        if (n == MAX_LIST)
+            usage_error("%s: more than %d items", opt, MAX_LIST);
+        items[n++] = tok;
+    }
+    if (n == 0)
+        usage_error("%s: empty list", opt);
+    return n;
+}
+
+static void parse_options(int argc, char **argv, struct options *o)
+{
+    enum {
+        O_SERVER = 256,
+        O_TOPIC,
+        O_STREAMS,
+        O_CONNECTIONS,
+        O_THREADS,
+        O_DURATION,
+        O_MESSAGES,
+        O_KINDS,
+        O_KEYS,
+        O_START,
+        O_OVERFLOW,
+        O_STALL,
+        O_STALL_RESUME,
+        O_STALL_OVERFLOW,
+        O_STALL_CONNECTIONS,
+        O_CONNECT_TIMEOUT,
+        O_RAMP,
+        O_PRECISION,
+        O_JSON,
+        O_HELP,
+    };
+    static const struct option longs[] = {
+        {"server", required_argument, NULL, O_SERVER},
+        {"topic", required_argument, NULL, O_TOPIC},
+        {"streams", required_argument, NULL, O_STREAMS},
+        {"connections", required_argument, NULL, O_CONNECTIONS},
+        {"threads", required_argument, NULL, O_THREADS},
+        {"duration", required_argument, NULL, O_DURATION},
+        {"messages", required_argument, NULL, O_MESSAGES},
+        {"kinds", required_argument, NULL, O_KINDS},
+        {"keys", required_argument, NULL, O_KEYS},
+        {"start", required_argument, NULL, O_START},
+        {"overflow", required_argument, NULL, O_OVERFLOW},
+        {"stall", required_argument, NULL, O_STALL},
+        {"stall-resume-after", required_argument, NULL, O_STALL_RESUME},
+        {"stall-overflow", required_argument, NULL, O_STALL_OVERFLOW},
+        {"stall-connections", required_argument, NULL, O_STALL_CONNECTIONS},
+        {"connect-timeout", required_argument, NULL, O_CONNECT_TIMEOUT},
+        {"ramp", required_argument, NULL, O_RAMP},
+        {"precision", required_argument, NULL, O_PRECISION},
+        {"json", required_argument, NULL, O_JSON},
+        {"help", no_argument, NULL, O_HELP},
+        {NULL, 0, NULL, 0},
+    };
+    struct benchrun_config *c = &o->cfg;
+    const char *env = getenv("TICKFAN_SERVER");
+    c->server = env && env[0] ? env : "localhost:50051";
+    c->topic = "sim";
+    c->streams = 1;
+    c->connections = 1;
+    c->threads = 1;
+    c->duration_s = 10;
+    c->start = EVENTS__V1__START_POSITION__START_LIVE;
+    c->overflow = EVENTS__V1__OVERFLOW_POLICY__OVERFLOW_DEFAULT;
+    c->stall_resume_after_s = -1;
+    c->connect_timeout_s = 30;
+    c->hist_precision = 7;
+    uint64_t stall = 0;
+
+    int opt;
+    opterr = 0;
+    while ((opt = getopt_long(argc, argv, "", longs, NULL)) != -1) {
+        const char *name = optind > 0 && optind <= argc ? argv[optind - 1] : "?";
+        switch (opt) {
+        case O_SERVER:
+            c->server = optarg;
+            break;
+        case O_TOPIC:
+            c->topic = optarg;
+            break;
+        case O_STREAMS:
+            c->streams = (uint32_t)parse_u64("--streams", optarg, 1, 1000000);
+            break;
+        case O_CONNECTIONS:
+            c->connections = (uint32_t)parse_u64("--connections", optarg, 1, 100000);
+            break;
+        case O_THREADS:
+            c->threads = (uint32_t)parse_u64("--threads", optarg, 1, 256);
+            break;
+        case O_DURATION:
+            c->duration_s = parse_seconds("--duration", optarg, 0.001);
+            o->duration_set = true;
+            break;
+        case O_MESSAGES:
+            c->messages = parse_u64("--messages", optarg, 1, UINT64_MAX);
+            break;
+        case O_KINDS:
+            free(o->kinds_buf);
+            o->kinds_buf = strdup(optarg);
+            c->n_kinds = split_list("--kinds", o->kinds_buf, o->kinds);
+            c->kinds = o->kinds;
+            break;
+        case O_KEYS:
+            free(o->keys_buf);
+            o->keys_buf = strdup(optarg);
+            c->n_keys = split_list("--keys", o->keys_buf, o->keys);
+            c->keys = o->keys;
+            break;
+        case O_START:
+            if (strcmp(optarg, "live") == 0)
+                c->start = EVENTS__V1__START_POSITION__START_LIVE;
+            else if (strcmp(optarg, "earliest") == 0)
+                c->start = EVENTS__V1__START_POSITION__START_EARLIEST;
+            else
+                usage_error("--start '%s': expected live or earliest", optarg);
+            break;
+        case O_OVERFLOW:
+            c->overflow = parse_policy("--overflow", optarg);
+            break;
+        case O_STALL:
+            stall = parse_u64("--stall", optarg, 0, 1000000);
+            break;
+        case O_STALL_RESUME:
+            c->stall_resume_after_s = parse_seconds("--stall-resume-after", optarg, 0);
+            break;
+        case O_STALL_OVERFLOW: {
+            char *buf = strdup(optarg), *items[MAX_LIST];
+            size_t n = split_list("--stall-overflow", buf, items);
+            for (size_t i = 0; i < n; i++)
+                o->stall_overflow[i] = parse_policy("--stall-overflow", items[i]);
+            c->stall_overflow = o->stall_overflow;
+            c->n_stall_overflow = n;
+            free(buf);
+            break;
+        }
+        case O_STALL_CONNECTIONS:
+            c->stall_connections = (uint32_t)parse_u64("--stall-connections", optarg, 1, 100000);
+            o->stall_connections_set = true;
+            break;
+        case O_CONNECT_TIMEOUT:
+            c->connect_timeout_s = parse_seconds("--connect-timeout", optarg, 0.001);
+            break;
+        case O_RAMP:
+            c->ramp_s = parse_seconds("--ramp", optarg, 0);
+            break;
+        case O_PRECISION:
+            c->hist_precision =
+                (unsigned)parse_u64("--precision", optarg, HIST_PRECISION_MIN, HIST_PRECISION_MAX);
+            break;
+        case O_JSON:
+            o->json_path = optarg;
+            break;
+        case O_HELP:
+            fputs(USAGE, stdout);
+            exit(0);
+        case ':':
+            usage_error("%s needs a value", name);
+        default:
+            usage_error("unknown option '%s'", name);
+        }
+    }
+    if (optind < argc)
+        usage_error("unexpected argument '%s'", argv[optind]);
+    if (stall + c->streams > 1000000)
+        usage_error("--streams plus --stall: more than 1000000 streams");
+    /* --stall adds slow consumers to the --streams normal ones */
+    c->stall = (uint32_t)stall;
+    c->streams += c->stall;
+    if (c->stall && !o->stall_connections_set)
+        c->stall_connections = c->stall < 16 ? c->stall : 16;
+    if (c->messages && !o->duration_set)
+        c->duration_s = 300;
+    if (c->stall && c->stall_resume_after_s >= c->duration_s && !c->messages)
+        usage_error("--stall-resume-after %g is not before the end of --duration %g",
+                    c->stall_resume_after_s, c->duration_s);
+}
+
+/* ---- machine ------------------------------------------------------------- */
+
+struct machine {
+    long nproc;
+    char kernel[160];
+    char cpu_model[160];
+};
+
+static void machine_read(struct machine *m)
+{
+    memset(m, 0, sizeof(*m));
+    m->nproc = sysconf(_SC_NPROCESSORS_ONLN);
+    struct utsname u;
+    if (uname(&u) == 0)
+        snprintf(m->kernel, sizeof(m->kernel), "%s %s", u.sysname, u.release);
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (f == NULL)
+        return;
+    char line[512];
+    while (fgets(line, sizeof(line), f)) {
+        if (strncmp(line, "model name", 10) != 0)
+            continue;
+        char *colon = strchr(line, ':');
+        if (!colon)
+            continue;
+        colon++;
+        while (*colon == ' ' || *colon == '\t')
+            colon++;
+        colon[strcspn(colon, "\n")] = '\0';
+        snprintf(m->cpu_model, sizeof(m->cpu_model), "%s", colon);
+        break;
+    }
+    fclose(f);
+}
+
+/* ---- verdict ------------------------------------------------------------- */
+
+struct verdict {
+    char reasons[MAX_FAILURES][200];
+    int n;
+};
+
+static void fail(struct verdict *v, const char *fmt, ...)
+{
+    if (v->n == MAX_FAILURES)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(v->reasons[v->n++], sizeof(v->reasons[0]), fmt, ap);
+    va_end(ap);
+}
+
+static void judge(const struct benchrun_config *c, const struct benchrun_results *r,
+                  struct verdict *v)
+{
+    uint64_t order = r->order_gaps + r->order_repeats + r->order_reorders + r->gap_mismatches;
+    if (r->failed)
+        fail(v, "%u of %u streams failed to connect", r->failed, c->streams);
+    if (r->ended_early)
+        fail(v, "%u normal streams were ended by the server during the run", r->ended_early);
+    if (c->messages && r->incomplete)
+        fail(v, "%u normal streams did not receive %" PRIu64 " Data events", r->incomplete,
+             c->messages);
+    if (order)
+        fail(v, "%" PRIu64 " order violations on normal streams", order);
+    if (r->gaps)
+        fail(v, "%" PRIu64 " Gap events on normal streams (%" PRIu64 " events missed)", r->gaps,
+             r->gap_missed);
+    if (r->bad_messages)
+        fail(v, "%" PRIu64 " malformed messages", r->bad_messages);
+    for (size_t i = 0; i < r->n_stalled; i++)
+        if (r->stalled[i].violations)
+            fail(v, "stalled stream %u: %" PRIu64 " order violations no Gap explains",
+                 r->stalled[i].index, r->stalled[i].violations);
+}
+
+/* ---- human summary ------------------------------------------------------- */
+
+static double us(uint64_t ns)
+{
+    return (double)ns / 1000.0;
+}
+
+static void print_summary(FILE *out, const struct benchrun_config *c,
+                          const struct benchrun_results *r, const struct verdict *v)
+{
+    fprintf(out, "tickfan-bench: %s topic=%s streams=%u (%u normal, %u stalled) connections=%u",
+            c->server, c->topic, c->streams, r->normal_streams, c->stall, c->connections);
+    if (c->stall)
+        fprintf(out, "+%u", c->stall_connections);
+    fprintf(out, " threads=%u start=%s\n", c->threads,
+            c->start == EVENTS__V1__START_POSITION__START_LIVE ? "live" : "earliest");
+    fprintf(out, "streams:    %u connected, %u failed, %u ended early (%.2f s to connect)\n",
+            r->connected, r->failed, r->ended_early, r->connect_s);
+    if (r->first_failure[0])
+        fprintf(out, "            first: %s\n", r->first_failure);
+    double rate = r->window_s > 0 ? (double)r->data_window / r->window_s : 0;
+    fprintf(out,
+            "messages:   %" PRIu64 " Data in the %.2f s window: %.0f msgs/s (%.1f per stream)\n",
+            r->data_window, r->window_s, rate, r->normal_streams ? rate / r->normal_streams : 0.0);
+    fprintf(out, "per stream: min %" PRIu64 " / avg %.1f / max %" PRIu64 " Data (whole run)\n",
+            r->data_min, r->data_avg, r->data_max);
+    if (r->seq_streams)
+        fprintf(out,
+                "seq:        first %" PRIu64 "..%" PRIu64 ", last %" PRIu64 "..%" PRIu64
+                " over %u unfiltered streams\n",
+                r->first_seq_min, r->first_seq_max, r->last_seq_min, r->last_seq_max,
+                r->seq_streams);
+    fprintf(out,
+            "order:      %" PRIu64 " gaps, %" PRIu64 " repeats, %" PRIu64 " reorders, %" PRIu64
+            " Gap/seq mismatches, %" PRIu64 " malformed\n",
+            r->order_gaps, r->order_repeats, r->order_reorders, r->gap_mismatches, r->bad_messages);
+    if (r->first_violation[0])
+        fprintf(out, "            first: %s\n", r->first_violation);
+    fprintf(out,
+            "events:     %" PRIu64 " Gap (%" PRIu64 " missed), %" PRIu64 " heartbeats, %" PRIu64
+            " EndOfBacklog, %" PRIu64 " snapshot values\n",
+            r->gaps, r->gap_missed, r->heartbeats, r->end_of_backlogs, r->snapshots);
+    const hist_t *h = r->latency_ns;
+    fprintf(out,
+            "latency:    now - ingest time, live Data of normal streams in the window, "
+            "%" PRIu64 " samples (not corrected for coordinated omission)\n",
+            hist_count(h));
+    fprintf(out,
+            "            p50 %.1f us  p90 %.1f us  p99 %.1f us  p99.9 %.1f us  max %.1f us  "
+            "(mean %.1f us, error <= %.2f %%)\n",
+            us(hist_value_at(h, 50)), us(hist_value_at(h, 90)), us(hist_value_at(h, 99)),
+            us(hist_value_at(h, 99.9)), us(hist_max(h)), hist_mean(h) / 1000.0,
+            100.0 * hist_relative_error(h));
+    if (r->latency_negative)
+        fprintf(out, "            %" PRIu64 " samples before their ingest time (clock step?)\n",
+                r->latency_negative);
+    fprintf(out, "client cpu: %.2f s user + %.2f s sys in the window (%.0f %% of one core)\n",
+            r->cpu_user_s, r->cpu_sys_s,
+            r->window_s > 0 ? 100.0 * (r->cpu_user_s + r->cpu_sys_s) / r->window_s : 0.0);
+    for (size_t i = 0; i < r->n_stalled; i++) {
+        const struct benchrun_stalled *s = &r->stalled[i];
+        fprintf(out,
+                "stalled %u (%s): %s; %" PRIu64 " Data before resume, %" PRIu64
+                " before the first Gap, %" PRIu64 " in all; %" PRIu64 " Gap",
+                s->index, POLICY_NAMES[s->overflow], s->resumed ? "resumed" : "never resumed",
+                s->data_before_resume, s->data_before_gap, s->data, s->gaps);
+        if (s->gaps)
+            fprintf(out, " (first: %s missed %" PRIu64 ", seq jump %" PRIu64 ")",
+                    gap_reason_name(s->first_gap_reason), s->first_gap_missed, s->first_gap_jump);
+        if (s->ended)
+            fprintf(out, "; ended %s \"%s\" tickfan-cursor=%s", status_name(s->status), s->details,
+                    s->cursor_trailer[0] ? s->cursor_trailer : "-");
+        fprintf(out, "\n");
+    }
+    if (v->n == 0) {
+        fprintf(out, "RESULT: PASS\n");
+    } else {
+        fprintf(out, "RESULT: FAIL\n");
+        for (int i = 0; i < v->n; i++)
+            fprintf(out, "  - %s\n", v->reasons[i]);
+    }
+}
+
+/* ---- JSON ---------------------------------------------------------------- */
+
+static void json_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            fprintf(f, "\\%c", *p);
+        else if (*p < 0x20)
+            fprintf(f, "\\u%04x", *p);
+        else
+            fputc(*p, f);
+    }
+    fputc('"', f);
+}
+
+static void json_list(FILE *f, char **items, size_t n)
+{
+    fputc('[', f);
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            fputc(',', f);
+        json_str(f, items[i]);
+    }
+    fputc(']', f);
+}
+
+static void write_json(FILE *f, const struct benchrun_config *c, const struct benchrun_results *r,
+                       const struct machine *m, const struct verdict *v)
+{
+    const hist_t *h = r->latency_ns;
+    double rate = r->window_s > 0 ? (double)r->data_window / r->window_s : 0;
+    fprintf(f, "{\"tool\":\"tickfan-bench\",\"version\":\"%s\",\n", TICKFAN_VERSION);
+    fprintf(f, "\"config\":{\"server\":");
+    json_str(f, c->server);
+    fprintf(f, ",\"topic\":");
+    json_str(f, c->topic);
+    fprintf(f,
+            ",\"streams\":%u,\"normal_streams\":%u,\"connections\":%u,\"threads\":%u,"
+            "\"duration_s\":%g,\"messages\":%" PRIu64 ",\"kinds\":",
+            c->streams, r->normal_streams, c->connections, c->threads, c->duration_s, c->messages);
+    json_list(f, c->kinds, c->n_kinds);
+    fprintf(f, ",\"keys\":");
+    json_list(f, c->keys, c->n_keys);
+    fprintf(f,
+            ",\"start\":\"%s\",\"overflow\":\"%s\",\"stall\":%u,\"stall_resume_after_s\":%g,"
+            "\"stall_connections\":%u,\"connect_timeout_s\":%g,\"ramp_s\":%g,"
+            "\"hist_precision\":%u},\n",
+            c->start == EVENTS__V1__START_POSITION__START_LIVE ? "live" : "earliest",
+            POLICY_NAMES[c->overflow], c->stall, c->stall_resume_after_s, c->stall_connections,
+            c->connect_timeout_s, c->ramp_s, c->hist_precision);
+    fprintf(f, "\"machine\":{\"nproc\":%ld,\"kernel\":", m->nproc);
+    json_str(f, m->kernel);
+    fprintf(f, ",\"cpu_model\":");
+    json_str(f, m->cpu_model);
+    fprintf(f, "},\n\"results\":{\n");
+    fprintf(f,
+            "\"streams\":{\"requested\":%u,\"normal\":%u,\"stalled\":%u,\"connected\":%u,"
+            "\"failed\":%u,\"ended_early\":%u,\"incomplete\":%u},\n",
+            c->streams, r->normal_streams, c->stall, r->connected, r->failed, r->ended_early,
+            r->incomplete);
+    fprintf(f, "\"failure_statuses\":{");
+    bool first = true;
+    for (int i = 0; i < BENCHRUN_STATUS_MAX; i++) {
+        if (!r->status_counts[i])
+            continue;
+        fprintf(f, "%s\"%s\":%u", first ? "" : ",", STATUS_NAMES[i], r->status_counts[i]);
+        first = false;
+    }
+    fprintf(f, "},\"first_failure\":");
+    json_str(f, r->first_failure);
+    fprintf(f, ",\n\"connect_s\":%.3f,\"window_s\":%.3f,\n", r->connect_s, r->window_s);
+    fprintf(f,
+            "\"messages\":{\"total\":%" PRIu64 ",\"window\":%" PRIu64
+            ",\"msgs_per_s\":%.1f,\"per_stream_msgs_per_s\":%.2f,\"per_stream_min\":%" PRIu64
+            ",\"per_stream_avg\":%.2f,\"per_stream_max\":%" PRIu64 "},\n",
+            r->data_total, r->data_window, rate, r->normal_streams ? rate / r->normal_streams : 0.0,
+            r->data_min, r->data_avg, r->data_max);
+    fprintf(f,
+            "\"events\":{\"gaps\":%" PRIu64 ",\"gap_missed\":%" PRIu64 ",\"heartbeats\":%" PRIu64
+            ",\"end_of_backlogs\":%" PRIu64 ",\"snapshots\":%" PRIu64 "},\n",
+            r->gaps, r->gap_missed, r->heartbeats, r->end_of_backlogs, r->snapshots);
+    fprintf(f,
+            "\"order_violations\":{\"gaps\":%" PRIu64 ",\"repeats\":%" PRIu64
+            ",\"reorders\":%" PRIu64 ",\"gap_mismatches\":%" PRIu64 ",\"malformed\":%" PRIu64
+            ",\"first\":",
+            r->order_gaps, r->order_repeats, r->order_reorders, r->gap_mismatches, r->bad_messages);
+    json_str(f, r->first_violation);
+    fprintf(f, "},\n");
+    fprintf(f,
+            "\"seq\":{\"streams\":%u,\"first_min\":%" PRIu64 ",\"first_max\":%" PRIu64
+            ",\"last_min\":%" PRIu64 ",\"last_max\":%" PRIu64 "},\n",
+            r->seq_streams, r->first_seq_min, r->first_seq_max, r->last_seq_min, r->last_seq_max);
+    fprintf(f,
+            "\"latency_us\":{\"measured_from\":\"ingested_at_unix_micros\","
+            "\"coordinated_omission_corrected\":false,\"count\":%" PRIu64
+            ",\"min\":%.1f,\"mean\":%.1f,\"p50\":%.1f,\"p90\":%.1f,\"p99\":%.1f,\"p999\":%.1f,"
+            "\"max\":%.1f,\"negative\":%" PRIu64 ",\"relative_error\":%g},\n",
+            hist_count(h), us(hist_min(h)), hist_mean(h) / 1000.0, us(hist_value_at(h, 50)),
+            us(hist_value_at(h, 90)), us(hist_value_at(h, 99)), us(hist_value_at(h, 99.9)),
+            us(hist_max(h)), r->latency_negative, hist_relative_error(h));
+    fprintf(f, "\"client_cpu\":{\"user_s\":%.3f,\"sys_s\":%.3f},\"fd_limit\":%" PRIu64 ",\n",
+            r->cpu_user_s, r->cpu_sys_s, r->fd_limit);
+    fprintf(f, "\"stalled\":[");
+    for (size_t i = 0; i < r->n_stalled; i++) {
+        const struct benchrun_stalled *s = &r->stalled[i];
+        fprintf(
+            f,
+            "%s\n {\"index\":%u,\"overflow\":\"%s\",\"resumed\":%s,"
+            "\"data_before_resume\":%" PRIu64 ",\"data_before_gap\":%" PRIu64 ",\"data\":%" PRIu64
+            ",\"last_seq\":%" PRIu64 ",\"gaps\":%" PRIu64 ",\"gap_missed\":%" PRIu64
+            ",\"first_gap_missed\":%" PRIu64 ",\"first_gap_reason\":\"%s\","
+            "\"first_gap_jump\":",
+            i ? "," : "", s->index, POLICY_NAMES[s->overflow], s->resumed ? "true" : "false",
+            s->data_before_resume, s->data_before_gap, s->data, s->last_seq, s->gaps, s->gap_missed,
+            s->first_gap_missed, s->gaps ? gap_reason_name(s->first_gap_reason) : "");
+        if (s->jump_seen)
+            fprintf(f, "%" PRIu64, s->first_gap_jump);
+        else
+            fprintf(f, "null");
+        fprintf(f, ",\"violations\":%" PRIu64 ",\"ended\":%s,\"status\":\"%s\",\"details\":",
+                s->violations, s->ended ? "true" : "false", status_name(s->status));
+        json_str(f, s->details);
+        fprintf(f, ",\"tickfan_cursor\":");
+        json_str(f, s->cursor_trailer);
+        fprintf(f, "}");
+    }
+    fprintf(f, "]},\n\"pass\":%s,\"failures\":[", v->n ? "false" : "true");
+    for (int i = 0; i < v->n; i++) {
+        if (i)
+            fputc(',', f);
+        json_str(f, v->reasons[i]);
+    }
+    fprintf(f, "]}\n");
+}
+
+int main(int argc, char **argv)
+{
+    struct options o;
+    struct benchrun_results r;
+    struct machine m;
+    struct verdict v;
+
+    memset(&o, 0, sizeof(o));
+    memset(&v, 0, sizeof(v));
+    parse_options(argc, argv, &o);
+    machine_read(&m);
+    int rc = benchrun_run(&o.cfg, &r);
+    if (rc) {
+        fprintf(stderr, "tickfan-bench: the run could not take place: %s\n", strerror(-rc));
+        benchrun_results_free(&r);
+        return EXIT_RUN_ERROR;
+    }
+    judge(&o.cfg, &r, &v);
+    print_summary(stdout, &o.cfg, &r, &v);
+    fflush(stdout);
+    if (o.json_path) {
+        FILE *f = strcmp(o.json_path, "-") == 0 ? stdout : fopen(o.json_path, "w");
+        if (f == NULL) {
+            fprintf(stderr, "tickfan-bench: --json %s: %s\n", o.json_path, strerror(errno));
+            rc = -errno;
+        } else {
+            write_json(f, &o.cfg, &r, &m, &v);
+            if (f != stdout && fclose(f) != 0) {
+                fprintf(stderr, "tickfan-bench: --json %s: %s\n", o.json_path, strerror(errno));
+                rc = -EIO;
+            }
+        }
+    }
+    benchrun_results_free(&r);
+    free(o.kinds_buf);
+    free(o.keys_buf);
+    if (rc)
+        return EXIT_RUN_ERROR;
+    return v.n ? EXIT_CHECK_FAILED : 0;
+}

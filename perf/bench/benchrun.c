@@ -1,0 +1,950 @@
+/*
+ * benchrun: Watch load generator and checker. See benchrun.h.
+ *
+ * Main thread: creates the channels and the encoded requests, starts the
+ * workers, then paces the run through atomics (phase, resume, connect
+ * deadline) and joins them. Workers: open their streams, run their
+ * completion queue, check every message, and on STOP cancel what is still
+ * running and wait until gRPC has handed back every operation. Per-stream
+ * results are read by main only after the join.
+ */
+#include "benchrun.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/slice.h>
+#include <grpc/support/time.h>
+
+#include "events/v1/watcher.pb-c.h"
+#include "evparse.h"
+
+#define WATCH_METHOD "/events.v1.Watcher/Watch"
+#define POLL_MS 50 /* longest a worker blocks before looking at the phase */
+#define STALL_DRAIN_NS 2000000000LL
+
+enum phase { PHASE_CONNECT, PHASE_RUN, PHASE_STOP };
+
+/* Operation kinds, kept in the low bits of a completion tag. */
+enum { OP_START = 0, OP_RECV = 1, OP_STATUS = 2, OP_MASK = 3 };
+#define PENDING(op) (1u << (op))
+
+struct stream {
+    grpc_call *call;
+    struct worker *w;
+    grpc_byte_buffer *request; /* until the start batch is back */
+    grpc_byte_buffer *recv;
+    grpc_metadata_array initial_md;
+    grpc_metadata_array trailing_md;
+    grpc_slice details;
+    grpc_status_code status;
+    uint32_t index;
+    uint32_t conn;
+    int overflow;
+    uint8_t pending; /* PENDING(op) bits of the batches in flight */
+    bool opened;
+    bool stalled;
+    bool filtered;
+    bool connected;
+    bool status_done;
+    bool cancelled; /* by us: stop, connect deadline or --messages reached */
+    bool done;      /* --messages reached */
+    bool settled;   /* counted in worker.settled */
+    bool live;      /* EndOfBacklog seen */
+    bool resumed;
+    bool gap_pending; /* a Gap came; the next Data may jump by its count */
+    bool jump_seen;
+    uint64_t gap_pending_missed;
+
+    uint64_t data, snapshots, heartbeats, eobs, gaps, gap_missed, bad;
+    uint64_t first_seq, last_seq;
+    uint64_t v_gap, v_repeat, v_reorder, v_mismatch;
+    uint64_t data_before_resume, data_before_gap, first_gap_missed, first_gap_jump;
+    uint32_t first_gap_reason;
+};
+
+struct worker {
+    struct run *run;
+    uint32_t id;
+    pthread_t thread;
+    bool started;
+    grpc_completion_queue *cq;
+    struct stream **streams;
+    uint32_t n;
+    uint32_t opened;
+    uint64_t pending_ops;
+    hist_t *hist;
+    uint64_t latency_negative;
+    bool cancelled_all;
+    bool resumed_all;
+    bool deadline_done;
+    char first_violation[320];
+    /* read by main while the worker runs; single writer */
+    _Atomic uint64_t data_seen;
+    _Atomic uint32_t connected;
+    _Atomic uint32_t failed;
+    _Atomic uint32_t settled; /* normal streams done or ended */
+};
+
+struct run {
+    const struct benchrun_config *cfg;
+    grpc_channel **channels;
+    uint32_t n_channels;
+    grpc_slice *requests; /* encoded WatchRequest per overflow policy 0..3 */
+    struct stream *streams;
+    struct worker *workers;
+    int64_t t0_ns;
+    _Atomic int phase;
+    _Atomic bool resume;
+    _Atomic bool connect_deadline;
+};
+
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int64_t real_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void bump(_Atomic uint64_t *c, uint64_t n)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+}
+
+static void bump32(_Atomic uint32_t *c)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+}
+
+static void *tag_of(struct stream *s, int op)
+{
+    return (void *)((uintptr_t)s | (uintptr_t)op);
+}
+
+/* ---- per-message checks -------------------------------------------------- */
+
+static void note_violation(struct worker *w, const struct stream *s, const char *what,
+                           uint64_t expected, uint64_t got)
+{
+    if (w->first_violation[0])
+        return;
+    snprintf(w->first_violation, sizeof(w->first_violation),
+             "stream %u%s: %s: expected seq %llu, got %llu (after %llu Data)", s->index,
+             s->stalled ? " (stalled)" : "", what, (unsigned long long)expected,
+             (unsigned long long)got, (unsigned long long)s->data);
+}
+
+static void settle(struct stream *s)
+{
+    if (s->settled || s->stalled)
+        return;
+    s->settled = true;
+    bump32(&s->w->settled);
+}
+
+static void on_data(struct worker *w, struct stream *s, const struct evparse_event *ev)
+{
+    const struct benchrun_config *cfg = w->run->cfg;
+    if (ev->snapshot) {
+        s->snapshots++;
+        return;
+    }
+    s->data++;
+    if (!s->stalled)
+        bump(&w->data_seen, 1);
+    if (s->data == 1) {
+        s->first_seq = s->last_seq = ev->seq;
+        s->gap_pending = false;
+    } else {
+        uint64_t expected = s->last_seq + 1;
+        if (ev->seq == expected) {
+            if (s->gap_pending && s->gap_pending_missed && !s->filtered) {
+                s->v_mismatch++;
+                note_violation(w, s, "Gap announced events missed but none were", expected,
+                               ev->seq);
+            }
+        } else if (ev->seq > expected) {
+            uint64_t jump = ev->seq - expected;
+            if (s->gap_pending && !s->jump_seen) {
+                s->jump_seen = true;
+                s->first_gap_jump = jump;
+            }
+            if (s->filtered) {
+                /* the filter hides the events in between */
+            } else if (s->gap_pending) {
+                if (jump != s->gap_pending_missed) {
+                    s->v_mismatch++;
+                    note_violation(w, s, "seq jump differs from the Gap's missed count",
+                                   expected + s->gap_pending_missed, ev->seq);
+                }
+            } else {
+                s->v_gap++;
+                note_violation(w, s, "unannounced gap", expected, ev->seq);
+            }
+        } else if (ev->seq == s->last_seq) {
+            s->v_repeat++;
+            note_violation(w, s, "repeat", expected, ev->seq);
+        } else {
+            s->v_reorder++;
+            note_violation(w, s, "reorder", expected, ev->seq);
+        }
+        if (s->gap_pending && ev->seq == expected && !s->jump_seen) {
+            s->jump_seen = true;
+            s->first_gap_jump = 0;
+        }
+        s->gap_pending = false;
+        s->gap_pending_missed = 0;
+        if (ev->seq > s->last_seq)
+            s->last_seq = ev->seq;
+    }
+    if (!s->stalled && s->live &&
+        atomic_load_explicit(&w->run->phase, memory_order_relaxed) == PHASE_RUN) {
+        int64_t lat = real_ns() - ev->ingested_us * 1000;
+        if (lat < 0) {
+            w->latency_negative++;
+            lat = 0;
+        }
+        hist_record(w->hist, (uint64_t)lat);
+    }
+    if (!s->stalled && cfg->messages && s->data >= cfg->messages && !s->done) {
+        s->done = true;
+        s->cancelled = true;
+        grpc_call_cancel(s->call, NULL);
+        settle(s);
+    }
+}
+
+static void on_message(struct worker *w, struct stream *s, grpc_byte_buffer *bb)
+{
+    struct evparse_event ev;
+    int rc;
+    if (bb->type == GRPC_BB_RAW && bb->data.raw.compression == GRPC_COMPRESS_NONE &&
+        bb->data.raw.slice_buffer.count == 1) {
+        grpc_slice one = bb->data.raw.slice_buffer.slices[0];
+        rc = evparse_watch_event(GRPC_SLICE_START_PTR(one), GRPC_SLICE_LENGTH(one), &ev);
+    } else {
+        grpc_byte_buffer_reader reader;
+        if (!grpc_byte_buffer_reader_init(&reader, bb)) {
+            s->bad++;
+            return;
+        }
+        grpc_slice all = grpc_byte_buffer_reader_readall(&reader);
+        grpc_byte_buffer_reader_destroy(&reader);
+        rc = evparse_watch_event(GRPC_SLICE_START_PTR(all), GRPC_SLICE_LENGTH(all), &ev);
+        grpc_slice_unref(all);
+    }
+    if (!s->connected) {
+        s->connected = true;
+        bump32(&w->connected);
+    }
+    if (rc) {
+        s->bad++;
+        return;
+    }
+    switch (ev.kind) {
+    case EVPARSE_DATA:
+        on_data(w, s, &ev);
+        break;
+    case EVPARSE_HEARTBEAT:
+        s->heartbeats++;
+        break;
+    case EVPARSE_END_OF_BACKLOG:
+        s->eobs++;
+        s->live = true;
+        break;
+    case EVPARSE_GAP:
+        if (s->gaps == 0) {
+            s->data_before_gap = s->data;
+            s->first_gap_missed = ev.gap_missed;
+            s->first_gap_reason = ev.gap_reason;
+        }
+        s->gaps++;
+        s->gap_missed += ev.gap_missed;
+        s->gap_pending = true;
+        s->gap_pending_missed += ev.gap_missed;
+        break;
+    case EVPARSE_NONE:
+        s->bad++;
+        break;
+    }
+}
+
+/* ---- operations ---------------------------------------------------------- */
+
+static void post_recv(struct worker *w, struct stream *s)
+{
+    if (s->pending & PENDING(OP_RECV) || s->status_done || s->cancelled)
+        return;
+    grpc_op op;
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_RECV_MESSAGE;
+    op.data.recv_message.recv_message = &s->recv;
+    if (grpc_call_start_batch(s->call, &op, 1, tag_of(s, OP_RECV), NULL) != GRPC_CALL_OK)
+        return; /* the call is over; its status batch reports how */
+    s->pending |= PENDING(OP_RECV);
+    w->pending_ops++;
+}
+
+static void open_stream(struct worker *w, struct stream *s)
+{
+    struct run *run = w->run;
+    grpc_slice method = grpc_slice_from_static_string(WATCH_METHOD);
+    s->opened = true;
+    s->call = grpc_channel_create_call(run->channels[s->conn], NULL, GRPC_PROPAGATE_DEFAULTS, w->cq,
+                                       method, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    s->request = grpc_raw_byte_buffer_create(&run->requests[s->overflow], 1);
+    if (s->call == NULL || s->request == NULL)
+        goto out_failed;
+
+    grpc_op ops[4];
+    memset(ops, 0, sizeof(ops));
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = s->request;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &s->initial_md;
+    if (grpc_call_start_batch(s->call, ops, 4, tag_of(s, OP_START), NULL) != GRPC_CALL_OK)
+        goto out_failed;
+    s->pending |= PENDING(OP_START);
+    w->pending_ops++;
+
+    grpc_op st;
+    memset(&st, 0, sizeof(st));
+    st.op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    st.data.recv_status_on_client.trailing_metadata = &s->trailing_md;
+    st.data.recv_status_on_client.status = &s->status;
+    st.data.recv_status_on_client.status_details = &s->details;
+    if (grpc_call_start_batch(s->call, &st, 1, tag_of(s, OP_STATUS), NULL) != GRPC_CALL_OK) {
+        grpc_call_cancel(s->call, NULL);
+        s->cancelled = true;
+        s->status_done = true; /* no status will come: failed now */
+        s->status = GRPC_STATUS_INTERNAL;
+        bump32(&w->failed);
+        settle(s);
+        return;
+    }
+    s->pending |= PENDING(OP_STATUS);
+    w->pending_ops++;
+    post_recv(w, s);
+    return;
+
+out_failed:
+    s->status_done = true;
+    s->status = GRPC_STATUS_INTERNAL;
+    bump32(&w->failed);
+    settle(s);
+}
+
+static void on_event(struct worker *w, const grpc_event *e)
+{
+    if (e->type != GRPC_OP_COMPLETE)
+        return;
+    struct stream *s = (struct stream *)((uintptr_t)e->tag & ~(uintptr_t)OP_MASK);
+    int op = (int)((uintptr_t)e->tag & OP_MASK);
+    s->pending &= (uint8_t)~PENDING(op);
+    w->pending_ops--;
+    switch (op) {
+    case OP_START:
+        grpc_byte_buffer_destroy(s->request);
+        s->request = NULL;
+        break;
+    case OP_RECV: {
+        grpc_byte_buffer *bb = s->recv;
+        s->recv = NULL;
+        if (bb == NULL)
+            break; /* no more messages: the status batch says why */
+        on_message(w, s, bb);
+        grpc_byte_buffer_destroy(bb);
+        bool stop = atomic_load_explicit(&w->run->phase, memory_order_relaxed) == PHASE_STOP;
+        if (!stop && (!s->stalled || s->resumed))
+            post_recv(w, s);
+        break;
+    }
+    case OP_STATUS:
+        s->status_done = true;
+        if (!s->connected)
+            bump32(&w->failed);
+        settle(s);
+        break;
+    }
+}
+
+/* ---- worker -------------------------------------------------------------- */
+
+static void open_due(struct worker *w, int64_t now)
+{
+    const struct benchrun_config *cfg = w->run->cfg;
+    while (w->opened < w->n) {
+        struct stream *s = w->streams[w->opened];
+        if (cfg->ramp_s > 0) {
+            int64_t due = w->run->t0_ns +
+                          (int64_t)(cfg->ramp_s * 1e9 * (double)s->index / (double)cfg->streams);
+            if (due > now)
+                break;
+        }
+        open_stream(w, s);
+        w->opened++;
+    }
+}
+
+static void cancel_where(struct worker *w, bool only_unconnected)
+{
+    for (uint32_t i = 0; i < w->opened; i++) {
+        struct stream *s = w->streams[i];
+        if (s->status_done || s->cancelled || (only_unconnected && s->connected))
+            continue;
+        s->cancelled = true;
+        grpc_call_cancel(s->call, NULL);
+    }
+}
+
+static void *worker_main(void *p)
+{
+    struct worker *w = p;
+    struct run *run = w->run;
+    for (;;) {
+        int64_t now = mono_ns();
+        int phase = atomic_load_explicit(&run->phase, memory_order_relaxed);
+        if (phase != PHASE_STOP)
+            open_due(w, now);
+        if (!w->deadline_done && atomic_load(&run->connect_deadline)) {
+            w->deadline_done = true;
+            cancel_where(w, true);
+        }
+        if (!w->resumed_all && atomic_load(&run->resume)) {
+            w->resumed_all = true;
+            for (uint32_t i = 0; i < w->opened; i++) {
+                struct stream *s = w->streams[i];
+                if (!s->stalled)
+                    continue;
+                s->resumed = true;
+                s->data_before_resume = s->data;
+                post_recv(w, s);
+            }
+        }
+        if (phase == PHASE_STOP) {
+            if (!w->cancelled_all) {
+                w->cancelled_all = true;
+                /* streams never opened (ramp cut short) failed to connect */
+                for (uint32_t i = w->opened; i < w->n; i++) {
+                    bump32(&w->failed);
+                    settle(w->streams[i]);
+                }
+                cancel_where(w, false);
+            }
+            if (w->pending_ops == 0)
+                break;
+        }
+        gpr_timespec deadline =
+            gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(POLL_MS, GPR_TIMESPAN));
+        grpc_event e = grpc_completion_queue_next(w->cq, deadline, NULL);
+        on_event(w, &e);
+        /* drain what is ready without going back to the clock */
+        for (int k = 0; k < 256 && e.type == GRPC_OP_COMPLETE; k++) {
+            e = grpc_completion_queue_next(w->cq, gpr_inf_past(GPR_CLOCK_MONOTONIC), NULL);
+            on_event(w, &e);
+        }
+    }
+    for (uint32_t i = 0; i < w->opened; i++)
+        if (w->streams[i]->call != NULL) {
+            grpc_call_unref(w->streams[i]->call);
+            w->streams[i]->call = NULL;
+        }
+    grpc_completion_queue_shutdown(w->cq);
+    while (grpc_completion_queue_next(w->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL).type !=
+           GRPC_QUEUE_SHUTDOWN)
+        ;
+    return NULL;
+}
+
+/* ---- set-up -------------------------------------------------------------- */
+
+static int raise_fd_limit(uint64_t need, uint64_t *limit)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return -errno;
+    if (rl.rlim_cur < need || rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (rl.rlim_max < need)
+            rl.rlim_cur = rl.rlim_max = need;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+            getrlimit(RLIMIT_NOFILE, &rl);
+            rl.rlim_cur = rl.rlim_max;
+            setrlimit(RLIMIT_NOFILE, &rl);
+        }
+    }
+    getrlimit(RLIMIT_NOFILE, &rl);
+    *limit = rl.rlim_cur;
+    if (rl.rlim_cur < need) {
+        fprintf(stderr,
+                "tickfan-bench: need %llu file descriptors for the connections, limit is %llu "
+                "and cannot be raised\n",
+                (unsigned long long)need, (unsigned long long)rl.rlim_cur);
+        return -EMFILE;
+    }
+    return 0;
+}
+
+static int encode_requests(struct run *run)
+{
+    const struct benchrun_config *cfg = run->cfg;
+    run->requests = calloc(4, sizeof(grpc_slice));
+    if (run->requests == NULL)
+        return -ENOMEM;
+    for (int policy = 0; policy < 4; policy++) {
+        Events__V1__WatchRequest req = EVENTS__V1__WATCH_REQUEST__INIT;
+        req.topic = (char *)cfg->topic;
+        req.kinds = cfg->kinds;
+        req.n_kinds = cfg->n_kinds;
+        req.keys = cfg->keys;
+        req.n_keys = cfg->n_keys;
+        req.start = (Events__V1__StartPosition)cfg->start;
+        req.overflow = (Events__V1__OverflowPolicy)policy;
+        size_t len = events__v1__watch_request__get_packed_size(&req);
+        run->requests[policy] = grpc_slice_malloc(len);
+        events__v1__watch_request__pack(&req, GRPC_SLICE_START_PTR(run->requests[policy]));
+    }
+    return 0;
+}
+
+static grpc_channel *make_channel(const char *target, uint32_t index, bool stalled)
+{
+    grpc_arg args[3];
+    size_t n = 0;
+    args[n].type = GRPC_ARG_INTEGER;
+    args[n].key = (char *)GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL;
+    args[n++].value.integer = 1;
+    /* distinct args per channel: never one shared subchannel */
+    args[n].type = GRPC_ARG_INTEGER;
+    args[n].key = (char *)"tickfan.bench.connection";
+    args[n++].value.integer = (int)index;
+    if (stalled) {
+        /* keep the receive window at its initial size: the server's send
+         * then blocks after little slack */
+        args[n].type = GRPC_ARG_INTEGER;
+        args[n].key = (char *)GRPC_ARG_HTTP2_BDP_PROBE;
+        args[n++].value.integer = 0;
+    }
+    grpc_channel_args chargs = {.num_args = n, .args = args};
+    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+    grpc_channel *ch = grpc_channel_create(target, creds, &chargs);
+    grpc_channel_credentials_release(creds);
+    return ch;
+}
+
+static int check_config(const struct benchrun_config *cfg)
+{
+    const char *why = NULL;
+    if (!cfg->server || !cfg->topic)
+        why = "server and topic are required";
+    else if (cfg->streams == 0)
+        why = "streams must be at least 1";
+    else if (cfg->stall > cfg->streams)
+        why = "stall is larger than streams";
+    else if (cfg->stall < cfg->streams && cfg->connections == 0)
+        why = "connections must be at least 1";
+    else if (cfg->threads == 0)
+        why = "threads must be at least 1";
+    else if (cfg->stall && cfg->stall_connections == 0)
+        why = "stall-connections must be at least 1";
+    else if (cfg->duration_s <= 0)
+        why = "duration must be positive";
+    if (why) {
+        fprintf(stderr, "tickfan-bench: %s\n", why);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* ---- results ------------------------------------------------------------- */
+
+static void trailer(const grpc_metadata_array *md, const char *key, char *out, size_t cap)
+{
+    out[0] = '\0';
+    for (size_t i = 0; i < md->count; i++) {
+        if (grpc_slice_str_cmp(md->metadata[i].key, key) != 0)
+            continue;
+        size_t len = GRPC_SLICE_LENGTH(md->metadata[i].value);
+        if (len >= cap)
+            len = cap - 1;
+        memcpy(out, GRPC_SLICE_START_PTR(md->metadata[i].value), len);
+        out[len] = '\0';
+        return;
+    }
+}
+
+static void slice_text(grpc_slice s, char *out, size_t cap)
+{
+    size_t len = GRPC_SLICE_LENGTH(s);
+    if (len >= cap)
+        len = cap - 1;
+    memcpy(out, GRPC_SLICE_START_PTR(s), len);
+    out[len] = '\0';
+}
+
+static void collect(struct run *run, struct benchrun_results *res)
+{
+    const struct benchrun_config *cfg = run->cfg;
+    uint64_t sum = 0;
+    res->data_min = UINT64_MAX;
+    res->first_seq_min = res->last_seq_min = UINT64_MAX;
+    for (uint32_t i = 0; i < cfg->streams; i++) {
+        struct stream *s = &run->streams[i];
+        bool failed = !s->connected;
+        bool early = s->connected && s->status_done && !s->cancelled;
+        if (s->connected)
+            res->connected++;
+        else
+            res->failed++;
+        if (!s->stalled && (failed || early)) {
+            if (early)
+                res->ended_early++;
+            if ((unsigned)s->status < BENCHRUN_STATUS_MAX)
+                res->status_counts[s->status]++;
+            if (!res->first_failure[0]) {
+                char d[200];
+                slice_text(s->details, d, sizeof(d));
+                snprintf(res->first_failure, sizeof(res->first_failure),
+                         "stream %u %s: status %d \"%s\" after %llu Data", i,
+                         failed ? "failed" : "ended early", (int)s->status, d,
+                         (unsigned long long)s->data);
+            }
+        }
+        if (s->stalled) {
+            struct benchrun_stalled *st = &res->stalled[res->n_stalled++];
+            st->index = i;
+            st->overflow = s->overflow;
+            st->resumed = s->resumed;
+            st->data_before_resume = s->resumed ? s->data_before_resume : s->data;
+            st->data_before_gap = s->gaps ? s->data_before_gap : s->data;
+            st->data = s->data;
+            st->last_seq = s->data ? s->last_seq : 0;
+            st->gaps = s->gaps;
+            st->gap_missed = s->gap_missed;
+            st->first_gap_missed = s->first_gap_missed;
+            st->first_gap_reason = s->first_gap_reason;
+            st->first_gap_jump = s->first_gap_jump;
+            st->jump_seen = s->jump_seen;
+            st->violations = s->v_gap + s->v_repeat + s->v_reorder + s->v_mismatch;
+            st->ended = s->status_done && !s->cancelled;
+            st->status = s->status_done ? (int)s->status : -1;
+            slice_text(s->details, st->details, sizeof(st->details));
+            trailer(&s->trailing_md, "tickfan-cursor", st->cursor_trailer,
+                    sizeof(st->cursor_trailer));
+            continue;
+        }
+        if (cfg->messages && !s->done)
+            res->incomplete++;
+        sum += s->data;
+        if (s->data < res->data_min)
+            res->data_min = s->data;
+        if (s->data > res->data_max)
+            res->data_max = s->data;
+        res->snapshots += s->snapshots;
+        res->heartbeats += s->heartbeats;
+        res->end_of_backlogs += s->eobs;
+        res->gaps += s->gaps;
+        res->gap_missed += s->gap_missed;
+        res->order_gaps += s->v_gap;
+        res->order_repeats += s->v_repeat;
+        res->order_reorders += s->v_reorder;
+        res->gap_mismatches += s->v_mismatch;
+        res->bad_messages += s->bad;
+        if (!s->filtered && s->data) {
+            res->seq_streams++;
+            if (s->first_seq < res->first_seq_min)
+                res->first_seq_min = s->first_seq;
+            if (s->first_seq > res->first_seq_max)
+                res->first_seq_max = s->first_seq;
+            if (s->last_seq < res->last_seq_min)
+                res->last_seq_min = s->last_seq;
+            if (s->last_seq > res->last_seq_max)
+                res->last_seq_max = s->last_seq;
+        }
+    }
+    res->data_total = sum;
+    if (res->normal_streams)
+        res->data_avg = (double)sum / res->normal_streams;
+    if (res->data_min == UINT64_MAX)
+        res->data_min = 0;
+    if (res->seq_streams == 0)
+        res->first_seq_min = res->last_seq_min = 0;
+    for (uint32_t t = 0; t < cfg->threads; t++) {
+        struct worker *w = &run->workers[t];
+        hist_merge(res->latency_ns, w->hist);
+        res->latency_negative += w->latency_negative;
+        if (!res->first_violation[0] && w->first_violation[0])
+            memcpy(res->first_violation, w->first_violation, sizeof(res->first_violation));
+    }
+}
+
+static uint64_t sum_data_seen(struct run *run)
+{
+    uint64_t n = 0;
+    for (uint32_t t = 0; t < run->cfg->threads; t++)
+        n += atomic_load_explicit(&run->workers[t].data_seen, memory_order_relaxed);
+    return n;
+}
+
+static uint32_t sum_u32(struct run *run, size_t offset)
+{
+    uint32_t n = 0;
+    for (uint32_t t = 0; t < run->cfg->threads; t++)
+        n += atomic_load_explicit((_Atomic uint32_t *)((char *)&run->workers[t] + offset),
+                                  memory_order_relaxed);
+    return n;
+}
+
+static double cpu_s(int which)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    struct timeval tv = which ? ru.ru_stime : ru.ru_utime;
+    return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
+    nanosleep(&ts, NULL);
+}
+
+/* Main thread: connect phase, run window, stall resume, stop. */
+static void pace(struct run *run, struct benchrun_results *res)
+{
+    const struct benchrun_config *cfg = run->cfg;
+    int64_t start = run->t0_ns;
+    int64_t connect_deadline = start + (int64_t)((cfg->connect_timeout_s + cfg->ramp_s) * 1e9);
+    while (sum_u32(run, offsetof(struct worker, connected)) +
+               sum_u32(run, offsetof(struct worker, failed)) <
+           cfg->streams) {
+        if (mono_ns() >= connect_deadline) {
+            atomic_store(&run->connect_deadline, true);
+            break;
+        }
+        sleep_ms(5);
+    }
+    int64_t t1 = mono_ns();
+    res->connect_s = (double)(t1 - start) / 1e9;
+    double u0 = cpu_s(0), s0 = cpu_s(1);
+    uint64_t seen0 = sum_data_seen(run);
+    atomic_store(&run->phase, PHASE_RUN);
+    int64_t end = t1 + (int64_t)(cfg->duration_s * 1e9);
+    int64_t resume_at = cfg->stall && cfg->stall_resume_after_s >= 0
+                            ? t1 + (int64_t)(cfg->stall_resume_after_s * 1e9)
+                            : INT64_MAX;
+    uint32_t normal = cfg->streams - cfg->stall;
+    for (;;) {
+        int64_t now = mono_ns();
+        if (now >= resume_at && !atomic_load(&run->resume))
+            atomic_store(&run->resume, true);
+        if (now >= end)
+            break;
+        /* --messages: done when every normal stream is, and resumed
+         * stalled streams have had STALL_DRAIN_NS to read */
+        bool stalls_drained = resume_at == INT64_MAX || now - resume_at >= STALL_DRAIN_NS;
+        if (cfg->messages && stalls_drained &&
+            sum_u32(run, offsetof(struct worker, settled)) >= normal)
+            break;
+        sleep_ms(cfg->messages ? 2 : 10);
+    }
+    int64_t t2 = mono_ns();
+    res->data_window = sum_data_seen(run) - seen0;
+    res->window_s = (double)(t2 - t1) / 1e9;
+    res->cpu_user_s = cpu_s(0) - u0;
+    res->cpu_sys_s = cpu_s(1) - s0;
+    atomic_store(&run->phase, PHASE_STOP);
+}
+
+static void destroy_run(struct run *run)
+{
+    const struct benchrun_config *cfg = run->cfg;
+    if (run->workers) {
+        for (uint32_t t = 0; t < cfg->threads; t++) {
+            struct worker *w = &run->workers[t];
+            if (w->cq && !w->started) {
+                grpc_completion_queue_shutdown(w->cq);
+                while (grpc_completion_queue_next(w->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL)
+                           .type != GRPC_QUEUE_SHUTDOWN)
+                    ;
+            }
+            if (w->cq)
+                grpc_completion_queue_destroy(w->cq);
+            hist_destroy(w->hist);
+            free(w->streams);
+        }
+        free(run->workers);
+    }
+    if (run->streams) {
+        for (uint32_t i = 0; i < cfg->streams; i++) {
+            struct stream *s = &run->streams[i];
+            if (s->request)
+                grpc_byte_buffer_destroy(s->request);
+            if (s->recv)
+                grpc_byte_buffer_destroy(s->recv);
+            grpc_metadata_array_destroy(&s->initial_md);
+            grpc_metadata_array_destroy(&s->trailing_md);
+            grpc_slice_unref(s->details);
+        }
+        free(run->streams);
+    }
+    if (run->channels) {
+        for (uint32_t c = 0; c < run->n_channels; c++)
+            if (run->channels[c])
+                grpc_channel_destroy(run->channels[c]);
+        free(run->channels);
+    }
+    if (run->requests) {
+        for (int p = 0; p < 4; p++)
+            grpc_slice_unref(run->requests[p]);
+        free(run->requests);
+    }
+}
+
+int benchrun_run(const struct benchrun_config *cfg, struct benchrun_results *res)
+{
+    struct run run;
+    int rc;
+
+    memset(res, 0, sizeof(*res));
+    memset(&run, 0, sizeof(run));
+    run.cfg = cfg;
+    rc = check_config(cfg);
+    if (rc)
+        return rc;
+    uint32_t normal = cfg->streams - cfg->stall;
+    uint32_t normal_conns = normal ? cfg->connections : 0;
+    uint32_t stall_conns = cfg->stall ? cfg->stall_connections : 0;
+    run.n_channels = normal_conns + stall_conns;
+    rc = raise_fd_limit((uint64_t)run.n_channels + 64, &res->fd_limit);
+    if (rc)
+        return rc;
+    res->normal_streams = normal;
+    rc = hist_create(&res->latency_ns, cfg->hist_precision);
+    if (rc)
+        return rc;
+    res->stalled = calloc(cfg->stall ? cfg->stall : 1, sizeof(*res->stalled));
+    if (!res->stalled)
+        return -ENOMEM;
+
+    grpc_init();
+    atomic_init(&run.phase, PHASE_CONNECT);
+    atomic_init(&run.resume, false);
+    atomic_init(&run.connect_deadline, false);
+    run.channels = calloc(run.n_channels ? run.n_channels : 1, sizeof(*run.channels));
+    run.streams = calloc(cfg->streams, sizeof(*run.streams));
+    run.workers = calloc(cfg->threads, sizeof(*run.workers));
+    if (!run.channels || !run.streams || !run.workers) {
+        rc = -ENOMEM;
+        goto out_destroy;
+    }
+    for (uint32_t i = 0; i < cfg->streams; i++)
+        run.streams[i].details = grpc_empty_slice();
+    rc = encode_requests(&run);
+    if (rc)
+        goto out_destroy;
+    for (uint32_t c = 0; c < run.n_channels; c++) {
+        run.channels[c] = make_channel(cfg->server, c, c >= normal_conns);
+        if (!run.channels[c]) {
+            fprintf(stderr, "tickfan-bench: cannot create a channel to %s\n", cfg->server);
+            rc = -EIO;
+            goto out_destroy;
+        }
+    }
+    for (uint32_t t = 0; t < cfg->threads; t++) {
+        struct worker *w = &run.workers[t];
+        w->run = &run;
+        w->id = t;
+        w->cq = grpc_completion_queue_create_for_next(NULL);
+        w->streams = calloc(cfg->streams / cfg->threads + 1, sizeof(*w->streams));
+        rc = hist_create(&w->hist, cfg->hist_precision);
+        if (!w->cq || !w->streams || rc) {
+            rc = rc ? rc : -ENOMEM;
+            goto out_destroy;
+        }
+        atomic_init(&w->data_seen, 0);
+        atomic_init(&w->connected, 0);
+        atomic_init(&w->failed, 0);
+        atomic_init(&w->settled, 0);
+    }
+    /* normal streams first, the stalled ones last; each worker opens its
+     * streams in index order */
+    for (uint32_t i = 0; i < cfg->streams; i++) {
+        struct stream *s = &run.streams[i];
+        struct worker *w = &run.workers[i % cfg->threads];
+        s->index = i;
+        s->w = w;
+        s->filtered = cfg->n_kinds || cfg->n_keys;
+        grpc_metadata_array_init(&s->initial_md);
+        grpc_metadata_array_init(&s->trailing_md);
+        if (i < normal) {
+            s->conn = i % normal_conns;
+            s->overflow = cfg->overflow;
+        } else {
+            uint32_t j = i - normal;
+            s->stalled = true;
+            s->conn = normal_conns + j % stall_conns;
+            s->overflow = cfg->stall_overflow && cfg->n_stall_overflow
+                              ? cfg->stall_overflow[j % cfg->n_stall_overflow]
+                              : cfg->overflow;
+        }
+        if (s->overflow < 0 || s->overflow > 3) {
+            rc = -EINVAL;
+            goto out_destroy;
+        }
+        w->streams[w->n++] = s;
+    }
+
+    run.t0_ns = mono_ns();
+    for (uint32_t t = 0; t < cfg->threads; t++) {
+        struct worker *w = &run.workers[t];
+        int err = pthread_create(&w->thread, NULL, worker_main, w);
+        if (err) {
+            fprintf(stderr, "tickfan-bench: cannot start worker %u: %s\n", t, strerror(err));
+            rc = -err;
+            atomic_store(&run.phase, PHASE_STOP);
+            break;
+        }
+        w->started = true;
+    }
+    if (rc == 0)
+        pace(&run, res);
+    for (uint32_t t = 0; t < cfg->threads; t++)
+        if (run.workers[t].started)
+            pthread_join(run.workers[t].thread, NULL);
+    if (rc == 0)
+        collect(&run, res);
+
+out_destroy:
+    destroy_run(&run);
+    grpc_shutdown();
+    return rc;
+}
+
+void benchrun_results_free(struct benchrun_results *res)
+{
+    hist_destroy(res->latency_ns);
+    free(res->stalled);
+    memset(res, 0, sizeof(*res));
+}

@@ -1,0 +1,127 @@
+/*
+ * benchrun: one load-generating run against a tickfan Watch server.
+ *
+ * S Watch streams on one topic over M client connections (distinct channels
+ * with a local subchannel pool each, so they really are M TCP connections),
+ * spread round-robin; T worker threads, each with its own completion queue,
+ * each owning every T-th stream; one RECV_MESSAGE outstanding per stream.
+ * Every message is decoded and checked: Data seq order per stream (exactly
+ * previous + 1 for an unfiltered stream; strictly increasing for a filtered
+ * one; a jump right after a Gap must equal the Gap's missed count), Gap
+ * events and their missed counts, heartbeats; the latency of each live Data
+ * (CLOCK_REALTIME now minus ingested_at_unix_micros, same host) goes into a
+ * per-thread histogram merged at the end.
+ *
+ * Stalled streams (the slow consumers) read their first message and then
+ * stop reading until the resume time; they live on connections of their own
+ * with HTTP/2 BDP probing off, so the server's flow-control slack stays
+ * small and its send blocks soon.
+ *
+ * Threads: benchrun_run() is called by one thread (main), which starts the
+ * workers, paces the phases (connect, run, stop) through atomics and joins
+ * them. Every stream's state is touched only by its worker.
+ */
+#ifndef TICKFAN_BENCHRUN_H
+#define TICKFAN_BENCHRUN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hist.h"
+
+#define BENCHRUN_STATUS_MAX 17 /* gRPC status codes 0..16 */
+
+struct benchrun_config {
+    const char *server; /* gRPC target, "host:port" */
+    const char *topic;
+    uint32_t streams;     /* total, stalled ones included */
+    uint32_t connections; /* for the normal streams */
+    uint32_t threads;
+    double duration_s; /* run window once every stream is connected */
+    uint64_t messages; /* per normal stream (then it cancels); 0 = no limit */
+    char **kinds;      /* filters; NULL/0 = all */
+    size_t n_kinds;
+    char **keys;
+    size_t n_keys;
+    int start;    /* events.v1.StartPosition */
+    int overflow; /* events.v1.OverflowPolicy of the normal streams */
+    uint32_t stall;
+    double stall_resume_after_s; /* < 0: never resume */
+    const int *stall_overflow;   /* per stalled stream, cycled; NULL = overflow */
+    size_t n_stall_overflow;
+    uint32_t stall_connections;
+    double connect_timeout_s;
+    double ramp_s; /* open the streams evenly over this long; 0 = all at once */
+    unsigned hist_precision;
+};
+
+/* What a stalled stream saw, and how it ended. */
+struct benchrun_stalled {
+    uint32_t index;
+    int overflow;
+    bool resumed;
+    uint64_t data_before_resume; /* received before it stopped reading */
+    uint64_t data_before_gap;    /* Data received before its first Gap */
+    uint64_t data;
+    uint64_t last_seq; /* of the last Data received; 0 if none */
+    uint64_t gaps;
+    uint64_t gap_missed;       /* sum over its Gaps */
+    uint64_t first_gap_missed; /* of the first Gap */
+    uint32_t first_gap_reason;
+    uint64_t first_gap_jump; /* seq after the first Gap minus the seq before it, minus 1 */
+    bool jump_seen;
+    uint64_t violations; /* order violations not explained by a Gap */
+    bool ended;          /* ended by the server (not by our cancel) */
+    int status;
+    char details[256];
+    char cursor_trailer[96]; /* tickfan-cursor trailing metadata, "" if none */
+};
+
+struct benchrun_results {
+    uint32_t normal_streams;
+    uint32_t connected;   /* received a first message */
+    uint32_t failed;      /* ended before any message, or not connected in time */
+    uint32_t ended_early; /* normal streams the server ended during the run */
+    uint32_t incomplete;  /* --messages: normal streams that did not get them all */
+    uint32_t status_counts[BENCHRUN_STATUS_MAX]; /* of failed and ended-early streams */
+    char first_failure[320];
+
+    /* normal streams */
+    uint64_t data_total;
+    uint64_t data_window; /* Data received during the run window */
+    uint64_t data_min, data_max;
+    double data_avg;
+    uint64_t snapshots, heartbeats, end_of_backlogs, gaps, gap_missed;
+    uint64_t order_gaps, order_repeats, order_reorders, gap_mismatches;
+    uint64_t bad_messages;
+    char first_violation[320];
+    /* unfiltered normal streams that received Data */
+    uint32_t seq_streams;
+    uint64_t first_seq_min, first_seq_max, last_seq_min, last_seq_max;
+
+    hist_t *latency_ns;        /* live Data of normal streams, during the window */
+    uint64_t latency_negative; /* samples with now < ingest time, recorded as 0 */
+
+    double connect_s;
+    double window_s;
+    double cpu_user_s, cpu_sys_s; /* this process, during the window */
+    uint64_t fd_limit;
+
+    struct benchrun_stalled *stalled;
+    size_t n_stalled;
+};
+
+/*
+ * Runs the benchmark per cfg and fills *res (owned by the caller, freed with
+ * benchrun_results_free). Returns 0 when the run took place (the checks are
+ * in *res), or a negative errno when it could not: -EINVAL for a bad
+ * configuration, -ENOMEM, -EMFILE when the file limit cannot cover the
+ * connections, -EIO when gRPC refused a channel, queue or call. Errors are
+ * described on stderr.
+ */
+int benchrun_run(const struct benchrun_config *cfg, struct benchrun_results *res);
+
+void benchrun_results_free(struct benchrun_results *res);
+
+#endif
