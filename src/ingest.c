@@ -189,13 +189,14 @@ uint64_t ingest_append(struct topic *t, struct wire_data *d)
     ringlog_t *log = t->log;
     struct cursor c = {.epoch = ringlog_epoch(log), .seq = ringlog_head_seq(log) + 1};
     d->seq = c.seq;
-    size_t n = wire_data_event_size(d, c);
+    struct wire_data_msg m; /* built once: sized, then packed straight into the log */
+    size_t n = wire_data_msg_init(&m, d, c);
     struct ringlog_slot slot;
     if (ringlog_reserve(log, RINGLOG_DATA, d->kind_len, d->key_len, n, d->ingested_us, &slot))
         return 0;
     memcpy(slot.kind, d->kind, d->kind_len);
     memcpy(slot.key, d->key, d->key_len);
-    wire_data_event_pack(d, c, slot.event);
+    wire_data_msg_pack(&m, slot.event);
     ringlog_commit(log, &slot);
     return slot.seq;
 }
@@ -716,7 +717,10 @@ static void udp_datagram(struct source *s, struct msghdr *msg, size_t len)
             memcpy(&drops, CMSG_DATA(c), sizeof(drops));
             if (drops > s->last_ovfl) {
                 count(s, rxq_ovfl, drops - s->last_ovfl);
-                log_warn("msg=udp_overflow source=\"%s\" dropped_total=%u", s->spec, drops);
+                uint64_t suppressed;
+                if (log_ratelimit_allow(&s->rl, mono_ns() / 1000, &suppressed))
+                    log_warn("msg=udp_overflow source=\"%s\" dropped_total=%u suppressed=%llu",
+                             s->spec, drops, (unsigned long long)suppressed);
             }
             s->last_ovfl = drops;
         }
@@ -871,17 +875,23 @@ static int64_t run_timers(struct ingest *in)
         } else if (s->type == SRC_FILE && !s->eof) {
             if (!s->start_ns)
                 s->start_ns = now;
+            size_t off = 0; /* consumed: compacted before a read and at the end */
             for (int k = 0; k < FILE_BATCH; k++) {
                 /* one record: recv_time_us, then a frame (a length beyond
                  * the maximum is not waited for: the decoder rejects it) */
+                uint8_t *rec = s->sbuf + off;
+                size_t have = s->slen - off;
                 size_t need = 8 + FEEDFRAME_HDR;
-                if (s->slen >= need) {
-                    size_t claimed = (size_t)s->sbuf[12] | (size_t)s->sbuf[13] << 8 |
-                                     (size_t)s->sbuf[14] << 16 | (size_t)s->sbuf[15] << 24;
+                if (have >= need) {
+                    size_t claimed = (size_t)rec[12] | (size_t)rec[13] << 8 |
+                                     (size_t)rec[14] << 16 | (size_t)rec[15] << 24;
                     if (claimed > FEEDFRAME_HDR && claimed <= FEEDFRAME_MAX)
                         need = 8 + claimed;
                 }
-                if (s->slen < need) {
+                if (have < need) {
+                    memmove(s->sbuf, s->sbuf + off, have);
+                    s->slen = have;
+                    off = 0;
                     if (!sbuf_reserve(s, READ_CHUNK))
                         break;
                     ssize_t n = read(s->fd, s->sbuf + s->slen, READ_CHUNK);
@@ -900,7 +910,7 @@ static int64_t run_timers(struct ingest *in)
                 }
                 int64_t rec_us = 0;
                 for (int i = 7; i >= 0; i--)
-                    rec_us = rec_us << 8 | s->sbuf[i];
+                    rec_us = rec_us << 8 | rec[i];
                 int64_t due_ns = 0;
                 if (s->pace == PACE_RATE)
                     due_ns = s->start_ns + (int64_t)((__int128)s->produced * 1000000000 / s->rate);
@@ -916,7 +926,7 @@ static int64_t run_timers(struct ingest *in)
                 }
                 struct feedframe f;
                 size_t n;
-                enum feedframe_error e = feedframe_decode(s->sbuf + 8, s->slen - 8, &f, &n);
+                enum feedframe_error e = feedframe_decode(rec + 8, have - 8, &f, &n);
                 if (e == FEEDFRAME_OK)
                     handle_frame(s, &f);
                 else
@@ -927,11 +937,12 @@ static int64_t run_timers(struct ingest *in)
                              (unsigned long long)s->offset);
                     break;
                 }
-                memmove(s->sbuf, s->sbuf + 8 + n, s->slen - 8 - n);
-                s->slen -= 8 + n;
+                off += 8 + n;
                 s->offset += 8 + n;
                 s->produced++;
             }
+            memmove(s->sbuf, s->sbuf + off, s->slen - off);
+            s->slen -= off;
             if (!s->eof && s->pace == PACE_MAX)
                 wait = 0;
         } else if (s->type == SRC_TCP && s->fd < 0) {

@@ -8,13 +8,7 @@
 #include <string.h>
 
 /* protobuf-c wants NUL-terminated strings; kind and key come from frames. */
-struct data_msg {
-    Events__V1__WatchEvent ev;
-    Events__V1__Data data;
-    char kind[256];
-    char key[256];
-    char cursor[CURSOR_TEXT_MAX];
-};
+#define data_msg wire_data_msg
 
 static void data_msg_init(struct data_msg *m, const struct wire_data *d, struct cursor c)
 {
@@ -38,18 +32,15 @@ static void data_msg_init(struct data_msg *m, const struct wire_data *d, struct 
     m->ev.cursor = m->cursor;
 }
 
-size_t wire_data_event_size(const struct wire_data *d, struct cursor c)
+size_t wire_data_msg_init(struct wire_data_msg *m, const struct wire_data *d, struct cursor c)
 {
-    struct data_msg m;
-    data_msg_init(&m, d, c);
-    return events__v1__watch_event__get_packed_size(&m.ev);
+    data_msg_init(m, d, c);
+    return events__v1__watch_event__get_packed_size(&m->ev);
 }
 
-void wire_data_event_pack(const struct wire_data *d, struct cursor c, uint8_t *out)
+void wire_data_msg_pack(const struct wire_data_msg *m, uint8_t *out)
 {
-    struct data_msg m;
-    data_msg_init(&m, d, c);
-    events__v1__watch_event__pack(&m.ev, out);
+    events__v1__watch_event__pack(&m->ev, out);
 }
 
 grpc_byte_buffer *wire_buffer(const void *data, size_t len)

@@ -30,10 +30,18 @@ struct wire_data {
     bool snapshot;
 };
 
-/* Encoded size of WatchEvent{data, cursor}, and the encoding itself into
- * `out` (exactly that many bytes). kind_len and key_len are at most 255. */
-size_t wire_data_event_size(const struct wire_data *d, struct cursor c);
-void wire_data_event_pack(const struct wire_data *d, struct cursor c, uint8_t *out);
+/* A Data WatchEvent ready to encode (the cursor formatted once): init
+ * returns its encoded size, pack writes exactly that many bytes. The
+ * message points into `d` and into itself: keep both alive until packed. */
+struct wire_data_msg {
+    Events__V1__WatchEvent ev;
+    Events__V1__Data data;
+    char kind[256];
+    char key[256];
+    char cursor[CURSOR_TEXT_MAX];
+};
+size_t wire_data_msg_init(struct wire_data_msg *m, const struct wire_data *d, struct cursor c);
+void wire_data_msg_pack(const struct wire_data_msg *m, uint8_t *out);
 
 /* A byte buffer holding a copy of `len` bytes. The caller owns the result
  * (grpc_byte_buffer_destroy); gRPC does not free it when a send completes. */
