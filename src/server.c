@@ -19,6 +19,7 @@
 #include "events/v1/watcher.pb-c.h"
 #include "health.h"
 #include "publish.h"
+#include "reflection.h"
 #include "log.h"
 #include "shard.h"
 
@@ -76,7 +77,8 @@ int server_create(struct server **out, const struct config *cfg, struct topics *
     srv->watch_method = grpc_server_register_method(srv->grpc, "/events.v1.Watcher/Watch", NULL,
                                                     GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
     srv->ingest = ingest;
-    const struct service_method *(*const providers[])(size_t *) = {health_methods, publish_methods};
+    const struct service_method *(*const providers[])(size_t *) = {health_methods, publish_methods,
+                                                                   reflection_methods};
     for (size_t p = 0; p < sizeof(providers) / sizeof(providers[0]); p++) {
         size_t n;
         const struct service_method *m = providers[p](&n);
