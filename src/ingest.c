@@ -879,7 +879,7 @@ static int64_t run_timers(struct ingest *in)
             for (int k = 0; k < FILE_BATCH; k++) {
                 /* one record: recv_time_us, then a frame (a length beyond
                  * the maximum is not waited for: the decoder rejects it) */
-                uint8_t *rec = s->sbuf + off;
+                uint8_t *rec = s->sbuf ? s->sbuf + off : NULL; /* NULL before the first read */
                 size_t have = s->slen - off;
                 size_t need = 8 + FEEDFRAME_HDR;
                 if (have >= need) {
@@ -889,9 +889,11 @@ static int64_t run_timers(struct ingest *in)
                         need = 8 + claimed;
                 }
                 if (have < need) {
-                    memmove(s->sbuf, s->sbuf + off, have);
-                    s->slen = have;
-                    off = 0;
+                    if (off) {
+                        memmove(s->sbuf, s->sbuf + off, have);
+                        s->slen = have;
+                        off = 0;
+                    }
                     if (!sbuf_reserve(s, READ_CHUNK))
                         break;
                     ssize_t n = read(s->fd, s->sbuf + s->slen, READ_CHUNK);
@@ -941,8 +943,10 @@ static int64_t run_timers(struct ingest *in)
                 s->offset += 8 + n;
                 s->produced++;
             }
-            memmove(s->sbuf, s->sbuf + off, s->slen - off);
-            s->slen -= off;
+            if (off) {
+                memmove(s->sbuf, s->sbuf + off, s->slen - off);
+                s->slen -= off;
+            }
             if (!s->eof && s->pace == PACE_MAX)
                 wait = 0;
         } else if (s->type == SRC_TCP && s->fd < 0) {

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "events/v1/watcher.pb-c.h"
+#include "admin.h"
 #include "health.h"
 #include "publish.h"
 #include "reflection.h"
@@ -55,6 +56,7 @@ int server_create(struct server **out, const struct config *cfg, struct topics *
     atomic_init(&srv->stopping, false);
     atomic_init(&srv->streams_live, 0);
     atomic_init(&srv->other_streams_live, 0);
+    atomic_init(&srv->admin_wanted_until_us, 0);
     atomic_init(&srv->next_stream_id, 0);
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     srv->nshards = cfg->shards > 0 ? (size_t)cfg->shards : (size_t)(cpus > 0 ? cpus : 1);
@@ -77,8 +79,8 @@ int server_create(struct server **out, const struct config *cfg, struct topics *
     srv->watch_method = grpc_server_register_method(srv->grpc, "/events.v1.Watcher/Watch", NULL,
                                                     GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
     srv->ingest = ingest;
-    const struct service_method *(*const providers[])(size_t *) = {health_methods, publish_methods,
-                                                                   reflection_methods};
+    const struct service_method *(*const providers[])(size_t *) = {
+        health_methods, publish_methods, reflection_methods, admin_methods};
     for (size_t p = 0; p < sizeof(providers) / sizeof(providers[0]); p++) {
         size_t n;
         const struct service_method *m = providers[p](&n);

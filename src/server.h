@@ -37,9 +37,10 @@ struct server {
 
     int64_t max_streams;
 
-    atomic_bool draining;               /* SIGTERM: end every stream with UNAVAILABLE */
-    _Atomic uint64_t health_generation; /* bumped when the serving status changes */
-    atomic_bool stopping;               /* server shut down: shards exit once empty */
+    atomic_bool draining;                  /* SIGTERM: end every stream with UNAVAILABLE */
+    _Atomic uint64_t health_generation;    /* bumped when the serving status changes */
+    _Atomic int64_t admin_wanted_until_us; /* shards snapshot their streams until then */
+    atomic_bool stopping;                  /* server shut down: shards exit once empty */
     _Atomic int64_t streams_live;
     _Atomic int64_t other_streams_live; /* long-lived calls of other services (health Watch) */
     _Atomic uint64_t next_stream_id;

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "admin.h"
 #include "health.h"
 #include "ingest.h"
 #include "publish.h"
@@ -496,6 +497,7 @@ static void *shard_main(void *p)
             }
             for (size_t b = 0; b < SHARD_LAG_BUCKETS; b++)
                 atomic_store_explicit(&sh->ctr.lag[b], lag[b], memory_order_relaxed);
+            admin_tick(sh, now);
             sh->tick_us = shard_tick_us(srv); /* SIGHUP may change a cadence */
             sh->next_tick_us = now + sh->tick_us;
         }
@@ -565,6 +567,8 @@ int shard_create(struct shard **out, struct server *srv, size_t index)
                                              NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
     atomic_init(&sh->bell_armed, false);
     atomic_init(&sh->inbox, NULL);
+    atomic_init(&sh->snap_at_us, 0);
+    pthread_mutex_init(&sh->snap_mu, NULL);
     atomic_init(&sh->streams, 0);
     for (size_t i = 0; i < SHARD_WATCH_REQUESTS; i++) {
         sh->watch_req[i].tag = (struct tag){.kind = TAG_NEW_WATCH, .obj = &sh->watch_req[i]};
@@ -626,6 +630,8 @@ void shard_destroy(struct shard *sh)
         if (sh->slices[i].seq)
             grpc_slice_unref(sh->slices[i].slice);
     free(sh->slices);
+    free(sh->snap);
+    pthread_mutex_destroy(&sh->snap_mu);
     free(sh->waiting);
     free(sh->seen_head);
     free(sh);

@@ -24,6 +24,7 @@ struct server;
 struct watch;
 struct health_watch;
 struct publish_call;
+struct admin_call;
 struct ingest_job;
 struct topic;
 struct ringlog_iter;
@@ -103,6 +104,19 @@ struct shard_counters {
     counter_t lag[SHARD_LAG_BUCKETS]; /* live streams per lag bucket, as of the last tick */
 };
 
+/* One stream as the admin view shows it (copied at a shard tick). */
+struct admin_row {
+    uint64_t id;
+    char peer[64];
+    char topic[130];
+    char kinds[200]; /* comma-joined, truncated */
+    char keys[200];
+    uint64_t lag_events, lag_bytes, sent, dropped;
+    int64_t since_us;
+    char cursor[40];
+    const char *state;
+};
+
 struct shard {
     struct server *srv;
     size_t index;
@@ -135,6 +149,13 @@ struct shard {
     _Atomic int64_t streams;
 
     struct shard_counters ctr;
+
+    /* admin view: filled at a tick while someone asked recently */
+    pthread_mutex_t snap_mu;
+    struct admin_row *snap;
+    size_t nsnap, capsnap;
+    _Atomic int64_t snap_at_us;     /* when the snapshot was taken (monotonic) */
+    struct admin_call *admin_calls; /* admin.c's calls waiting on this shard */
 
     bool drain_seen;
     int64_t next_tick_us;

@@ -9,6 +9,7 @@
  * creates none.
  */
 #include <errno.h>
+#include <grpc/byte_buffer_reader.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -19,7 +20,9 @@
 #include <string.h>
 
 #include "subscriber.h"
+#include "tickfan/admin/v1/admin.pb-c.h"
 #include "tickfmt.h"
+#include "watchclient.h"
 #include "wire.h"
 
 #define DEFAULT_SERVER "localhost:50051"
@@ -41,6 +44,7 @@ static const char main_help[] =
     "                       [--start earliest|live] [--start-time TIME]\n"
     "                       [--kinds K,...] [--keys S,...] [--snapshot] [--count N] [--json]\n"
     "                       [--no-resume] [--heartbeat-timeout-ms MS] [--max-retries N]\n"
+    "    tickfan admin subscribers [--server ADDR] [--topic T] [--json]\n"
     "    tickfan COMMAND --help\n"
     "    tickfan --help | --version\n"
     "\n"
@@ -642,6 +646,105 @@ static void short_usage(FILE *out)
           out);
 }
 
+/* ---- admin subscribers ----------------------------------------------------- */
+
+static const char admin_help[] =
+    "usage: tickfan admin subscribers [--server ADDR] [--topic T] [--json]\n"
+    "\n"
+    "Lists the Watch streams the server has open: id, peer, topic, filters,\n"
+    "lag (events and bytes behind the head), data sent, events dropped, since\n"
+    "when, shard, cursor and state (replaying, live, ending). As of each shard's\n"
+    "last tick (within 250 ms). --json: one JSON object per stream.\n"
+    "Exit codes: 0 listed, 1 the server could not be asked, 2 bad usage.\n";
+
+static int cmd_admin(int argc, char **argv)
+{
+    const char *server = getenv("TICKFAN_SERVER") ? getenv("TICKFAN_SERVER") : DEFAULT_SERVER;
+    const char *topic = "";
+    bool json = false;
+    if (argc < 2 || strcmp(argv[1], "subscribers") != 0) {
+        if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+            fputs(admin_help, stdout);
+            return EXIT_DONE;
+        }
+        return usage_error("admin: expected 'subscribers' (see tickfan admin --help)");
+    }
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0)
+            json = true;
+        else if (strcmp(argv[i], "--server") == 0 && i + 1 < argc)
+            server = argv[++i];
+        else if (strcmp(argv[i], "--topic") == 0 && i + 1 < argc)
+            topic = argv[++i];
+        else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            fputs(admin_help, stdout);
+            return EXIT_DONE;
+        } else
+            return usage_error("admin subscribers: unknown option or missing value '%s'", argv[i]);
+    }
+    Tickfan__Admin__V1__ListSubscribersRequest req =
+        TICKFAN__ADMIN__V1__LIST_SUBSCRIBERS_REQUEST__INIT;
+    req.topic = (char *)topic;
+    uint8_t buf[256];
+    size_t n = tickfan__admin__v1__list_subscribers_request__pack(&req, buf);
+    grpc_byte_buffer *reply = NULL;
+    grpc_status_code code;
+    char *details = NULL;
+    int rc = watchclient_unary(server, "/tickfan.admin.v1.Admin/ListSubscribers", buf, n, 10000,
+                               &reply, &code, &details);
+    if (rc || code != GRPC_STATUS_OK) {
+        fprintf(stderr, "tickfan: %s: %s\n", rc ? "error" : wire_status_name(code),
+                details ? details : strerror(-rc));
+        free(details);
+        if (reply)
+            grpc_byte_buffer_destroy(reply);
+        return EXIT_STREAM_ERROR;
+    }
+    free(details);
+    grpc_byte_buffer_reader reader;
+    grpc_byte_buffer_reader_init(&reader, reply);
+    grpc_slice s = grpc_byte_buffer_reader_readall(&reader);
+    grpc_byte_buffer_reader_destroy(&reader);
+    grpc_byte_buffer_destroy(reply);
+    Tickfan__Admin__V1__ListSubscribersResponse *resp =
+        tickfan__admin__v1__list_subscribers_response__unpack(NULL, GRPC_SLICE_LENGTH(s),
+                                                              GRPC_SLICE_START_PTR(s));
+    grpc_slice_unref(s);
+    if (!resp) {
+        fprintf(stderr, "tickfan: malformed ListSubscribersResponse\n");
+        return EXIT_STREAM_ERROR;
+    }
+    if (!json)
+        printf("%-6s %-24s %-10s %-8s %10s %12s %10s %8s %5s %s\n", "ID", "PEER", "TOPIC", "STATE",
+               "LAG", "LAG_BYTES", "SENT", "DROPPED", "SHARD", "FILTER");
+    for (size_t i = 0; i < resp->n_subscribers; i++) {
+        Tickfan__Admin__V1__Subscriber *x = resp->subscribers[i];
+        char filter[512] = "";
+        size_t used = 0;
+        for (size_t k = 0; k < x->n_kinds && used < sizeof(filter); k++)
+            used += (size_t)snprintf(filter + used, sizeof(filter) - used, "%skind=%s",
+                                     used ? " " : "", x->kinds[k]);
+        for (size_t k = 0; k < x->n_keys && used < sizeof(filter); k++)
+            used += (size_t)snprintf(filter + used, sizeof(filter) - used, "%skey=%s",
+                                     used ? " " : "", x->keys[k]);
+        if (json) {
+            printf("{\"id\":%" PRIu64 ",\"peer\":\"%s\",\"topic\":\"%s\",\"state\":\"%s\","
+                   "\"lag_events\":%" PRIu64 ",\"lag_bytes\":%" PRIu64 ",\"sent\":%" PRIu64
+                   ",\"dropped\":%" PRIu64 ",\"since_unix_micros\":%" PRId64
+                   ",\"shard\":%u,\"cursor\":\"%s\",\"filter\":\"%s\"}\n",
+                   x->id, x->peer, x->topic, x->state, x->lag_events, x->lag_bytes, x->sent,
+                   x->dropped, x->since_unix_micros, x->shard, x->cursor, filter);
+        } else {
+            printf("%-6" PRIu64 " %-24s %-10s %-8s %10" PRIu64 " %12" PRIu64 " %10" PRIu64
+                   " %8" PRIu64 " %5u %s\n",
+                   x->id, x->peer, x->topic, x->state, x->lag_events, x->lag_bytes, x->sent,
+                   x->dropped, x->shard, filter[0] ? filter : "-");
+        }
+    }
+    tickfan__admin__v1__list_subscribers_response__free_unpacked(resp, NULL);
+    return EXIT_DONE;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -666,6 +769,8 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "tail") == 0)
         return cmd_tail(argc - 1, argv + 1);
+    if (strcmp(cmd, "admin") == 0)
+        return cmd_admin(argc - 1, argv + 1);
 
     fprintf(stderr, "tickfan: unknown command '%s'\n", cmd);
     short_usage(stderr);

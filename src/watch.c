@@ -811,6 +811,8 @@ void watch_accept(struct shard *sh, grpc_call *call, grpc_byte_buffer *payload)
 
     counter_add(&sh->ctr.opened, 1);
     char *peer = grpc_call_get_peer(call);
+    snprintf(w->peer, sizeof(w->peer), "%s", peer ? peer : "-");
+    w->since_us = log_now_unix_us();
     char text[CURSOR_TEXT_MAX];
     cursor_format(cursor_of(w), text);
     log_info("msg=stream_opened id=%llu topic=%s peer=%s shard=%zu cursor=%s streams_live=%lld",

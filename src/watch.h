@@ -70,6 +70,8 @@ struct watch {
     size_t trailing_count;
 
     int64_t last_send_us; /* monotonic */
+    int64_t since_us;     /* opened, wall clock */
+    char peer[64];
     uint64_t sent_data;
     uint64_t dropped;
     const char *close_reason;

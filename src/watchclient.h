@@ -111,4 +111,14 @@ void watchclient_cancel(watchclient_t *wc);
  */
 void watchclient_close(watchclient_t *wc);
 
+/*
+ * One unary call of `method` with the request bytes (e.g. the admin
+ * service's ListSubscribers). On 0, *code and *details (malloc'd, caller
+ * frees) are the status and *reply the response (caller destroys; NULL when
+ * the call failed). Returns -EIO if the call could not be started.
+ */
+int watchclient_unary(const char *target, const char *method, const void *req, size_t len,
+                      int64_t timeout_ms, grpc_byte_buffer **reply, grpc_status_code *code,
+                      char **details);
+
 #endif

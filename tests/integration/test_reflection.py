@@ -11,7 +11,8 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from tickfan_harness import PY_DIR
 
 SERVICES = {"events.v1.Watcher", "events.v1.Publisher", "grpc.health.v1.Health",
-            "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"}
+            "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection",
+            "tickfan.admin.v1.Admin"}
 
 
 def load(version):
