@@ -143,39 +143,19 @@ struct ingest {
     counter_t reasons[FEEDFRAME_NREASONS];
 };
 
-static int64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static int64_t real_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static void add(_Atomic uint64_t *c, uint64_t n)
-{
-    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
-                          memory_order_relaxed);
-}
-
 /* Counts on the source (for its log lines) and in the totals. Only the
  * ingest thread writes either. */
 #define count(s, field, n)                                                                         \
     do {                                                                                           \
-        add(&(s)->field, (n));                                                                     \
-        add(&(s)->in->field, (n));                                                                 \
+        counter_add(&(s)->field, (n));                                                             \
+        counter_add(&(s)->in->field, (n));                                                         \
     } while (0)
 
 /* Ingest time never goes backwards within the process, so START_AT_TIME can
  * binary-search it. */
 static int64_t ingest_now_us(struct ingest *in)
 {
-    int64_t now = real_ns() / 1000;
+    int64_t now = log_now_unix_ns() / 1000;
     if (now < in->last_ingest_us)
         now = in->last_ingest_us;
     in->last_ingest_us = now;
@@ -273,7 +253,7 @@ static void run_jobs(struct ingest *in)
             job->last = (struct cursor){.epoch = ringlog_epoch(r->topic->log), .seq = seq};
             job->appended++;
             in->appended_batch++;
-            add(&in->frames, 1);
+            counter_add(&in->frames, 1);
         }
         job->done(job);
     }
@@ -286,7 +266,7 @@ static void reject(struct source *s, enum feedframe_error why)
     count(s, rejected, 1);
     counter_add(&s->in->reasons[why], 1);
     uint64_t suppressed;
-    if (log_ratelimit_allow(&s->rl, mono_ns() / 1000, &suppressed))
+    if (log_ratelimit_allow(&s->rl, log_now_mono_ns() / 1000, &suppressed))
         log_warn("msg=feed_reject source=\"%s\" reason=%s offset=%llu suppressed=%llu", s->spec,
                  feedframe_reason(why), (unsigned long long)s->offset,
                  (unsigned long long)suppressed);
@@ -316,7 +296,7 @@ static void handle_frame(struct source *s, const struct feedframe *f)
     if (!t) {
         count(s, unknown_topic, 1);
         uint64_t suppressed;
-        if (log_ratelimit_allow(&in->unknown_rl, mono_ns() / 1000, &suppressed))
+        if (log_ratelimit_allow(&in->unknown_rl, log_now_mono_ns() / 1000, &suppressed))
             log_warn("msg=feed_unknown_topic source=\"%s\" topic=%.*s suppressed=%llu", s->spec,
                      (int)f->topic_len, f->topic, (unsigned long long)suppressed);
         return;
@@ -718,7 +698,7 @@ static void udp_datagram(struct source *s, struct msghdr *msg, size_t len)
             if (drops > s->last_ovfl) {
                 count(s, rxq_ovfl, drops - s->last_ovfl);
                 uint64_t suppressed;
-                if (log_ratelimit_allow(&s->rl, mono_ns() / 1000, &suppressed))
+                if (log_ratelimit_allow(&s->rl, log_now_mono_ns() / 1000, &suppressed))
                     log_warn("msg=udp_overflow source=\"%s\" dropped_total=%u suppressed=%llu",
                              s->spec, drops, (unsigned long long)suppressed);
             }
@@ -748,7 +728,7 @@ static void stream_closed(struct source *s, const char *why)
         s->backoff_ms = s->backoff_ms ? s->backoff_ms * 2 : 100;
         if (s->backoff_ms > 5000)
             s->backoff_ms = 5000;
-        s->reconnect_at_ns = mono_ns() + s->backoff_ms * 1000000;
+        s->reconnect_at_ns = log_now_mono_ns() + s->backoff_ms * 1000000;
         s->connecting = false;
     }
 }
@@ -792,7 +772,7 @@ static void tcp_connected(struct ingest *in, struct source *s, int res)
     s->connecting = false;
     if (res) {
         uint64_t suppressed;
-        if (log_ratelimit_allow(&s->rl, mono_ns() / 1000, &suppressed))
+        if (log_ratelimit_allow(&s->rl, log_now_mono_ns() / 1000, &suppressed))
             log_warn("msg=feed_connect_failed source=\"%s\" error=\"%s\" retry_ms=%lld", s->spec,
                      strerror(-res), (long long)(s->backoff_ms ? s->backoff_ms * 2 : 100));
         close(s->fd);
@@ -838,7 +818,7 @@ static void accepted(struct ingest *in, struct source *l, int fd)
 /* Runs what is due; returns the nanoseconds until the next due time. */
 static int64_t run_timers(struct ingest *in)
 {
-    int64_t now = mono_ns();
+    int64_t now = log_now_mono_ns();
     int64_t wait = MAX_WAIT_NS;
     for (struct source *s = in->sources; s; s = s->next) {
         if (s->type == SRC_SIM) {
@@ -852,7 +832,7 @@ static int64_t run_timers(struct ingest *in)
             for (uint64_t k = 0; k < todo; k++) {
                 int64_t now_us = ingest_now_us(in);
                 struct sim_tick tick;
-                sim_next(s->sim, real_ns(), &tick);
+                sim_next(s->sim, log_now_unix_ns(), &tick);
                 struct wire_data d = {
                     .kind = tick.kind,
                     .kind_len = strlen(tick.kind),
@@ -974,6 +954,15 @@ static void reap_dead(struct ingest *in)
 
 /* ---- the loops ------------------------------------------------------------ */
 
+/* Rings the shards once for everything appended since the last time. */
+static void flush_notify(struct ingest *in)
+{
+    if (in->appended_batch) {
+        in->appended_batch = 0;
+        in->notify(in->arg);
+    }
+}
+
 static void uring_wake_arm(struct ingest *in)
 {
     struct io_uring_sqe *sqe = get_sqe(in);
@@ -1040,10 +1029,7 @@ static void *uring_main(struct ingest *in)
     while (!atomic_load_explicit(&in->stop, memory_order_relaxed)) {
         run_jobs(in);
         int64_t wait = run_timers(in);
-        if (in->appended_batch) {
-            in->appended_batch = 0;
-            in->notify(in->arg);
-        }
+        flush_notify(in);
         if (wait > MAX_WAIT_NS)
             wait = MAX_WAIT_NS;
         if (wait > 0) {
@@ -1063,10 +1049,7 @@ static void *uring_main(struct ingest *in)
         }
         io_uring_cq_advance(&in->ring, n);
         reap_dead(in);
-        if (in->appended_batch) {
-            in->appended_batch = 0;
-            in->notify(in->arg);
-        }
+        flush_notify(in);
     }
     return NULL;
 }
@@ -1128,10 +1111,7 @@ static void *epoll_main(struct ingest *in)
     while (!atomic_load_explicit(&in->stop, memory_order_relaxed)) {
         run_jobs(in);
         int64_t wait = run_timers(in);
-        if (in->appended_batch) {
-            in->appended_batch = 0;
-            in->notify(in->arg);
-        }
+        flush_notify(in);
         if (wait > MAX_WAIT_NS)
             wait = MAX_WAIT_NS;
         struct epoll_event evs[64];
@@ -1139,10 +1119,7 @@ static void *epoll_main(struct ingest *in)
         for (int i = 0; i < n; i++)
             epoll_ready(in, evs[i].data.ptr, evs[i].events);
         reap_dead(in);
-        if (in->appended_batch) {
-            in->appended_batch = 0;
-            in->notify(in->arg);
-        }
+        flush_notify(in);
     }
     return NULL;
 }

@@ -10,6 +10,8 @@
  */
 #include "benchrun.h"
 
+#include "log.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -109,20 +111,6 @@ struct run {
     _Atomic bool connect_deadline;
 };
 
-static int64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static int64_t real_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static void bump(_Atomic uint64_t *c, uint64_t n)
 {
     atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
@@ -218,7 +206,7 @@ static void on_data(struct worker *w, struct stream *s, const struct evparse_eve
     }
     if (!s->stalled && s->live &&
         atomic_load_explicit(&w->run->phase, memory_order_relaxed) == PHASE_RUN) {
-        int64_t lat = real_ns() - ev->ingested_us * 1000;
+        int64_t lat = log_now_unix_ns() - ev->ingested_us * 1000;
         if (lat < 0) {
             w->latency_negative++;
             lat = 0;
@@ -423,7 +411,7 @@ static void *worker_main(void *p)
     struct worker *w = p;
     struct run *run = w->run;
     for (;;) {
-        int64_t now = mono_ns();
+        int64_t now = log_now_mono_ns();
         int phase = atomic_load_explicit(&run->phase, memory_order_relaxed);
         if (phase != PHASE_STOP)
             open_due(w, now);
@@ -739,13 +727,13 @@ static void pace(struct run *run, struct benchrun_results *res)
     while (sum_u32(run, offsetof(struct worker, connected)) +
                sum_u32(run, offsetof(struct worker, failed)) <
            cfg->streams) {
-        if (mono_ns() >= connect_deadline) {
+        if (log_now_mono_ns() >= connect_deadline) {
             atomic_store(&run->connect_deadline, true);
             break;
         }
         sleep_ms(5);
     }
-    int64_t t1 = mono_ns();
+    int64_t t1 = log_now_mono_ns();
     res->connect_s = (double)(t1 - start) / 1e9;
     double u0 = cpu_s(0), s0 = cpu_s(1);
     uint64_t seen0 = sum_data_seen(run);
@@ -756,7 +744,7 @@ static void pace(struct run *run, struct benchrun_results *res)
                             : INT64_MAX;
     uint32_t normal = cfg->streams - cfg->stall;
     for (;;) {
-        int64_t now = mono_ns();
+        int64_t now = log_now_mono_ns();
         if (now >= resume_at && !atomic_load(&run->resume))
             atomic_store(&run->resume, true);
         if (now >= end)
@@ -769,7 +757,7 @@ static void pace(struct run *run, struct benchrun_results *res)
             break;
         sleep_ms(cfg->messages ? 2 : 10);
     }
-    int64_t t2 = mono_ns();
+    int64_t t2 = log_now_mono_ns();
     res->data_window = sum_data_seen(run) - seen0;
     res->window_s = (double)(t2 - t1) / 1e9;
     res->cpu_user_s = cpu_s(0) - u0;
@@ -916,7 +904,7 @@ int benchrun_run(const struct benchrun_config *cfg, struct benchrun_results *res
         w->streams[w->n++] = s;
     }
 
-    run.t0_ns = mono_ns();
+    run.t0_ns = log_now_mono_ns();
     for (uint32_t t = 0; t < cfg->threads; t++) {
         struct worker *w = &run.workers[t];
         int err = pthread_create(&w->thread, NULL, worker_main, w);
