@@ -281,6 +281,7 @@ static void fell_behind(struct watch *w)
 
 #define SCAN_BUDGET 512 /* filtered-out records scanned before yielding */
 #define LOOKAHEAD 64    /* records scanned after a send for the next match */
+#define HINT_RUN 16     /* coalesced sends in a row before one is flushed */
 
 /* True when the stream's next record is already in the log and matches:
  * the send before it may then be coalesced with it. Skips the records that
@@ -540,7 +541,11 @@ void watch_pump(struct watch *w)
             /* Coalesce with the next message when it is already queued. Not
              * on the first message: a hinted batch that also carries the
              * initial metadata does not complete until a later write. */
-            start_send_flags(w, bb, w->md_sent && next_is_queued(w) ? GRPC_WRITE_BUFFER_HINT : 0);
+            /* ...and at most HINT_RUN in a row: a subscriber that is always
+             * behind would otherwise never see a flush. */
+            bool hint = w->md_sent && w->hinted < HINT_RUN && next_is_queued(w);
+            w->hinted = hint ? w->hinted + 1 : 0;
+            start_send_flags(w, bb, hint ? GRPC_WRITE_BUFFER_HINT : 0);
             return;
         }
     }

@@ -41,6 +41,7 @@ struct watch {
     bool md_sent;
     bool eob_sent;
     bool send_busy;
+    int hinted; /* sends in a row with GRPC_WRITE_BUFFER_HINT */
     bool status_started;
     bool closed;   /* RECV_CLOSE_ON_SERVER completed */
     int cancelled; /* filled by RECV_CLOSE_ON_SERVER */
