@@ -9,8 +9,9 @@ import grpc
 from tickfan_harness import Watch, cursor_parts, logfmt, pb, pb_grpc
 
 # 20,000 events/s of ~130 bytes: a 256 KiB lag budget is exceeded within
-# ~0.1 s of stalling, long before the 16 MiB log could lap the subscriber.
-FLAGS = ("--sim-rate", "20000", "--log-size", "16M", "--max-lag-bytes", "256K",
+# ~0.1 s of stalling, long before the 64 MiB log (~25 s of events) could lap
+# the subscriber or the history replay the conflation check reads.
+FLAGS = ("--sim-rate", "20000", "--log-size", "64M", "--max-lag-bytes", "256K",
          "--heartbeat-ms", "1000")
 STALL_S = 2.0
 
