@@ -1,0 +1,332 @@
+#!/usr/bin/env python3
+"""Turns one perf/run directory into perf/results/latest.json and latest.md,
+plus the data files the gnuplot scripts in perf/plot/ read.
+
+Called by perf/run; by hand: report.py --mode quick --run-dir DIR --results perf/results
+"""
+import argparse
+import glob
+import json
+import os
+import platform
+import re
+
+NAMES = {"tickfand": "tickfand", "go-peer": "go peer"}
+
+
+def load(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def machine():
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"nproc": os.cpu_count(), "kernel": platform.release(), "cpu_model": model}
+
+
+def load_avg(path):
+    try:
+        with open(path) as f:
+            m = re.search(r"load average: ([\d.]+), ([\d.]+), ([\d.]+)", f.read())
+            return [float(x) for x in m.groups()] if m else None
+    except OSError:
+        return None
+
+
+def case(run_dir, scen, step, server):
+    base = os.path.join(run_dir, f"{scen}.{step}.{server}")
+    meta = load(base + ".meta.json") or {}
+    bench = load(base + ".json") or {}
+    res = bench.get("results", {})
+    msgs = res.get("messages", {})
+    lat = res.get("latency_us", {})
+    ov = res.get("order_violations", {})
+    ev = res.get("events", {})
+    st = res.get("streams", {})
+    total = msgs.get("total", 0)
+    idle = load(base + ".idle.json") if scen == "s5" else None
+    cpu = meta.get("server_cpu_s")
+    if not bench or "error" in meta:
+        return {"sim_rate": meta.get("sim_rate"), "ran": False, "error": meta.get("error", "no bench output"),
+                "bench_pass": None, "failures": [], "delivered_per_s": None, "gaps": None,
+                "order_violations": None, "streams_failed": None, "server_cpu_s_per_million": None,
+                "latency_ms": {k: None for k in ("p50", "p90", "p99", "p999", "max")},
+                "rss_before_mb": None, "rss_peak_mb": None}
+    out = {
+        "ran": True,
+        "sim_rate": meta.get("sim_rate"),
+        "bench_pass": bench.get("pass"),
+        "bench_exit": meta.get("bench_exit"),
+        "failures": bench.get("failures", []),
+        "streams_connected": st.get("connected"),
+        "streams_failed": st.get("failed"),
+        "delivered_per_s": msgs.get("msgs_per_s"),
+        "delivered_total": total,
+        "per_stream_min": msgs.get("per_stream_min"),
+        "per_stream_max": msgs.get("per_stream_max"),
+        "gaps": ev.get("gaps", 0),
+        "gap_missed": ev.get("gap_missed", 0),
+        "order_violations": sum(ov.get(k, 0) for k in ("gaps", "repeats", "reorders", "gap_mismatches", "malformed")),
+        "latency_ms": {k: (lat[k] / 1000.0 if k in lat else None) for k in ("p50", "p90", "p99", "p999", "max")},
+        "latency_samples": lat.get("count"),
+        "server_cpu_s": cpu,
+        "server_cpu_s_per_million": (cpu / total * 1e6) if cpu is not None and total else None,
+        "rss_before_mb": meta.get("rss_before_kb", 0) / 1024.0 if meta else None,
+        "rss_peak_mb": meta.get("rss_peak_kb", 0) / 1024.0 if meta else None,
+        "bench_json": os.path.relpath(base + ".json", run_dir),
+    }
+    if res.get("stalled"):
+        out["stalled"] = res["stalled"]
+    if idle is not None:
+        ir = idle.get("results", {})
+        out["idle_streams_connected"] = ir.get("streams", {}).get("connected")
+        out["idle_heartbeats"] = ir.get("events", {}).get("heartbeats")
+        out["idle_bench_exit"] = meta.get("idle_bench_exit")
+    return out
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def fmt(v, unit=""):
+    if v is None:
+        return "-"
+    if isinstance(v, str):
+        return v
+    if isinstance(v, int) or (isinstance(v, float) and v.is_integer() and abs(v) >= 100):
+        return f"{v:,.0f}" + unit
+    if abs(v) >= 1000:
+        s = f"{v:,.0f}"
+    elif abs(v) >= 100:
+        s = f"{v:.0f}"
+    elif abs(v) >= 10:
+        s = f"{v:.1f}"
+    else:
+        s = f"{v:.2f}"
+    return s + unit
+
+
+def row(label, vals, higher_better, unit, servers):
+    """vals: {server: value}. Ratio is tickfand / go peer; the last column names the better one."""
+    cells = [fmt(vals.get(s), unit) for s in servers]
+    r = ratio(vals.get("tickfand"), vals.get("go-peer")) if len(servers) > 1 else None
+    better = "-"
+    if r is not None and vals.get("tickfand") == vals.get("go-peer"):
+        better = "even"
+    elif r is not None:
+        better = "tickfand" if (r > 1) == higher_better else "go peer"
+    line = f"| {label} | " + " | ".join(cells)
+    if len(servers) > 1:
+        line += f" | {fmt(r) + 'x' if r is not None else '-'} | {'higher' if higher_better else 'lower'} | {better} |"
+    else:
+        line += " |"
+    return line
+
+
+def header(servers):
+    h = "| metric | " + " | ".join(NAMES[s] for s in servers)
+    sep = "| --- | " + " | ".join("---" for _ in servers)
+    if len(servers) > 1:
+        h += " | tickfand / go peer | better is | better |"
+        sep += " | --- | --- | --- |"
+    else:
+        h += " |"
+        sep += " |"
+    return h + "\n" + sep
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mode", required=True)
+    ap.add_argument("--run-dir", required=True)
+    ap.add_argument("--results", required=True)
+    ap.add_argument("--elapsed", type=float, default=None)
+    ap.add_argument("--servers", default="tickfand go-peer")
+    a = ap.parse_args()
+    servers = a.servers.split()
+    env = {}
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), a.mode + ".env")) as f:
+        for line in f:
+            m = re.match(r"^(\w+)=\"?([^\"#]*)\"?", line.strip())
+            if m:
+                env[m.group(1)] = m.group(2).strip()
+    rates = [int(x) for x in env["S1_RATES"].split()]
+    p99_limit = float(env["S1_P99_MS"])
+    s1_streams = int(env["S1_STREAMS"])
+
+    figures = {}
+    for s in servers:
+        f = {}
+        steps = []
+        capacity = None
+        for r in rates:
+            c = case(a.run_dir, "s1", r, s)
+            c["offered_ticks_per_s"] = r
+            c["offered_deliveries_per_s"] = r * s1_streams
+            p99 = c["latency_ms"]["p99"]
+            c["ok"] = c["ran"] and bool(
+                c["bench_pass"] and c["gaps"] == 0 and c["order_violations"] == 0
+                and c["streams_failed"] == 0 and p99 is not None and p99 < p99_limit
+                and (c["delivered_per_s"] or 0) >= 0.97 * r * s1_streams)
+            if c["ok"]:
+                capacity = c["offered_deliveries_per_s"]
+            steps.append(c)
+        f["s1_fanout_capacity"] = {"steps": steps, "capacity_deliveries_per_s": capacity,
+                                   "rule": f"highest step: all streams connected, no Gap or order violation, "
+                                           f"delivered >= 97% of offered, p99 < {p99_limit:g} ms"}
+        f["s2_latency_fixed_load"] = case(a.run_dir, "s2", env["S2_RATE"], s)
+        f["s3_single_stream"] = case(a.run_dir, "s3", env["S3_RATE"], s)
+        s4 = case(a.run_dir, "s4", env["S2_RATE"], s)
+        s2 = f["s2_latency_fixed_load"]
+        s4["healthy_rate_vs_s2"] = ratio(s4["delivered_per_s"], s2["delivered_per_s"])
+        s4["healthy_p99_vs_s2"] = ratio(s4["latency_ms"]["p99"], s2["latency_ms"]["p99"])
+        f["s4_slow_consumer"] = s4
+        s5 = case(a.run_dir, "s5", env["S5_RATE"], s)
+        n5 = int(env["S5_IDLE"]) + int(env["S5_ACTIVE"])
+        if s5.get("rss_peak_mb") is not None and s5.get("rss_before_mb") is not None:
+            s5["streams"] = n5
+            s5["rss_kb_per_stream"] = (s5["rss_peak_mb"] - s5["rss_before_mb"]) * 1024.0 / n5
+        f["s5_connection_scale"] = s5
+        figures[s] = f
+
+    doc = {
+        "mode": a.mode,
+        "run_dir": "perf/results/" + os.path.relpath(os.path.abspath(a.run_dir), os.path.abspath(a.results)),
+        "elapsed_s": a.elapsed,
+        "config": {k: env[k] for k in sorted(env)} | {
+            "servers": servers, "server_cpu": 0, "bench_cpu": 1,
+            "tickfand_args": "--shards 1 --sim-rate R (fresh data dir in /dev/shm)",
+            "go_peer_args": "--sim-rate R (defaults: --ring 1000000 --buffer 1024)",
+            "bench_args": "--threads 1, start live; latency = now - ingested_at_unix_micros"},
+        "machine": machine() | {"load_before": load_avg(os.path.join(a.run_dir, "load_before.txt")),
+                                "load_after": load_avg(os.path.join(a.run_dir, "load_after.txt"))},
+        "figures": figures,
+    }
+    with open(os.path.join(a.results, "latest.json"), "w") as f:
+        json.dump(doc, f, indent=1)
+        f.write("\n")
+
+    # ---- plot data (only the servers that ran)
+    ran = [s for s in servers if figures[s]["s2_latency_fixed_load"]["ran"]
+           or any(c["ran"] for c in figures[s]["s1_fanout_capacity"]["steps"])]
+    with open(os.path.join(a.run_dir, "s1_rate.dat"), "w") as f:
+        f.write("# offered_deliveries_per_s " + " ".join(ran) + "\n")
+        for i, r in enumerate(rates):
+            vals = [figures[s]["s1_fanout_capacity"]["steps"][i]["delivered_per_s"] for s in ran]
+            f.write(f"{r * s1_streams} " + " ".join(str(v if v is not None else "NaN") for v in vals) + "\n")
+    with open(os.path.join(a.run_dir, "s2_latency.dat"), "w") as f:
+        f.write("# percentile " + " ".join(ran) + " (ms)\n")
+        for k, label in (("p50", "p50"), ("p90", "p90"), ("p99", "p99"), ("p999", "p99.9"), ("max", "max")):
+            vals = [figures[s]["s2_latency_fixed_load"]["latency_ms"][k] for s in ran]
+            f.write(f"{label} " + " ".join(str(v if v is not None else "NaN") for v in vals) + "\n")
+
+    # ---- markdown
+    m = machine()
+    la_b, la_a = doc["machine"]["load_before"], doc["machine"]["load_after"]
+    L = []
+    L.append(f"# tickfan perf: `perf/run {a.mode}`\n")
+    L.append(f"Machine: {m['nproc']} CPUs, {m['cpu_model']}, Linux {m['kernel']}. "
+             f"Load average before/after: {la_b[0] if la_b else '-'} / {la_a[0] if la_a else '-'}. "
+             f"Run took {fmt(a.elapsed)} s. Server on CPU 0 (tickfand `--shards 1`), "
+             f"tickfan-bench on CPU 1 (`--threads 1`); both servers on their built-in "
+             f"simulator at the same rate, topic `sim`. Latency is now minus ingest time "
+             f"(same host clock), not corrected for coordinated omission. Ratio = "
+             f"tickfand / go peer; \"better is\" says which direction wins.\n")
+    e = env
+    L.append(f"## 1. Fanout capacity ({e['S1_STREAMS']} subscribers, {e['S1_CONNS']} connections, "
+             f"{e['S1_SECONDS']} s per step)\n")
+    L.append("| offered ticks/s | offered deliveries/s | " + " | ".join(
+        f"{NAMES[s]} delivered/s | {NAMES[s]} p99 ms | {NAMES[s]} ok" for s in servers) + " |")
+    L.append("| --- | --- | " + " | ".join("--- | --- | ---" for _ in servers) + " |")
+    for i, r in enumerate(rates):
+        cells = []
+        for s in servers:
+            c = figures[s]["s1_fanout_capacity"]["steps"][i]
+            why = "yes" if c["ok"] else "not run" if not c["ran"] else ("no (" + ", ".join(filter(None, [
+                "gaps" if c["gaps"] or c["order_violations"] else "",
+                "p99" if (c["latency_ms"]["p99"] or 1e9) >= p99_limit else "",
+                "rate" if (c["delivered_per_s"] or 0) < 0.97 * r * s1_streams else "",
+                "check" if not c["bench_pass"] else ""])) + ")")
+            cells.append(f"{fmt(c['delivered_per_s'])} | {fmt(c['latency_ms']['p99'])} | {why}")
+        L.append(f"| {r} | {r * s1_streams:,} | " + " | ".join(cells) + " |")
+    L.append("")
+    L.append(header(servers))
+    L.append(row("capacity, deliveries/s (no loss, p99 < %g ms)" % p99_limit,
+                 {s: figures[s]["s1_fanout_capacity"]["capacity_deliveries_per_s"] for s in servers},
+                 True, "", servers))
+    L.append("")
+
+    def block(title, key, rows):
+        L.append(title + "\n")
+        L.append(header(servers))
+        for label, getter, hb, unit in rows:
+            L.append(row(label, {s: getter(figures[s][key]) for s in servers}, hb, unit, servers))
+        L.append("")
+
+    lat_rows = [
+        ("delivered msgs/s", lambda c: c["delivered_per_s"], True, ""),
+        ("p50 latency, ms", lambda c: c["latency_ms"]["p50"], False, ""),
+        ("p99 latency, ms", lambda c: c["latency_ms"]["p99"], False, ""),
+        ("p99.9 latency, ms", lambda c: c["latency_ms"]["p999"], False, ""),
+        ("max latency, ms", lambda c: c["latency_ms"]["max"], False, ""),
+        ("Gaps + order violations", lambda c: None if c["gaps"] is None else c["gaps"] + c["order_violations"], False, ""),
+        ("server CPU s per million delivered", lambda c: c["server_cpu_s_per_million"], False, ""),
+        ("server VmRSS peak, MB", lambda c: c["rss_peak_mb"], False, ""),
+    ]
+    block(f"## 2. Latency at fixed load ({e['S2_STREAMS']} subscribers x {e['S2_RATE']} ticks/s, "
+          f"{e['S2_SECONDS']} s)", "s2_latency_fixed_load", lat_rows)
+    block(f"## 3. Single stream (sim rate {int(e['S3_RATE']):,}/s, {e['S3_SECONDS']} s)",
+          "s3_single_stream", lat_rows[:5] + lat_rows[5:7])
+    block(f"## 4. Slow-consumer isolation (scenario 2 + {e['S4_STALL']} stalled subscribers, "
+          f"{e['S4_SECONDS']} s)", "s4_slow_consumer", [
+              ("healthy delivered msgs/s", lambda c: c["delivered_per_s"], True, ""),
+              ("healthy rate / scenario 2", lambda c: c["healthy_rate_vs_s2"], True, ""),
+              ("healthy p99 latency, ms", lambda c: c["latency_ms"]["p99"], False, ""),
+              ("healthy p99 / scenario 2", lambda c: c["healthy_p99_vs_s2"], False, ""),
+              ("Gaps + order violations (healthy)", lambda c: None if c["gaps"] is None else c["gaps"] + c["order_violations"], False, ""),
+              ("server CPU s per million delivered", lambda c: c["server_cpu_s_per_million"], False, ""),
+              ("server VmRSS peak, MB", lambda c: c["rss_peak_mb"], False, ""),
+          ])
+    block(f"## 5. Connection scale ({e['S5_IDLE']} idle streams over {e['S5_IDLE_CONNS']} connections "
+          f"+ {e['S5_ACTIVE']} active at {e['S5_RATE']} ticks/s, {e['S5_SECONDS']} s)",
+          "s5_connection_scale", [
+              ("idle streams connected", lambda c: c.get("idle_streams_connected"), True, ""),
+              ("active delivered msgs/s", lambda c: c["delivered_per_s"], True, ""),
+              ("active p99 latency, ms", lambda c: c["latency_ms"]["p99"], False, ""),
+              ("server VmRSS before, MB", lambda c: c["rss_before_mb"], False, ""),
+              ("server VmRSS peak, MB", lambda c: c["rss_peak_mb"], False, ""),
+              ("server memory per stream, KB", lambda c: c.get("rss_kb_per_stream"), False, ""),
+          ])
+    fails = []
+    for s in servers:
+        for k, v in figures[s].items():
+            cs = v["steps"] if k.startswith("s1") else [v]
+            for c in cs:
+                if c.get("failures"):
+                    fails.append(f"- {NAMES[s]} {k} (sim rate {c.get('sim_rate')}): " + "; ".join(c["failures"][:3]))
+    if fails:
+        L.append("## Checks that failed (tickfan-bench verdicts)\n")
+        L.extend(fails)
+        L.append("")
+    L.append(f"Raw data: `perf/results/runs/{os.path.basename(a.run_dir.rstrip('/'))}/` "
+             f"(bench JSON and text, server logs, VmRSS samples; kept locally, ignored by git).\n")
+    with open(os.path.join(a.results, "latest.md"), "w") as f:
+        f.write("\n".join(L))
+
+
+if __name__ == "__main__":
+    main()
