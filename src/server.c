@@ -32,7 +32,8 @@ void server_notify(void *arg)
     /* Pairs with the shard's fence after arming its doorbell. */
     atomic_thread_fence(memory_order_seq_cst);
     for (size_t i = 0; i < srv->nshards; i++)
-        shard_ring(srv->shards[i]);
+        if (atomic_load_explicit(&srv->shards[i]->wants_data, memory_order_relaxed))
+            shard_ring(srv->shards[i]);
 }
 
 int64_t server_streams_live(const struct server *srv)

@@ -405,6 +405,8 @@ static bool wake_topics(struct shard *sh)
     const struct topics *topics = sh->srv->topics;
     bool moved = false;
     for (size_t i = 0; i < topics->count; i++) {
+        if (!sh->waiting[i])
+            continue; /* nobody here waits for this topic: its appends are not ours */
         uint64_t head = ringlog_head_pos(topics->items[i].log);
         if (head == sh->seen_head[i])
             continue;
@@ -424,12 +426,19 @@ static bool wake_topics(struct shard *sh)
     return moved;
 }
 
-static bool heads_moved(const struct shard *sh)
+/* Did a topic that some stream here waits for move? Also says, through
+ * *waiting, whether any stream waits at all. */
+static bool heads_moved(const struct shard *sh, bool *waiting)
 {
     const struct topics *topics = sh->srv->topics;
-    for (size_t i = 0; i < topics->count; i++)
+    *waiting = false;
+    for (size_t i = 0; i < topics->count; i++) {
+        if (!sh->waiting[i])
+            continue;
+        *waiting = true;
         if (ringlog_head_pos(topics->items[i].log) != sh->seen_head[i])
             return true;
+    }
     return false;
 }
 
@@ -506,13 +515,20 @@ static void *shard_main(void *p)
         if (atomic_load(&srv->stopping) && sh->calls_live)
             health_drain(sh); /* health streams opened while draining */
 
+        /* Appends concern this shard only while a stream waits for data:
+         * say so before arming, so the ingest thread rings only then. */
+        bool waiting = false;
+        for (size_t i = 0; i < srv->topics->count && !waiting; i++)
+            waiting = sh->waiting[i] != NULL;
+        atomic_store(&sh->wants_data, waiting);
         if (!sh->bell_pending) {
             sh->bell_pending = true;
             atomic_store(&sh->bell_armed, true);
         }
         atomic_thread_fence(memory_order_seq_cst);
         gpr_timespec deadline;
-        if (sh->ready || heads_moved(sh) || atomic_load(&sh->inbox) ||
+        bool any_waiting;
+        if (sh->ready || heads_moved(sh, &any_waiting) || atomic_load(&sh->inbox) ||
             (!sh->drain_seen && atomic_load(&srv->draining)))
             deadline = gpr_time_0(GPR_CLOCK_MONOTONIC);
         else
@@ -566,6 +582,7 @@ int shard_create(struct shard **out, struct server *srv, size_t index)
                                              sh->cq, grpc_slice_from_static_string("/doorbell"),
                                              NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
     atomic_init(&sh->bell_armed, false);
+    atomic_init(&sh->wants_data, false);
     atomic_init(&sh->inbox, NULL);
     atomic_init(&sh->snap_at_us, 0);
     pthread_mutex_init(&sh->snap_mu, NULL);

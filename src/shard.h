@@ -129,7 +129,8 @@ struct shard {
     grpc_call *bell_call;
     struct tag bell_tag;
     atomic_bool bell_armed;
-    bool bell_pending; /* armed by us and not yet consumed */
+    atomic_bool wants_data; /* a stream waits for appends: ring on data */
+    bool bell_pending;      /* armed by us and not yet consumed */
 
     struct request_slot watch_req[SHARD_WATCH_REQUESTS];
     struct request_slot other_req;
