@@ -208,10 +208,8 @@ static void accept_list(struct shard *sh, grpc_call *call, grpc_byte_buffer *pay
 {
     char topic[130] = "";
     if (payload) {
-        grpc_byte_buffer_reader reader;
-        if (grpc_byte_buffer_reader_init(&reader, payload)) {
-            grpc_slice s = grpc_byte_buffer_reader_readall(&reader);
-            grpc_byte_buffer_reader_destroy(&reader);
+        grpc_slice s;
+        if (wire_read_all(payload, &s) == 0) {
             Tickfan__Admin__V1__ListSubscribersRequest *req =
                 tickfan__admin__v1__list_subscribers_request__unpack(NULL, GRPC_SLICE_LENGTH(s),
                                                                      GRPC_SLICE_START_PTR(s));
@@ -225,8 +223,7 @@ static void accept_list(struct shard *sh, grpc_call *call, grpc_byte_buffer *pay
     }
     struct admin_call *ac = calloc(1, sizeof(*ac));
     if (!ac) {
-        grpc_call_cancel_with_status(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory", NULL);
-        grpc_call_unref(call);
+        shard_refuse(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
         return;
     }
     int64_t now = log_now_mono_us();

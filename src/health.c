@@ -43,11 +43,9 @@ static char *requested_service(grpc_byte_buffer *payload)
 {
     if (!payload)
         return NULL;
-    grpc_byte_buffer_reader reader;
-    if (!grpc_byte_buffer_reader_init(&reader, payload))
+    grpc_slice s;
+    if (wire_read_all(payload, &s))
         return NULL;
-    grpc_slice s = grpc_byte_buffer_reader_readall(&reader);
-    grpc_byte_buffer_reader_destroy(&reader);
     Grpc__Health__V1__HealthCheckRequest *req = grpc__health__v1__health_check_request__unpack(
         NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
     grpc_slice_unref(s);
@@ -87,8 +85,7 @@ static void accept_check(struct shard *sh, grpc_call *call, grpc_byte_buffer *pa
     struct health_check *hc = calloc(1, sizeof(*hc));
     if (!hc) {
         free(service);
-        grpc_call_cancel_with_status(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory", NULL);
-        grpc_call_unref(call);
+        shard_refuse(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
         return;
     }
     hc->tag = (struct tag){TAG_CALLBACK, hc, check_done};
@@ -219,16 +216,13 @@ static void accept_watch(struct shard *sh, grpc_call *call, grpc_byte_buffer *pa
     if (payload)
         grpc_byte_buffer_destroy(payload);
     if (!service) {
-        grpc_call_cancel_with_status(call, GRPC_STATUS_INVALID_ARGUMENT,
-                                     "malformed HealthCheckRequest", NULL);
-        grpc_call_unref(call);
+        shard_refuse(call, GRPC_STATUS_INVALID_ARGUMENT, "malformed HealthCheckRequest");
         return;
     }
     struct health_watch *hw = calloc(1, sizeof(*hw));
     if (!hw) {
         free(service);
-        grpc_call_cancel_with_status(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory", NULL);
-        grpc_call_unref(call);
+        shard_refuse(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
         return;
     }
     hw->shard = sh;

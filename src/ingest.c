@@ -15,7 +15,6 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <grpc/byte_buffer_reader.h>
 #include <fcntl.h>
 #include <liburing.h>
 #include <netdb.h>
@@ -186,24 +185,15 @@ uint64_t ingest_append_gap(struct topic *t, uint64_t missed, int64_t now_us)
     ringlog_t *log = t->log;
     struct cursor at = {.epoch = ringlog_epoch(log), .seq = ringlog_head_seq(log) + 1};
     struct cursor from = {.epoch = at.epoch, .seq = at.seq - 1};
-    grpc_byte_buffer *bb = wire_gap(at, missed, EVENTS__V1__GAP_REASON__GAP_UPSTREAM_LOSS, from);
-    if (!bb)
+    uint8_t buf[256];
+    size_t n = wire_gap_pack(at, missed, EVENTS__V1__GAP_REASON__GAP_UPSTREAM_LOSS, from, buf,
+                             sizeof(buf));
+    struct ringlog_slot slot;
+    if (!n || ringlog_reserve(log, RINGLOG_GAP, 0, 0, n, now_us, &slot))
         return 0;
-    grpc_byte_buffer_reader reader;
-    uint64_t seq = 0;
-    if (grpc_byte_buffer_reader_init(&reader, bb)) {
-        grpc_slice s = grpc_byte_buffer_reader_readall(&reader);
-        grpc_byte_buffer_reader_destroy(&reader);
-        struct ringlog_slot slot;
-        if (ringlog_reserve(log, RINGLOG_GAP, 0, 0, GRPC_SLICE_LENGTH(s), now_us, &slot) == 0) {
-            memcpy(slot.event, GRPC_SLICE_START_PTR(s), GRPC_SLICE_LENGTH(s));
-            ringlog_commit(log, &slot);
-            seq = slot.seq;
-        }
-        grpc_slice_unref(s);
-    }
-    grpc_byte_buffer_destroy(bb);
-    return seq;
+    memcpy(slot.event, buf, n);
+    ringlog_commit(log, &slot);
+    return slot.seq;
 }
 
 /* ---- published batches --------------------------------------------------- */

@@ -22,6 +22,7 @@
 #include "ingest.h"
 #include "log.h"
 #include "server.h"
+#include "wire.h"
 
 #define PUBLISH_BATCH 256
 
@@ -222,11 +223,9 @@ static void fail(struct publish_call *pc, grpc_status_code code, const char *fmt
 static void take(struct publish_call *pc, grpc_byte_buffer *bb)
 {
     uint64_t i = pc->index++;
-    grpc_byte_buffer_reader reader;
     Events__V1__PublishRequest *req = NULL;
-    if (grpc_byte_buffer_reader_init(&reader, bb)) {
-        grpc_slice s = grpc_byte_buffer_reader_readall(&reader);
-        grpc_byte_buffer_reader_destroy(&reader);
+    grpc_slice s;
+    if (wire_read_all(bb, &s) == 0) {
         req = events__v1__publish_request__unpack(NULL, GRPC_SLICE_LENGTH(s),
                                                   GRPC_SLICE_START_PTR(s));
         grpc_slice_unref(s);
@@ -330,8 +329,7 @@ static void accept_publish(struct shard *sh, grpc_call *call, grpc_byte_buffer *
         grpc_byte_buffer_destroy(payload);
     struct publish_call *pc = calloc(1, sizeof(*pc));
     if (!pc) {
-        grpc_call_cancel_with_status(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory", NULL);
-        grpc_call_unref(call);
+        shard_refuse(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
         return;
     }
     pc->shard = sh;

@@ -267,11 +267,9 @@ static void post_recv(struct refl_call *rc)
 /* The response to one request (v1 and v1alpha share the wire format). */
 static grpc_byte_buffer *answer(grpc_byte_buffer *bb)
 {
-    grpc_byte_buffer_reader reader;
-    if (!grpc_byte_buffer_reader_init(&reader, bb))
+    grpc_slice s;
+    if (wire_read_all(bb, &s))
         return NULL;
-    grpc_slice s = grpc_byte_buffer_reader_readall(&reader);
-    grpc_byte_buffer_reader_destroy(&reader);
     Grpc__Reflection__V1__ServerReflectionRequest *req =
         grpc__reflection__v1__server_reflection_request__unpack(NULL, GRPC_SLICE_LENGTH(s),
                                                                 GRPC_SLICE_START_PTR(s));
@@ -417,8 +415,7 @@ static void accept_reflection(struct shard *sh, grpc_call *call, grpc_byte_buffe
         grpc_byte_buffer_destroy(payload);
     struct refl_call *rc = calloc(1, sizeof(*rc));
     if (!rc) {
-        grpc_call_cancel_with_status(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory", NULL);
-        grpc_call_unref(call);
+        shard_refuse(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
         return;
     }
     rc->shard = sh;

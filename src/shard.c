@@ -117,6 +117,12 @@ grpc_byte_buffer *shard_event_buffer(struct shard *sh, const struct topic *t,
     return grpc_raw_byte_buffer_create(&e->slice, 1);
 }
 
+void shard_refuse(grpc_call *call, grpc_status_code code, const char *msg)
+{
+    grpc_call_cancel_with_status(call, code, msg, NULL);
+    grpc_call_unref(call);
+}
+
 /* ---- doorbell ------------------------------------------------------------ */
 
 void shard_ring(struct shard *sh)

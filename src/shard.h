@@ -165,6 +165,10 @@ struct shard {
 
 int shard_create(struct shard **out, struct server *srv, size_t index);
 int shard_start(struct shard *sh);
+/* Ends a call this shard cannot take (e.g. out of memory) with `code` and
+ * `msg`, and drops our reference. Shard thread. */
+void shard_refuse(grpc_call *call, grpc_status_code code, const char *msg);
+
 /* Wakes the shard if it is idle. Any thread. */
 void shard_ring(struct shard *sh);
 /* Hands a finished ingest job back to the shard and wakes it. Any thread. */

@@ -701,11 +701,14 @@ static int cmd_admin(int argc, char **argv)
         return EXIT_STREAM_ERROR;
     }
     free(details);
-    grpc_byte_buffer_reader reader;
-    grpc_byte_buffer_reader_init(&reader, reply);
-    grpc_slice s = grpc_byte_buffer_reader_readall(&reader);
-    grpc_byte_buffer_reader_destroy(&reader);
-    grpc_byte_buffer_destroy(reply);
+    grpc_slice s;
+    int unreadable = wire_read_all(reply, &s);
+    if (reply)
+        grpc_byte_buffer_destroy(reply);
+    if (unreadable) {
+        fprintf(stderr, "tickfan: the server answered OK without a ListSubscribersResponse\n");
+        return EXIT_STREAM_ERROR;
+    }
     Tickfan__Admin__V1__ListSubscribersResponse *resp =
         tickfan__admin__v1__list_subscribers_response__unpack(NULL, GRPC_SLICE_LENGTH(s),
                                                               GRPC_SLICE_START_PTR(s));

@@ -766,8 +766,7 @@ void watch_accept(struct shard *sh, grpc_call *call, grpc_byte_buffer *payload)
     struct server *srv = sh->srv;
     struct watch *w = calloc(1, sizeof(*w));
     if (!w) {
-        grpc_call_cancel_with_status(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory", NULL);
-        grpc_call_unref(call);
+        shard_refuse(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
         if (payload)
             grpc_byte_buffer_destroy(payload);
         return;

@@ -10,6 +10,8 @@
  */
 #include "watchclient.h"
 
+#include "wire.h"
+
 #include <errno.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -210,11 +212,9 @@ out_close:
 
 static int decode(grpc_byte_buffer *buf, Events__V1__WatchEvent **ev)
 {
-    grpc_byte_buffer_reader reader;
-    if (!grpc_byte_buffer_reader_init(&reader, buf))
+    grpc_slice all;
+    if (wire_read_all(buf, &all))
         return -EBADMSG;
-    grpc_slice all = grpc_byte_buffer_reader_readall(&reader);
-    grpc_byte_buffer_reader_destroy(&reader);
     *ev = events__v1__watch_event__unpack(NULL, GRPC_SLICE_LENGTH(all), GRPC_SLICE_START_PTR(all));
     grpc_slice_unref(all);
     return *ev ? 0 : -EBADMSG;

@@ -51,17 +51,25 @@ grpc_byte_buffer *wire_buffer(const void *data, size_t len)
     return bb;
 }
 
-static grpc_byte_buffer *pack_event(Events__V1__WatchEvent *ev, struct cursor c)
+/* Packs a control event with cursor c into buf (cap bytes); its size, or 0
+ * if it does not fit (control events are far smaller than any buffer used). */
+static size_t pack_event_into(Events__V1__WatchEvent *ev, struct cursor c, uint8_t *buf, size_t cap)
 {
     char text[CURSOR_TEXT_MAX];
     cursor_format(c, text);
     ev->cursor = text;
-    uint8_t buf[256];
     size_t n = events__v1__watch_event__get_packed_size(ev);
-    if (n > sizeof(buf))
-        return NULL; /* control events are far smaller */
+    if (n > cap)
+        return 0;
     events__v1__watch_event__pack(ev, buf);
-    return wire_buffer(buf, n);
+    return n;
+}
+
+static grpc_byte_buffer *pack_event(Events__V1__WatchEvent *ev, struct cursor c)
+{
+    uint8_t buf[256];
+    size_t n = pack_event_into(ev, c, buf, sizeof(buf));
+    return n ? wire_buffer(buf, n) : NULL;
 }
 
 grpc_byte_buffer *wire_heartbeat(struct cursor c, int64_t now_us)
@@ -83,8 +91,8 @@ grpc_byte_buffer *wire_end_of_backlog(struct cursor c)
     return pack_event(&ev, c);
 }
 
-grpc_byte_buffer *wire_gap(struct cursor c, uint64_t missed, Events__V1__GapReason reason,
-                           struct cursor from)
+size_t wire_gap_pack(struct cursor c, uint64_t missed, Events__V1__GapReason reason,
+                     struct cursor from, uint8_t *buf, size_t cap)
 {
     Events__V1__WatchEvent ev = EVENTS__V1__WATCH_EVENT__INIT;
     Events__V1__Gap gap = EVENTS__V1__GAP__INIT;
@@ -95,17 +103,33 @@ grpc_byte_buffer *wire_gap(struct cursor c, uint64_t missed, Events__V1__GapReas
     gap.from_cursor = from_text;
     ev.payload_case = EVENTS__V1__WATCH_EVENT__PAYLOAD_GAP;
     ev.gap = &gap;
-    return pack_event(&ev, c);
+    return pack_event_into(&ev, c, buf, cap);
+}
+
+grpc_byte_buffer *wire_gap(struct cursor c, uint64_t missed, Events__V1__GapReason reason,
+                           struct cursor from)
+{
+    uint8_t buf[256];
+    size_t n = wire_gap_pack(c, missed, reason, from, buf, sizeof(buf));
+    return n ? wire_buffer(buf, n) : NULL;
+}
+
+int wire_read_all(grpc_byte_buffer *bb, grpc_slice *out)
+{
+    grpc_byte_buffer_reader reader;
+    if (!bb || !grpc_byte_buffer_reader_init(&reader, bb))
+        return -EBADMSG;
+    *out = grpc_byte_buffer_reader_readall(&reader);
+    grpc_byte_buffer_reader_destroy(&reader);
+    return 0;
 }
 
 int wire_read_request(grpc_byte_buffer *bb, Events__V1__WatchRequest **out)
 {
     *out = NULL;
-    grpc_byte_buffer_reader reader;
-    if (!grpc_byte_buffer_reader_init(&reader, bb))
+    grpc_slice s;
+    if (wire_read_all(bb, &s))
         return -EBADMSG;
-    grpc_slice s = grpc_byte_buffer_reader_readall(&reader);
-    grpc_byte_buffer_reader_destroy(&reader);
     *out = events__v1__watch_request__unpack(NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
     grpc_slice_unref(s);
     return *out ? 0 : -EBADMSG;

@@ -53,6 +53,15 @@ grpc_byte_buffer *wire_end_of_backlog(struct cursor c);
 grpc_byte_buffer *wire_gap(struct cursor c, uint64_t missed, Events__V1__GapReason reason,
                            struct cursor from);
 
+/* Gap{missed, reason, from_cursor = from} with cursor c, packed into buf
+ * (cap bytes). Returns its size, or 0 if it does not fit. */
+size_t wire_gap_pack(struct cursor c, uint64_t missed, Events__V1__GapReason reason,
+                     struct cursor from, uint8_t *buf, size_t cap);
+
+/* The whole message in bb as one slice (the caller unrefs it). 0, or
+ * -EBADMSG when bb is NULL or unreadable. */
+int wire_read_all(grpc_byte_buffer *bb, grpc_slice *out);
+
 /* Unpacks a WatchRequest. Returns 0 or -EBADMSG; free *out with
  * events__v1__watch_request__free_unpacked(*out, NULL). */
 int wire_read_request(grpc_byte_buffer *bb, Events__V1__WatchRequest **out);
