@@ -481,7 +481,10 @@ class Run:
             if pred():
                 return
             if not self.consumer_alive():
-                if pred():  # it finished meanwhile: its last output is read now
+                # It finished meanwhile (with a filter it stops when its cursor
+                # passes N, which its last matching seq need not show): run()
+                # then checks the break count and the data.
+                if pred() or self.consumer.returncode == 0:
                     return
                 said = self.consumer.stdout.read().decode("utf-8", "replace").strip()
                 raise Failure(f"the consumer exited ({self.consumer.returncode}) while "
@@ -549,12 +552,18 @@ class Run:
         self.start()
         self.wait("the first event", lambda: self.progress.poll() > 0, 30)
         for i, kind in enumerate(plan):
+            if not self.consumer_alive():
+                if i >= MIN_BREAKS:
+                    log(f"the consumer finished after {i} of {b} planned breaks")
+                    break
+                raise Failure(f"the consumer finished after {i} of {b} breaks: too few "
+                              "events for this many breaks (raise --events or lower --rate)")
             at = self.progress.poll()
             gap = (n - at) / (b - i + 1)
             target = at + max(1, int(gap * rng.uniform(0.3, 1.0)))
             self.wait(f"seq {target} before break {i + 1}",
                       lambda: self.progress.poll() >= target, 60)
-            if self.progress.last >= n:
+            if self.progress.last >= n or not self.consumer_alive():
                 if i >= MIN_BREAKS:
                     log(f"the consumer reached {n} after {i} of {b} planned breaks")
                     break
