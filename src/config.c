@@ -10,8 +10,9 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
-enum opt_type { OPT_STR, OPT_INT, OPT_SIZE, OPT_LIST, OPT_ENUM };
+enum opt_type { OPT_STR, OPT_INT, OPT_SIZE, OPT_LIST, OPT_ENUM, OPT_BOOL };
 
 struct opt_def {
     const char *name;
@@ -38,6 +39,11 @@ static const struct opt_def opts[] = {
      "send a heartbeat on a stream idle for this long; clients time out at 3x"},
     {"topic", OPT_LIST, NULL, 0, 0, NULL, "TICKFAN_TOPICS", OFF(topics),
      "declare a topic (repeatable; env: comma-separated)"},
+    {"auto-create-topics", OPT_BOOL, "false", 0, 1, NULL, "TICKFAN_AUTO_CREATE_TOPICS",
+     OFF(auto_create_topics),
+     "create a topic the first time a feed or a Publish call names it (1-128 of A-Z a-z 0-9 . _ "
+     "-, at most 1024 topics), and reopen the topic logs found in --data-dir at start; off: such "
+     "frames are rejected and counted, Publish gets NOT_FOUND. The flag alone means true"},
     {"feed", OPT_LIST, NULL, 0, 0, NULL, "TICKFAN_FEEDS", OFF(feeds),
      "feed source (repeatable): sim[:TOPIC], udp://ADDR:PORT[?iface=ADDR], tcp://HOST:PORT, "
      "tcp-listen://ADDR:PORT, file:PATH[?rate=N|pace=recorded|pace=max], none; default sim "
@@ -190,6 +196,18 @@ static int set_value(void *field, const struct opt_def *o, const char *v, enum s
         *(char **)field = dup;
         return 0;
     }
+    case OPT_BOOL: {
+        static const char *const yes[] = {"true", "on", "yes", "1"}, *const no[] = {"false", "off",
+                                                                                    "no", "0"};
+        for (size_t i = 0; i < 4; i++) {
+            if (strcasecmp(v, yes[i]) == 0 || strcasecmp(v, no[i]) == 0) {
+                *(int64_t *)field = strcasecmp(v, yes[i]) == 0;
+                return 0;
+            }
+        }
+        snprintf(err, errlen, "%s: invalid value '%s' (expected true or false)", who, v);
+        return -EINVAL;
+    }
     case OPT_INT:
     case OPT_SIZE: {
         int64_t n;
@@ -273,11 +291,13 @@ void config_usage(FILE *out)
                  "Options (flags override environment, environment overrides defaults):\n");
     for (size_t i = 0; i < NOPTS; i++) {
         const struct opt_def *o = &opts[i];
-        const char *arg = o->type == OPT_INT    ? "N"
-                          : o->type == OPT_SIZE ? "SIZE"
+        const char *arg = o->type == OPT_INT    ? " N"
+                          : o->type == OPT_SIZE ? " SIZE"
                           : o->type == OPT_ENUM ? o->choices
-                                                : "VALUE";
-        fprintf(out, "  --%s %s\n      %s\n      env %s", o->name, arg, o->help, o->env);
+                          : o->type == OPT_BOOL ? "[=true|false]"
+                                                : " VALUE";
+        fprintf(out, "  --%s%s%s\n      %s\n      env %s", o->name, o->type == OPT_ENUM ? " " : "",
+                arg, o->help, o->env);
         if (o->defval)
             fprintf(out, ", default %s", o->defval);
         if (o->type == OPT_INT || (o->type == OPT_SIZE))
@@ -490,6 +510,8 @@ int config_parse(struct config *cfg, int argc, char **argv, const char *const *e
         const char *v;
         if (eq) {
             v = eq + 1;
+        } else if (o->type == OPT_BOOL) {
+            v = "true"; /* --flag alone; a value needs --flag=VALUE */
         } else if (a + 1 < argc) {
             v = argv[++a];
         } else {
@@ -525,6 +547,8 @@ void config_options_markdown(FILE *out)
             fprintf(out, " (%lld..%lld)", (long long)o->min, (long long)o->max);
         if (o->type == OPT_ENUM)
             fprintf(out, " (`%s`)", o->choices);
+        if (o->type == OPT_BOOL)
+            fprintf(out, " (`true`/`false`)");
         fprintf(out, " | %s |\n", o->help);
     }
 }
@@ -569,6 +593,7 @@ void config_changed(const struct config *a, const struct config *b, char *out, s
         switch (opts[i].type) {
         case OPT_INT:
         case OPT_SIZE:
+        case OPT_BOOL:
             same = *(const int64_t *)fa == *(const int64_t *)fb;
             break;
         case OPT_LIST:

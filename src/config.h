@@ -31,8 +31,9 @@ struct config {
     char *listen;
     char *data_dir;
     int64_t heartbeat_ms;
-    char **topics; /* declared topics, NULL-terminated */
-    char **feeds;  /* feed specs, NULL-terminated */
+    char **topics;              /* declared topics, NULL-terminated */
+    char **feeds;               /* feed specs, NULL-terminated */
+    int64_t auto_create_topics; /* bool */
     int64_t shards;
     char *io;
     int64_t udp_rcvbuf;

@@ -282,13 +282,16 @@ static struct channel_state *channel_of(struct source *s, uint32_t channel)
 static void handle_frame(struct source *s, const struct feedframe *f)
 {
     struct ingest *in = s->in;
-    struct topic *t = topics_find(in->topics, f->topic, f->topic_len);
+    int why;
+    struct topic *t = topics_find_or_create(in->topics, f->topic, f->topic_len, &why);
     if (!t) {
         count(s, unknown_topic, 1);
         uint64_t suppressed;
         if (log_ratelimit_allow(&in->unknown_rl, log_now_mono_ns() / 1000, &suppressed))
-            log_warn("msg=feed_unknown_topic source=\"%s\" topic=%.*s suppressed=%llu", s->spec,
-                     (int)f->topic_len, f->topic, (unsigned long long)suppressed);
+            log_warn("msg=feed_unknown_topic source=\"%s\" offset=%llu topic=%.*s reason=\"%s\" "
+                     "suppressed=%llu",
+                     s->spec, (unsigned long long)s->offset, (int)f->topic_len, f->topic,
+                     topics_strerror(why), (unsigned long long)suppressed);
         return;
     }
     int64_t now_us = ingest_now_us(in);

@@ -74,26 +74,36 @@ void metrics_render(FILE *out, struct server *srv, struct topics *topics, ingest
            "Datagrams the kernel dropped on feed sockets (SO_RXQ_OVFL).");
     fprintf(out, "tickfan_udp_receive_overflows_total %llu\n", (unsigned long long)st.rxq_ovfl);
 
+    family(out, "tickfan_topics", "gauge", "Topics this server has.");
+    fprintf(out, "tickfan_topics %zu\n", topics_count(topics));
+    family(out, "tickfan_topics_auto_created_total", "counter",
+           "Topics created because a feed or a Publish call named them (--auto-create-topics).");
+    fprintf(out, "tickfan_topics_auto_created_total %llu\n",
+            (unsigned long long)atomic_load_explicit(&topics->auto_created, memory_order_relaxed));
+    family(out, "tickfan_topics_refused_total", "counter",
+           "Times a named topic could not be created (invalid name, topic limit, log error).");
+    fprintf(out, "tickfan_topics_refused_total %llu\n",
+            (unsigned long long)atomic_load_explicit(&topics->refused, memory_order_relaxed));
     family(out, "tickfan_topic_head_seq", "gauge", "Sequence number of the newest event.");
-    for (size_t i = 0; i < topics->count; i++)
-        fprintf(out, "tickfan_topic_head_seq{topic=\"%s\"} %llu\n", topics->items[i].name,
-                (unsigned long long)ringlog_head_seq(topics->items[i].log));
+    for (size_t i = 0, n = topics_count(topics); i < n; i++)
+        fprintf(out, "tickfan_topic_head_seq{topic=\"%s\"} %llu\n", topics->items[i]->name,
+                (unsigned long long)ringlog_head_seq(topics->items[i]->log));
     family(out, "tickfan_topic_retained_events", "gauge", "Events the topic's log retains.");
-    for (size_t i = 0; i < topics->count; i++) {
-        ringlog_t *log = topics->items[i].log;
+    for (size_t i = 0, n = topics_count(topics); i < n; i++) {
+        ringlog_t *log = topics->items[i]->log;
         uint64_t head = ringlog_head_seq(log), first = ringlog_first_seq(log);
-        fprintf(out, "tickfan_topic_retained_events{topic=\"%s\"} %llu\n", topics->items[i].name,
+        fprintf(out, "tickfan_topic_retained_events{topic=\"%s\"} %llu\n", topics->items[i]->name,
                 (unsigned long long)(head >= first ? head - first + 1 : 0));
     }
     family(out, "tickfan_topic_log_bytes", "gauge", "Capacity of the topic's ring log.");
-    for (size_t i = 0; i < topics->count; i++)
-        fprintf(out, "tickfan_topic_log_bytes{topic=\"%s\"} %zu\n", topics->items[i].name,
-                ringlog_capacity(topics->items[i].log));
+    for (size_t i = 0, n = topics_count(topics); i < n; i++)
+        fprintf(out, "tickfan_topic_log_bytes{topic=\"%s\"} %zu\n", topics->items[i]->name,
+                ringlog_capacity(topics->items[i]->log));
     family(out, "tickfan_topic_cached_keys", "gauge",
            "(kind, key) pairs in the topic's last-value cache.");
-    for (size_t i = 0; i < topics->count; i++)
-        fprintf(out, "tickfan_topic_cached_keys{topic=\"%s\"} %zu\n", topics->items[i].name,
-                lvc_count(ringlog_lvc(topics->items[i].log)));
+    for (size_t i = 0, n = topics_count(topics); i < n; i++)
+        fprintf(out, "tickfan_topic_cached_keys{topic=\"%s\"} %zu\n", topics->items[i]->name,
+                lvc_count(ringlog_lvc(topics->items[i]->log)));
 
     family(out, "tickfan_streams", "gauge", "Watch streams open, by shard.");
     for (size_t i = 0; i < srv->nshards; i++)
@@ -221,10 +231,10 @@ int metrics_start(metrics_t **out, const char *listen, struct server *srv, struc
     m->srv = srv;
     m->topics = topics;
     m->ingest = ingest;
-    m->daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL,
-                                 handle, m, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
-                                 MHD_OPTION_CONNECTION_LIMIT, 64u, MHD_OPTION_CONNECTION_TIMEOUT,
-                                 10u, MHD_OPTION_END);
+    m->daemon =
+        MHD_start_daemon(MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL, handle, m,
+                         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa, MHD_OPTION_CONNECTION_LIMIT,
+                         64u, MHD_OPTION_CONNECTION_TIMEOUT, 10u, MHD_OPTION_END);
     if (!m->daemon) {
         snprintf(err, errlen, "--metrics-listen '%s': cannot listen (address in use?)", listen);
         free(m);

@@ -12,6 +12,7 @@
  */
 #include "publish.h"
 
+#include <errno.h>
 #include <grpc/byte_buffer_reader.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -237,13 +238,22 @@ static void take(struct publish_call *pc, grpc_byte_buffer *bb)
     }
     size_t tl = req->topic ? strlen(req->topic) : 0, kl = req->kind ? strlen(req->kind) : 0,
            yl = req->key ? strlen(req->key) : 0;
-    struct topic *t = tl ? topics_find(pc->shard->srv->topics, req->topic, tl) : NULL;
+    int why = 0;
+    struct topic *t =
+        tl ? topics_find_or_create(pc->shard->srv->topics, req->topic, tl, &why) : NULL;
     if (!tl)
         fail(pc, GRPC_STATUS_INVALID_ARGUMENT, "record %llu: topic is required",
              (unsigned long long)i);
-    else if (!t)
+    else if (why == -ENOENT)
         fail(pc, GRPC_STATUS_NOT_FOUND, "record %llu: unknown topic '%.128s'",
              (unsigned long long)i, req->topic);
+    else if (!t)
+        fail(pc,
+             why == -EINVAL   ? GRPC_STATUS_INVALID_ARGUMENT
+             : why == -ENOSPC ? GRPC_STATUS_RESOURCE_EXHAUSTED
+                              : GRPC_STATUS_UNAVAILABLE,
+             "record %llu: topic '%.128s': %s", (unsigned long long)i, req->topic,
+             topics_strerror(why));
     else if (kl > RINGLOG_MAX_KIND || yl > RINGLOG_MAX_KEY)
         fail(pc, GRPC_STATUS_INVALID_ARGUMENT, "record %llu: kind or key over 255 bytes",
              (unsigned long long)i);

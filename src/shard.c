@@ -98,8 +98,18 @@ void shard_set_ready(struct shard *sh, struct watch *w)
 grpc_byte_buffer *shard_event_buffer(struct shard *sh, const struct topic *t,
                                      const struct ringlog_iter *it, const struct ringlog_view *v)
 {
-    struct slice_cache_entry *e =
-        &sh->slices[t->index * SHARD_SLICE_CACHE + (v->seq & (SHARD_SLICE_CACHE - 1))];
+    struct slice_cache_entry *cache = sh->slices[t->index];
+    if (!cache) {
+        /* first send of this topic on this shard (topics may be created late) */
+        cache = sh->slices[t->index] = calloc(SHARD_SLICE_CACHE, sizeof(*cache));
+        if (!cache) { /* out of memory: send an unshared copy */
+            grpc_slice s = grpc_slice_from_copied_buffer((const char *)v->event, v->event_len);
+            grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
+            grpc_slice_unref(s);
+            return bb;
+        }
+    }
+    struct slice_cache_entry *e = &cache[v->seq & (SHARD_SLICE_CACHE - 1)];
     if (e->seq != v->seq) {
         grpc_slice s = grpc_slice_from_copied_buffer((const char *)v->event, v->event_len);
         if (!ringlog_view_valid(t->log, it)) {
@@ -383,9 +393,9 @@ static void dispatch(struct shard *sh, struct tag *t, bool ok)
 static int64_t shard_tick_us(const struct server *srv)
 {
     int64_t tick = 250000;
-    for (size_t i = 0; i < srv->topics->count; i++) {
+    for (size_t i = 0, n = topics_count(srv->topics); i < n; i++) {
         int64_t hb =
-            atomic_load_explicit(&srv->topics->items[i].heartbeat_us, memory_order_relaxed) / 4;
+            atomic_load_explicit(&srv->topics->items[i]->heartbeat_us, memory_order_relaxed) / 4;
         if (hb < tick)
             tick = hb;
     }
@@ -410,10 +420,10 @@ static bool wake_topics(struct shard *sh)
 {
     const struct topics *topics = sh->srv->topics;
     bool moved = false;
-    for (size_t i = 0; i < topics->count; i++) {
+    for (size_t i = 0, n = topics_count(topics); i < n; i++) {
         if (!sh->waiting[i])
             continue; /* nobody here waits for this topic: its appends are not ours */
-        uint64_t head = ringlog_head_pos(topics->items[i].log);
+        uint64_t head = ringlog_head_pos(topics->items[i]->log);
         if (head == sh->seen_head[i])
             continue;
         sh->seen_head[i] = head;
@@ -438,11 +448,11 @@ static bool heads_moved(const struct shard *sh, bool *waiting)
 {
     const struct topics *topics = sh->srv->topics;
     *waiting = false;
-    for (size_t i = 0; i < topics->count; i++) {
+    for (size_t i = 0, n = topics_count(topics); i < n; i++) {
         if (!sh->waiting[i])
             continue;
         *waiting = true;
-        if (ringlog_head_pos(topics->items[i].log) != sh->seen_head[i])
+        if (ringlog_head_pos(topics->items[i]->log) != sh->seen_head[i])
             return true;
     }
     return false;
@@ -524,7 +534,7 @@ static void *shard_main(void *p)
         /* Appends concern this shard only while a stream waits for data:
          * say so before arming, so the ingest thread rings only then. */
         bool waiting = false;
-        for (size_t i = 0; i < srv->topics->count && !waiting; i++)
+        for (size_t i = 0, n = topics_count(srv->topics); i < n && !waiting; i++)
             waiting = sh->waiting[i] != NULL;
         atomic_store(&sh->wants_data, waiting);
         if (!sh->bell_pending) {
@@ -573,10 +583,10 @@ int shard_create(struct shard **out, struct server *srv, size_t index)
         return -ENOMEM;
     sh->srv = srv;
     sh->index = index;
-    size_t ntopics = srv->topics->count;
-    sh->waiting = calloc(ntopics ? ntopics : 1, sizeof(*sh->waiting));
-    sh->seen_head = calloc(ntopics ? ntopics : 1, sizeof(*sh->seen_head));
-    sh->slices = calloc((ntopics ? ntopics : 1) * SHARD_SLICE_CACHE, sizeof(*sh->slices));
+    /* per topic index, for every topic there may ever be */
+    sh->waiting = calloc(TOPICS_MAX, sizeof(*sh->waiting));
+    sh->seen_head = calloc(TOPICS_MAX, sizeof(*sh->seen_head));
+    sh->slices = calloc(TOPICS_MAX, sizeof(*sh->slices));
     if (!sh->waiting || !sh->seen_head || !sh->slices)
         goto out_free;
     sh->cq = grpc_completion_queue_create_for_next(NULL);
@@ -648,10 +658,13 @@ void shard_destroy(struct shard *sh)
             shutdown_cq(sh); /* never started */
         grpc_completion_queue_destroy(sh->cq);
     }
-    size_t nslices = (sh->srv->topics->count ? sh->srv->topics->count : 1) * SHARD_SLICE_CACHE;
-    for (size_t i = 0; i < nslices; i++)
-        if (sh->slices[i].seq)
-            grpc_slice_unref(sh->slices[i].slice);
+    for (size_t t = 0; t < TOPICS_MAX; t++) {
+        struct slice_cache_entry *cache = sh->slices[t];
+        for (size_t i = 0; cache && i < SHARD_SLICE_CACHE; i++)
+            if (cache[i].seq)
+                grpc_slice_unref(cache[i].slice);
+        free(cache);
+    }
     free(sh->slices);
     free(sh->snap);
     pthread_mutex_destroy(&sh->snap_mu);

@@ -141,12 +141,12 @@ struct shard {
     _Atomic(struct ingest_job *) inbox;  /* batches the ingest thread handed back */
 
     struct watch *all;
-    struct watch **waiting;           /* per topic index: streams at the live head */
-    uint64_t *seen_head;              /* per topic index: head_pos when last checked */
-    struct watch *ready, *ready_tail; /* streams with more to scan */
-    struct slice_cache_entry *slices; /* SHARD_SLICE_CACHE per topic index */
-    uint64_t slice_copies;            /* events copied out of the logs */
-    uint64_t slice_shares;            /* sends that reused a cached slice */
+    struct watch **waiting;            /* per topic index: streams at the live head */
+    uint64_t *seen_head;               /* per topic index: head_pos when last checked */
+    struct watch *ready, *ready_tail;  /* streams with more to scan */
+    struct slice_cache_entry **slices; /* per topic index: SHARD_SLICE_CACHE, on first use */
+    uint64_t slice_copies;             /* events copied out of the logs */
+    uint64_t slice_shares;             /* sends that reused a cached slice */
     _Atomic int64_t streams;
 
     struct shard_counters ctr;

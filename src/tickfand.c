@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -123,6 +124,20 @@ static int make_dirs(const char *path)
     return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
 }
 
+/* Each topic log holds a file descriptor and each client connection one: a
+ * soft limit of 1024 would cap a box holding thousands of connections. */
+static void raise_nofile_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rlim_t was = rl.rlim_cur;
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+            log_debug("msg=nofile_limit_raised from=%llu to=%llu", (unsigned long long)was,
+                      (unsigned long long)rl.rlim_max);
+    }
+}
+
 /* The listen address with the port actually bound (for --listen HOST:0). */
 static void bound_address(const char *listen, int port, char *out, size_t outlen)
 {
@@ -153,7 +168,9 @@ int main(int argc, char **argv, char **envp)
     }
 
     int exit_code = 1;
-    struct topics topics = {0};
+    raise_nofile_limit();
+    static struct topics topics; /* large; lives until exit */
+    topics_init(&topics);
     struct server *srv = NULL;
     ingest_t *ingest = NULL;
     metrics_t *metrics = NULL;
@@ -168,6 +185,10 @@ int main(int argc, char **argv, char **envp)
     struct topics_options topts = {.data_dir = cfg.data_dir,
                                    .log_size = (size_t)cfg.log_size,
                                    .sync_every = strcmp(cfg.sync, "every") == 0};
+    if (cfg.auto_create_topics && topics_auto_create_enable(&topics, &topts)) {
+        fprintf(stderr, "tickfand: out of memory\n");
+        goto out;
+    }
     for (size_t i = 0; i < cfg.ntopic_confs; i++) {
         topts.log_size = topics_log_size(&cfg, cfg.topic_confs[i].name);
         rc = topics_add(&topics, cfg.topic_confs[i].name, &topts, err, sizeof(err));
@@ -208,8 +229,16 @@ int main(int argc, char **argv, char **envp)
         exit_code = rc == -EINVAL ? EXIT_USAGE : 1;
         goto out;
     }
-    if (topics.count == 0) {
-        fprintf(stderr, "tickfand: no topics: declare one with --topic NAME or add a --feed\n");
+    /* With auto-create, the logs a feed created before a restart come back
+     * now, so their subscribers can resume before the feed names them. */
+    rc = topics_auto_reopen(&topics, err, sizeof(err));
+    if (rc) {
+        fprintf(stderr, "tickfand: --auto-create-topics: %s\n", err);
+        goto out;
+    }
+    if (topics_count(&topics) == 0 && !cfg.auto_create_topics) {
+        fprintf(stderr, "tickfand: no topics: declare one with --topic NAME, add a --feed, or "
+                        "turn on --auto-create-topics\n");
         exit_code = EXIT_USAGE;
         goto out;
     }
@@ -256,12 +285,14 @@ int main(int argc, char **argv, char **envp)
     char addr[300];
     bound_address(cfg.listen, srv->port, addr, sizeof(addr));
     char topic_list[512] = "";
-    for (size_t i = 0, off = 0; i < topics.count && off < sizeof(topic_list) - 1; i++)
+    for (size_t i = 0, off = 0, n = topics_count(&topics); i < n && off < sizeof(topic_list) - 1;
+         i++)
         off += (size_t)snprintf(topic_list + off, sizeof(topic_list) - off, "%s%s", i ? "," : "",
-                                topics.items[i].name);
-    log_info("msg=listening addr=%s shards=%zu topics=%s heartbeat_ms=%lld io=%s version=%s", addr,
-             srv->nshards, topic_list, (long long)cfg.heartbeat_ms, ingest_io_name(ingest),
-             TICKFAN_VERSION);
+                                topics.items[i]->name);
+    log_info("msg=listening addr=%s shards=%zu topics=%s auto_create_topics=%s heartbeat_ms=%lld "
+             "io=%s version=%s",
+             addr, srv->nshards, topic_list, cfg.auto_create_topics ? "true" : "false",
+             (long long)cfg.heartbeat_ms, ingest_io_name(ingest), TICKFAN_VERSION);
 
     for (;;) {
         siginfo_t si;

@@ -1,8 +1,10 @@
 /*
- * topics: name -> log registry. Built by main, then read-only.
+ * topics: name -> log registry. Append-only: adders hold add_mu, readers
+ * take no lock (see topics.h).
  */
 #include "topics.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,66 +27,226 @@ bool topics_name_valid(const char *name, size_t len)
     return true;
 }
 
-int topics_add(struct topics *t, const char *name, const struct topics_options *opts, char *err,
-               size_t errlen)
+void topics_init(struct topics *t)
 {
-    size_t len = strlen(name);
-    if (!topics_name_valid(name, len)) {
-        snprintf(err, errlen, "invalid topic name '%s' (1-128 of A-Z a-z 0-9 . _ -)", name);
-        return -EINVAL;
+    memset(t, 0, sizeof(*t));
+    atomic_init(&t->count, 0);
+    for (size_t i = 0; i < TOPICS_HASH; i++)
+        atomic_init(&t->by_name[i], NULL);
+    atomic_init(&t->auto_created, 0);
+    atomic_init(&t->refused, 0);
+    pthread_mutex_init(&t->add_mu, NULL);
+    t->def_max_lag_bytes = 0;
+    t->def_heartbeat_us = 5000000;
+    t->def_overflow = 1;
+    t->refused_rl = (struct log_ratelimit){.interval_us = 10000000, .burst = 5};
+}
+
+static uint32_t name_hash(const char *name, size_t len)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (uint8_t)name[i]) * 16777619u;
+    return h;
+}
+
+struct topic *topics_find(const struct topics *t, const char *name, size_t len)
+{
+    uint32_t h = name_hash(name, len);
+    /* TOPICS_HASH > TOPICS_MAX: a probe always ends at an empty slot */
+    for (uint32_t i = 0;; i++) {
+        struct topic *tp =
+            atomic_load_explicit(&t->by_name[(h + i) & (TOPICS_HASH - 1)], memory_order_acquire);
+        if (!tp)
+            return NULL;
+        if (tp->name_len == len && memcmp(tp->name, name, len) == 0)
+            return tp;
     }
-    if (topics_find(t, name, len))
-        return 0;
-    if (t->count >= TOPICS_MAX) {
-        snprintf(err, errlen, "too many topics (at most %d)", TOPICS_MAX);
-        return -ENOSPC;
-    }
-    struct topic *grown = realloc(t->items, (t->count + 1) * sizeof(*grown));
-    if (!grown)
-        goto out_nomem;
-    t->items = grown;
-    struct topic *tp = &t->items[t->count];
-    memset(tp, 0, sizeof(*tp));
-    tp->name = strdup(name);
-    if (!tp->name)
-        goto out_nomem;
+}
+
+static int open_log(struct topic *tp, const struct topics_options *opts, char *err, size_t errlen)
+{
+    const char *name = tp->name;
     int rc;
     if (!opts->data_dir) {
         rc = ringlog_create(&tp->log, name, opts->log_size);
         if (rc)
             snprintf(err, errlen, "topic '%s': cannot create its log: %s", name, strerror(-rc));
-    } else {
-        char path[4096], why[512];
-        snprintf(path, sizeof(path), "%s/%s.log", opts->data_dir, name);
-        struct ringlog_options lo = {.capacity = opts->log_size, .sync_every = opts->sync_every};
-        struct ringlog_recovery rep;
-        rc = ringlog_open(&tp->log, path, name, &lo, &rep, why, sizeof(why));
-        if (rc) {
-            snprintf(err, errlen, "topic '%s': %s", name, why);
-        } else {
-            log_info(
-                "msg=log_opened topic=%s path=%s created=%s records=%llu first_seq=%llu "
-                "head_seq=%llu cut_offset=%llu cut_bytes=%llu epoch=%016llx epoch_kept=%s%s%s%s",
-                name, path, rep.created ? "true" : "false", (unsigned long long)rep.records,
-                (unsigned long long)rep.first_seq, (unsigned long long)rep.head_seq,
-                (unsigned long long)rep.cut_offset, (unsigned long long)rep.cut_bytes,
-                (unsigned long long)ringlog_epoch(tp->log), rep.epoch_kept ? "true" : "false",
-                rep.reason ? " reason=\"" : "", rep.reason ? rep.reason : "",
-                rep.reason ? "\"" : "");
-            if (rep.moved_to[0])
-                log_warn("msg=log_damaged topic=%s path=%s moved_to=%s", name, path, rep.moved_to);
-        }
-    }
-    if (rc) {
-        free(tp->name);
         return rc;
     }
-    tp->index = t->count++;
+    char path[4096], why[512];
+    snprintf(path, sizeof(path), "%s/%s.log", opts->data_dir, name);
+    struct ringlog_options lo = {.capacity = opts->log_size, .sync_every = opts->sync_every};
+    struct ringlog_recovery rep;
+    rc = ringlog_open(&tp->log, path, name, &lo, &rep, why, sizeof(why));
+    if (rc) {
+        snprintf(err, errlen, "topic '%s': %s", name, why);
+        return rc;
+    }
+    log_info("msg=log_opened topic=%s path=%s created=%s records=%llu first_seq=%llu "
+             "head_seq=%llu cut_offset=%llu cut_bytes=%llu epoch=%016llx epoch_kept=%s%s%s%s",
+             name, path, rep.created ? "true" : "false", (unsigned long long)rep.records,
+             (unsigned long long)rep.first_seq, (unsigned long long)rep.head_seq,
+             (unsigned long long)rep.cut_offset, (unsigned long long)rep.cut_bytes,
+             (unsigned long long)ringlog_epoch(tp->log), rep.epoch_kept ? "true" : "false",
+             rep.reason ? " reason=\"" : "", rep.reason ? rep.reason : "", rep.reason ? "\"" : "");
+    if (rep.moved_to[0])
+        log_warn("msg=log_damaged topic=%s path=%s moved_to=%s", name, path, rep.moved_to);
     return 0;
+}
 
-out_nomem:
-    snprintf(err, errlen, "out of memory");
-    return -ENOMEM;
+/* Adds name[0..len) if missing; add_mu held. *out: the topic (new or not). */
+static int add_locked(struct topics *t, const char *name, size_t len,
+                      const struct topics_options *opts, bool auto_created, struct topic **out,
+                      char *err, size_t errlen)
+{
+    if (!topics_name_valid(name, len)) {
+        snprintf(err, errlen, "invalid topic name '%.*s' (1-128 of A-Z a-z 0-9 . _ -)",
+                 (int)(len > 200 ? 200 : len), name);
+        return -EINVAL;
+    }
+    struct topic *tp = topics_find(t, name, len);
+    if (tp) {
+        if (out)
+            *out = tp;
+        return 0;
+    }
+    size_t n = atomic_load_explicit(&t->count, memory_order_relaxed);
+    if (n >= TOPICS_MAX) {
+        snprintf(err, errlen, "too many topics (at most %d)", TOPICS_MAX);
+        return -ENOSPC;
+    }
+    tp = calloc(1, sizeof(*tp));
+    if (!tp || !(tp->name = strndup(name, len))) {
+        free(tp);
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    tp->name_len = len;
+    tp->index = n;
+    tp->auto_created = auto_created;
+    atomic_init(&tp->max_lag_bytes, t->def_max_lag_bytes);
+    atomic_init(&tp->heartbeat_us, t->def_heartbeat_us);
+    atomic_init(&tp->overflow, t->def_overflow);
+    int rc = open_log(tp, opts, err, errlen);
+    if (rc) {
+        free(tp->name);
+        free(tp);
+        return rc;
+    }
+    /* publish: the slot and the index entry, then the count */
+    t->items[n] = tp;
+    uint32_t h = name_hash(name, len);
+    for (uint32_t i = 0;; i++) {
+        _Atomic(struct topic *) *slot = &t->by_name[(h + i) & (TOPICS_HASH - 1)];
+        if (!atomic_load_explicit(slot, memory_order_relaxed)) {
+            atomic_store_explicit(slot, tp, memory_order_release);
+            break;
+        }
+    }
+    atomic_store_explicit(&t->count, n + 1, memory_order_release);
+    if (out)
+        *out = tp;
+    return 0;
+}
+
+int topics_add(struct topics *t, const char *name, const struct topics_options *opts, char *err,
+               size_t errlen)
+{
+    pthread_mutex_lock(&t->add_mu);
+    int rc = add_locked(t, name, strlen(name), opts, false, NULL, err, errlen);
+    pthread_mutex_unlock(&t->add_mu);
+    return rc;
+}
+
+int topics_auto_create_enable(struct topics *t, const struct topics_options *opts)
+{
+    t->auto_opts = *opts;
+    if (opts->data_dir) {
+        t->auto_data_dir = strdup(opts->data_dir);
+        if (!t->auto_data_dir)
+            return -ENOMEM;
+        t->auto_opts.data_dir = t->auto_data_dir;
+    }
+    t->auto_create = true;
+    return 0;
+}
+
+int topics_auto_reopen(struct topics *t, char *err, size_t errlen)
+{
+    if (!t->auto_create || !t->auto_opts.data_dir)
+        return 0;
+    DIR *d = opendir(t->auto_opts.data_dir);
+    if (!d) {
+        snprintf(err, errlen, "%s: cannot list: %s", t->auto_opts.data_dir, strerror(errno));
+        return -errno;
+    }
+    int rc = 0;
+    struct dirent *e;
+    while (rc == 0 && (e = readdir(d))) {
+        size_t len = strlen(e->d_name);
+        if (len <= 4 || strcmp(e->d_name + len - 4, ".log") != 0 ||
+            !topics_name_valid(e->d_name, len - 4) || e->d_name[0] == '.')
+            continue;
+        pthread_mutex_lock(&t->add_mu);
+        bool known = topics_find(t, e->d_name, len - 4) != NULL;
+        if (!known) {
+            rc = add_locked(t, e->d_name, len - 4, &t->auto_opts, true, NULL, err, errlen);
+            if (rc == 0)
+                log_info("msg=topic_reopened topic=%.*s reason=\"auto-create: log found in the "
+                         "data directory\"",
+                         (int)(len - 4), e->d_name);
+        }
+        pthread_mutex_unlock(&t->add_mu);
+    }
+    closedir(d);
+    return rc;
+}
+
+struct topic *topics_find_or_create(struct topics *t, const char *name, size_t len, int *err)
+{
+    struct topic *tp = topics_find(t, name, len);
+    *err = tp ? 0 : -ENOENT;
+    if (tp || !t->auto_create)
+        return tp;
+    char why[600];
+    pthread_mutex_lock(&t->add_mu);
+    size_t before = atomic_load_explicit(&t->count, memory_order_relaxed);
+    int rc = add_locked(t, name, len, &t->auto_opts, true, &tp, why, sizeof(why));
+    if (rc) {
+        atomic_fetch_add_explicit(&t->refused, 1, memory_order_relaxed);
+        uint64_t suppressed;
+        if (log_ratelimit_allow(&t->refused_rl, log_now_mono_us(), &suppressed))
+            log_warn("msg=topic_refused topic=%.*s error=\"%s\" suppressed=%llu",
+                     (int)(len > 200 ? 200 : len), name, why, (unsigned long long)suppressed);
+        *err = rc;
+        tp = NULL;
+    } else {
+        *err = 0;
+        if (atomic_load_explicit(&t->count, memory_order_relaxed) != before) {
+            atomic_fetch_add_explicit(&t->auto_created, 1, memory_order_relaxed);
+            log_info("msg=topic_created topic=%s reason=\"auto-create: named by a feed\"",
+                     tp->name);
+        }
+    }
+    pthread_mutex_unlock(&t->add_mu);
+    return tp;
+}
+
+const char *topics_strerror(int err)
+{
+    switch (err) {
+    case 0:
+        return "ok";
+    case -ENOENT:
+        return "unknown topic";
+    case -EINVAL:
+        return "invalid topic name (1-128 of A-Z a-z 0-9 . _ -)";
+    case -ENOSPC:
+        return "too many topics (at most " TOPICS_MAX_TEXT ")";
+    default:
+        return "cannot open the topic's log (see the server log)";
+    }
 }
 
 static void *syncer_main(void *p)
@@ -97,10 +259,11 @@ static void *syncer_main(void *p)
             struct timespec ts = {.tv_sec = 0, .tv_nsec = 20 * 1000000};
             nanosleep(&ts, NULL);
         }
-        for (size_t i = 0; i < t->count; i++) {
-            int rc = ringlog_sync(t->items[i].log);
+        for (size_t i = 0, n = topics_count(t); i < n; i++) {
+            int rc = ringlog_sync(t->items[i]->log);
             if (rc)
-                log_error("msg=sync_failed topic=%s error=\"%s\"", t->items[i].name, strerror(-rc));
+                log_error("msg=sync_failed topic=%s error=\"%s\"", t->items[i]->name,
+                          strerror(-rc));
         }
     }
     return NULL;
@@ -117,14 +280,6 @@ int topics_sync_start(struct topics *t, int64_t interval_ms)
     return 0;
 }
 
-struct topic *topics_find(const struct topics *t, const char *name, size_t len)
-{
-    for (size_t i = 0; i < t->count; i++)
-        if (strlen(t->items[i].name) == len && memcmp(t->items[i].name, name, len) == 0)
-            return &t->items[i];
-    return NULL;
-}
-
 void topics_destroy(struct topics *t)
 {
     if (t->syncer_started) {
@@ -132,13 +287,19 @@ void topics_destroy(struct topics *t)
         pthread_join(t->syncer, NULL);
         t->syncer_started = false;
     }
-    for (size_t i = 0; i < t->count; i++) {
-        ringlog_destroy(t->items[i].log);
-        free(t->items[i].name);
+    for (size_t i = 0, n = topics_count(t); i < n; i++) {
+        ringlog_destroy(t->items[i]->log);
+        free(t->items[i]->name);
+        free(t->items[i]);
+        t->items[i] = NULL;
     }
-    free(t->items);
-    t->items = NULL;
-    t->count = 0;
+    for (size_t i = 0; i < TOPICS_HASH; i++)
+        atomic_store_explicit(&t->by_name[i], NULL, memory_order_relaxed);
+    atomic_store(&t->count, 0);
+    free(t->auto_data_dir);
+    t->auto_data_dir = NULL;
+    t->auto_create = false;
+    pthread_mutex_destroy(&t->add_mu);
 }
 
 static const struct topic_conf *section_of(const struct config *cfg, const char *name)
@@ -172,8 +333,12 @@ static void set_if_changed(_Atomic int64_t *field, int64_t v, const char *topic,
 void topics_apply_settings(struct topics *t, const struct config *cfg, char *changed, size_t len)
 {
     changed[0] = 0;
-    for (size_t i = 0; i < t->count; i++) {
-        struct topic *tp = &t->items[i];
+    pthread_mutex_lock(&t->add_mu);
+    t->def_max_lag_bytes = cfg->max_lag_bytes;
+    t->def_heartbeat_us = cfg->heartbeat_ms * 1000;
+    t->def_overflow = overflow_code(cfg->overflow);
+    for (size_t i = 0, n = topics_count(t); i < n; i++) {
+        struct topic *tp = t->items[i];
         const struct topic_conf *tc = section_of(cfg, tp->name);
         int64_t lag = tc && tc->max_lag_bytes >= 0 ? tc->max_lag_bytes : cfg->max_lag_bytes;
         int64_t hb = (tc && tc->heartbeat_ms >= 0 ? tc->heartbeat_ms : cfg->heartbeat_ms) * 1000;
@@ -185,4 +350,5 @@ void topics_apply_settings(struct topics *t, const struct config *cfg, char *cha
             snprintf(changed + used, len - used, "%stopic.%s.overflow", used ? "," : "", tp->name);
         }
     }
+    pthread_mutex_unlock(&t->add_mu);
 }

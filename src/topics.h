@@ -1,10 +1,15 @@
 /*
- * topics: the fixed set of topics this server serves, each with its log.
+ * topics: the set of topics this server serves, each with its log.
  *
- * Built on the main thread before any other thread starts and immutable
- * afterwards, so lookups from shard threads need no lock. Each topic's log
- * is the file <data_dir>/<topic>.log. The syncer thread (topics_sync_start)
- * msyncs every log at a fixed interval; it only reads the topic set.
+ * An append-only registry. The main thread adds the declared topics at
+ * start; with auto-create on (--auto-create-topics), the ingest thread and
+ * Publish calls on shard threads add topics a feed names while running.
+ * Adders serialise on a mutex (a cold path: it opens a file). Readers take
+ * no lock: a topic is fully built before topics_count() covers it and the
+ * name index points at it, and no topic is ever removed or moved before
+ * topics_destroy, so a `struct topic *` stays valid for the process's life.
+ * Each topic's log is the file <data_dir>/<topic>.log. The syncer thread
+ * (topics_sync_start) msyncs every log at a fixed interval.
  */
 #ifndef TICKFAN_TOPICS_H
 #define TICKFAN_TOPICS_H
@@ -15,14 +20,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "log.h"
 #include "ringlog.h"
 
 #define TOPICS_MAX 1024
+#define TOPICS_MAX_TEXT "1024"
 #define TOPIC_NAME_MAX 128
 
 struct topic {
     char *name;
-    size_t index; /* 0 .. topics_count-1, stable for the process's life */
+    size_t name_len;
+    size_t index; /* 0 .. topics_count()-1, stable for the process's life */
+    bool auto_created;
     ringlog_t *log;
     /* settings SIGHUP may change; read by the shards where they are used */
     _Atomic int64_t max_lag_bytes; /* 0: half the log */
@@ -32,15 +41,7 @@ struct topic {
 
 struct config;
 
-struct topics {
-    struct topic *items;
-    size_t count;
-    /* syncer */
-    pthread_t syncer;
-    bool syncer_started;
-    atomic_bool syncer_stop;
-    int64_t sync_interval_ms;
-};
+#define TOPICS_HASH 2048 /* name index slots: a power of two above TOPICS_MAX */
 
 /* How topics are opened. data_dir NULL: in-memory logs (tests). */
 struct topics_options {
@@ -48,6 +49,37 @@ struct topics_options {
     size_t log_size;
     bool sync_every;
 };
+
+struct topics {
+    struct topic *items[TOPICS_MAX]; /* [0, count): each set once, before count covers it */
+    _Atomic size_t count;
+    _Atomic(struct topic *) by_name[TOPICS_HASH]; /* open addressing, never removed */
+    pthread_mutex_t add_mu;                       /* adders; topics_apply_settings */
+    /* auto-create: set by topics_auto_create_enable before threads start */
+    bool auto_create;
+    char *auto_data_dir;
+    struct topics_options auto_opts;
+    /* settings for topics created later, as topics_apply_settings last set (add_mu) */
+    int64_t def_max_lag_bytes, def_heartbeat_us;
+    int def_overflow;
+    _Atomic uint64_t auto_created;   /* topics created because a feed named them */
+    _Atomic uint64_t refused;        /* times a named topic could not be created */
+    struct log_ratelimit refused_rl; /* add_mu */
+    /* syncer */
+    pthread_t syncer;
+    bool syncer_started;
+    atomic_bool syncer_stop;
+    int64_t sync_interval_ms;
+};
+
+/* Readies an empty registry (before any other call). */
+void topics_init(struct topics *t);
+
+/* How many topics there are now; items[0 .. n-1] are valid to read. Any thread. */
+static inline size_t topics_count(const struct topics *t)
+{
+    return atomic_load_explicit(&t->count, memory_order_acquire);
+}
 
 /* True when `name` is a valid topic name: 1..128 of [A-Za-z0-9._-]. */
 bool topics_name_valid(const char *name, size_t len);
@@ -57,10 +89,31 @@ bool topics_name_valid(const char *name, size_t len);
  * wrong in err. Logs what recovery found. */
 int topics_add(struct topics *t, const char *name, const struct topics_options *opts, char *err,
                size_t errlen);
+/* The topic called name[0..len), or NULL. Any thread, no lock. */
 struct topic *topics_find(const struct topics *t, const char *name, size_t len);
+
+/* Turns on auto-create: topics_find_or_create then creates topics with
+ * `opts` (data_dir is copied). Main thread, before other threads start.
+ * 0 or -ENOMEM. */
+int topics_auto_create_enable(struct topics *t, const struct topics_options *opts);
+/* Opens, as auto-created topics, the logs found in opts->data_dir (files
+ * <topic>.log with a valid topic name) that are not topics yet, so streams
+ * can resume on them after a restart before the feed names them again.
+ * Main thread, at start. 0, or -errno with the file and the reason in err. */
+int topics_auto_reopen(struct topics *t, char *err, size_t errlen);
+/* The topic called name[0..len); with auto-create on, creates it if
+ * missing. NULL if it does not exist and cannot be created; then *err says
+ * why: -ENOENT (auto-create is off), -EINVAL (invalid name), -ENOSPC
+ * (TOPICS_MAX reached), or the log's error (logged, rate-limited). Any
+ * thread; creation takes the adders' lock and opens the log file, so it is
+ * slow the first time. */
+struct topic *topics_find_or_create(struct topics *t, const char *name, size_t len, int *err);
+/* Text for an *err of topics_find_or_create. */
+const char *topics_strerror(int err);
 /* Sets every topic's runtime settings from `cfg` (its [topic NAME] section,
- * else the global options). Writes what changed into `changed` (a
- * comma-separated list, empty if nothing). Main thread; any time. */
+ * else the global options), and the settings topics created later get.
+ * Writes what changed into `changed` (a comma-separated list, empty if
+ * nothing). Main thread; any time. */
 void topics_apply_settings(struct topics *t, const struct config *cfg, char *changed, size_t len);
 /* The log size `cfg` gives topic `name`. */
 size_t topics_log_size(const struct config *cfg, const char *name);

@@ -208,10 +208,43 @@ static void changed_options_are_listed_by_name(void **state)
     config_free(&b);
 }
 
+static void boolean_options_take_the_flag_alone_or_a_value(void **state)
+{
+    (void)state;
+    struct config cfg;
+    char err[256];
+    char *off[] = {"tickfand", NULL};
+    assert_int_equal(parse(&cfg, off, NULL, err), CONFIG_OK);
+    assert_int_equal(cfg.auto_create_topics, 0);
+    config_free(&cfg);
+
+    /* the flag alone does not swallow the next argument */
+    char *alone[] = {"tickfand", "--auto-create-topics", "--topic", "x", NULL};
+    assert_int_equal(parse(&cfg, alone, NULL, err), CONFIG_OK);
+    assert_int_equal(cfg.auto_create_topics, 1);
+    assert_string_equal(cfg.topics[0], "x");
+    config_free(&cfg);
+
+    char *no[] = {"tickfand", "--auto-create-topics=off", NULL};
+    const char *const yes_env[] = {"TICKFAN_AUTO_CREATE_TOPICS=yes", NULL};
+    assert_int_equal(parse(&cfg, no, yes_env, err), CONFIG_OK);
+    assert_int_equal(cfg.auto_create_topics, 0); /* the flag beats the environment */
+    config_free(&cfg);
+    assert_int_equal(parse(&cfg, off, yes_env, err), CONFIG_OK);
+    assert_int_equal(cfg.auto_create_topics, 1);
+    config_free(&cfg);
+
+    char *bad[] = {"tickfand", "--auto-create-topics=sometimes", NULL};
+    assert_int_equal(parse(&cfg, bad, NULL, err), -EINVAL);
+    assert_non_null(strstr(err, "--auto-create-topics"));
+    assert_non_null(strstr(err, "'sometimes'"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(defaults_apply_with_no_flags),
+        cmocka_unit_test(boolean_options_take_the_flag_alone_or_a_value),
         cmocka_unit_test(flags_override_environment_which_overrides_defaults),
         cmocka_unit_test(sizes_take_binary_suffixes),
         cmocka_unit_test(bad_values_name_the_option_and_the_value),
