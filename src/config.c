@@ -52,6 +52,10 @@ static const struct opt_def opts[] = {
      "feed I/O: io_uring, or epoll (auto: io_uring, epoll where it cannot be set up)"},
     {"udp-rcvbuf", OPT_SIZE, "8M", 0, (int64_t)1 << 30, NULL, "TICKFAN_UDP_RCVBUF", OFF(udp_rcvbuf),
      "SO_RCVBUF of UDP feed sockets (the kernel caps it at net.core.rmem_max)"},
+    {"udp-multishot", OPT_BOOL, "true", 0, 1, NULL, "TICKFAN_UDP_MULTISHOT", OFF(udp_multishot),
+     "on io_uring, receive each UDP feed with one multishot recvmsg over a ring of provided "
+     "buffers (64 x 64 KiB per socket; Linux 6.0+, else one-shot recvmsg is used by itself); "
+     "false: 16 one-shot recvmsg in flight per socket"},
     {"shards", OPT_INT, "0", 0, 256, NULL, "TICKFAN_SHARDS", OFF(shards),
      "worker threads serving streams, each with its own completion queue (0 = online CPUs)"},
     {"log-size", OPT_SIZE, "64M", 64 * 1024, (int64_t)1 << 40, NULL, "TICKFAN_LOG_SIZE",

@@ -37,6 +37,7 @@ struct config {
     int64_t shards;
     char *io;
     int64_t udp_rcvbuf;
+    int64_t udp_multishot; /* bool */
     int64_t log_size;
     char *sync;
     int64_t sync_interval_ms;

@@ -26,6 +26,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -34,15 +35,17 @@
 #include "log.h"
 #include "sim.h"
 
-#define UDP_REQS 16            /* recvmsg operations in flight per UDP socket */
-#define UDP_BUF (64 * 1024)    /* one datagram at most */
-#define READ_CHUNK (64 * 1024) /* TCP and file reads */
-#define SIM_BATCH 4096         /* simulated events per loop at most */
-#define FILE_BATCH 4096        /* replayed frames per loop at most */
+#define UDP_REQS 16                /* one-shot recvmsg operations in flight per UDP socket */
+#define UDP_BUF (64 * 1024)        /* one datagram at most */
+#define UDP_MS_BUFS 64             /* provided buffers per UDP socket (multishot; power of 2) */
+#define UDP_MS_BUF (UDP_BUF + 256) /* a datagram, the recvmsg header and the cmsg */
+#define READ_CHUNK (64 * 1024)     /* TCP and file reads */
+#define SIM_BATCH 4096             /* simulated events per loop at most */
+#define FILE_BATCH 4096            /* replayed frames per loop at most */
 #define MAX_WAIT_NS (20 * 1000000)
 
 enum src_type { SRC_SIM, SRC_UDP, SRC_TCP, SRC_LISTEN, SRC_CONN, SRC_FILE, SRC_WAKE };
-enum op_kind { OP_UDP, OP_RECV, OP_ACCEPT, OP_CONNECT, OP_WAKE };
+enum op_kind { OP_UDP, OP_UDP_MS, OP_RECV, OP_ACCEPT, OP_CONNECT, OP_WAKE };
 enum file_pace { PACE_MAX, PACE_RATE, PACE_RECORDED };
 
 struct source;
@@ -91,8 +94,17 @@ struct source {
     uint8_t *sbuf;
     size_t slen, scap;
 
-    /* UDP */
+    /* UDP: one multishot recvmsg over a ring of provided buffers where the
+     * kernel has them (6.0+), else UDP_REQS one-shot recvmsg (and epoll) */
     struct udp_req *reqs;
+    bool multishot;
+    bool multishot_worked; /* a datagram came through it */
+    struct op ms_op;
+    struct msghdr ms_msg; /* the template: no name, room for SO_RXQ_OVFL */
+    struct io_uring_buf_ring *br;
+    size_t br_bytes;
+    int bgid;
+    uint8_t *ms_bufs;
 
     /* TCP client */
     struct sockaddr_storage addr;
@@ -541,6 +553,9 @@ static void source_free(struct source *s)
             free(s->reqs[i].buf);
         free(s->reqs);
     }
+    if (s->br) /* the ring that registered it has exited */
+        munmap(s->br, s->br_bytes);
+    free(s->ms_bufs);
     sim_destroy(s->sim);
     free(s->chans);
     free(s->sbuf);
@@ -649,6 +664,29 @@ static void uring_udp_arm(struct ingest *in, struct udp_req *r)
     r->op.busy = true;
 }
 
+static void uring_udp_ms_arm(struct ingest *in, struct source *s)
+{
+    struct io_uring_sqe *sqe = get_sqe(in);
+    if (!sqe)
+        return;
+    io_uring_prep_recvmsg_multishot(sqe, s->fd, &s->ms_msg, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = (uint16_t)s->bgid;
+    io_uring_sqe_set_data(sqe, &s->ms_op);
+    s->ms_op.busy = true;
+}
+
+/* Receiving on a UDP socket starts: multishot, or the one-shot requests. */
+static void uring_udp_start(struct ingest *in, struct source *s)
+{
+    if (s->multishot) {
+        uring_udp_ms_arm(in, s);
+        return;
+    }
+    for (size_t i = 0; i < UDP_REQS; i++)
+        uring_udp_arm(in, &s->reqs[i]);
+}
+
 static void uring_recv_arm(struct ingest *in, struct source *s)
 {
     if (!sbuf_reserve(s, READ_CHUNK))
@@ -682,23 +720,50 @@ static void epoll_watch(struct ingest *in, struct source *s, uint32_t events)
 
 /* ---- per-source I/O, shared by both engines ------------------------------- */
 
+/* The kernel's count of datagrams dropped on the socket, from SO_RXQ_OVFL. */
+static void udp_overflow(struct source *s, const struct cmsghdr *c)
+{
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SO_RXQ_OVFL)
+        return;
+    uint32_t drops;
+    memcpy(&drops, CMSG_DATA(c), sizeof(drops));
+    if (drops > s->last_ovfl) {
+        count(s, rxq_ovfl, drops - s->last_ovfl);
+        uint64_t suppressed;
+        if (log_ratelimit_allow(&s->rl, log_now_mono_ns() / 1000, &suppressed))
+            log_warn("msg=udp_overflow source=\"%s\" dropped_total=%u suppressed=%llu", s->spec,
+                     drops, (unsigned long long)suppressed);
+    }
+    s->last_ovfl = drops;
+}
+
 static void udp_datagram(struct source *s, struct msghdr *msg, size_t len)
 {
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c; c = CMSG_NXTHDR(msg, c)) {
-        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_RXQ_OVFL) {
-            uint32_t drops;
-            memcpy(&drops, CMSG_DATA(c), sizeof(drops));
-            if (drops > s->last_ovfl) {
-                count(s, rxq_ovfl, drops - s->last_ovfl);
-                uint64_t suppressed;
-                if (log_ratelimit_allow(&s->rl, log_now_mono_ns() / 1000, &suppressed))
-                    log_warn("msg=udp_overflow source=\"%s\" dropped_total=%u suppressed=%llu",
-                             s->spec, drops, (unsigned long long)suppressed);
-            }
-            s->last_ovfl = drops;
-        }
-    }
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c; c = CMSG_NXTHDR(msg, c))
+        udp_overflow(s, c);
     process_datagram(s, msg->msg_iov->iov_base, len);
+}
+
+/* A multishot completion: the datagram is in provided buffer `bid`, laid
+ * out as struct io_uring_recvmsg_out, control data, payload. The buffer goes
+ * back to the ring once the datagram is appended. */
+static void udp_ms_datagram(struct source *s, unsigned bid, int len)
+{
+    uint8_t *buf = s->ms_bufs + (size_t)bid * UDP_MS_BUF;
+    struct io_uring_recvmsg_out *o = io_uring_recvmsg_validate(buf, len, &s->ms_msg);
+    if (o) {
+        for (struct cmsghdr *c = io_uring_recvmsg_cmsg_firsthdr(o, &s->ms_msg); c;
+             c = io_uring_recvmsg_cmsg_nexthdr(o, &s->ms_msg, c))
+            udp_overflow(s, c);
+        process_datagram(s, io_uring_recvmsg_payload(o, &s->ms_msg),
+                         io_uring_recvmsg_payload_length(o, len, &s->ms_msg));
+    } else {
+        s->offset++;
+        reject(s, FEEDFRAME_NEED_MORE); /* cannot happen: the kernel wrote less than a header */
+    }
+    io_uring_buf_ring_add(s->br, buf, UDP_MS_BUF, (unsigned short)bid,
+                          io_uring_buf_ring_mask(UDP_MS_BUFS), 0);
+    io_uring_buf_ring_advance(s->br, 1);
 }
 
 static void stream_closed(struct source *s, const char *why)
@@ -985,6 +1050,25 @@ static void uring_complete(struct ingest *in, struct io_uring_cqe *cqe)
             uring_udp_arm(in, r);
         break;
     }
+    case OP_UDP_MS:
+        if (res >= 0 && (cqe->flags & IORING_CQE_F_BUFFER)) {
+            s->multishot_worked = true;
+            udp_ms_datagram(s, cqe->flags >> IORING_CQE_BUFFER_SHIFT, res);
+        } else if (res < 0 && res != -ENOBUFS && !s->multishot_worked) {
+            /* the kernel has provided buffers but not multishot recvmsg */
+            log_info("msg=udp_receive source=\"%s\" mode=recvmsg reason=\"multishot recvmsg: "
+                     "%s\"",
+                     s->spec, strerror(-res));
+            s->multishot = false;
+        } else if (res < 0 && res != -ENOBUFS) {
+            log_warn("msg=udp_receive_error source=\"%s\" error=\"%s\"", s->spec, strerror(-res));
+        }
+        /* -ENOBUFS: every buffer was full; the datagrams wait in the socket */
+        if (cqe->flags & IORING_CQE_F_MORE)
+            s->ms_op.busy = true; /* still armed */
+        else if (!atomic_load_explicit(&in->stop, memory_order_relaxed))
+            uring_udp_start(in, s);
+        break;
     case OP_RECV:
         if (s->fd < 0) /* closed while the recv was in flight */
             break;
@@ -1014,8 +1098,7 @@ static void *uring_main(struct ingest *in)
     uring_wake_arm(in);
     for (struct source *s = in->sources; s; s = s->next) {
         if (s->type == SRC_UDP)
-            for (size_t i = 0; i < UDP_REQS; i++)
-                uring_udp_arm(in, &s->reqs[i]);
+            uring_udp_start(in, s);
         else if (s->type == SRC_LISTEN)
             uring_accept_arm(in, s);
     }
@@ -1125,6 +1208,43 @@ static void *ingest_main(void *p)
 
 /* ---- life cycle ----------------------------------------------------------- */
 
+/* Registers a ring of UDP_MS_BUFS provided buffers (group `bgid`) for the
+ * socket's multishot recvmsg. 0, or -errno: the kernel has no provided
+ * buffer rings (before 5.19), or memory ran out. */
+static int udp_multishot_setup(struct ingest *in, struct source *s, int bgid)
+{
+    size_t bytes = UDP_MS_BUFS * sizeof(struct io_uring_buf);
+    void *mem = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    if (mem == MAP_FAILED)
+        return -ENOMEM;
+    s->ms_bufs = malloc((size_t)UDP_MS_BUFS * UDP_MS_BUF);
+    if (!s->ms_bufs) {
+        munmap(mem, bytes);
+        return -ENOMEM;
+    }
+    struct io_uring_buf_reg reg = {
+        .ring_addr = (uintptr_t)mem, .ring_entries = UDP_MS_BUFS, .bgid = (uint16_t)bgid};
+    int rc = io_uring_register_buf_ring(&in->ring, &reg, 0);
+    if (rc) {
+        munmap(mem, bytes);
+        free(s->ms_bufs);
+        s->ms_bufs = NULL;
+        return rc;
+    }
+    s->br = mem;
+    s->br_bytes = bytes;
+    s->bgid = bgid;
+    io_uring_buf_ring_init(s->br);
+    for (unsigned i = 0; i < UDP_MS_BUFS; i++)
+        io_uring_buf_ring_add(s->br, s->ms_bufs + (size_t)i * UDP_MS_BUF, UDP_MS_BUF,
+                              (unsigned short)i, io_uring_buf_ring_mask(UDP_MS_BUFS), (int)i);
+    io_uring_buf_ring_advance(s->br, UDP_MS_BUFS);
+    s->ms_msg = (struct msghdr){.msg_controllen = CMSG_SPACE(sizeof(uint32_t))};
+    s->ms_op = (struct op){.kind = OP_UDP_MS, .src = s};
+    s->multishot = true;
+    return 0;
+}
+
 int ingest_create(ingest_t **out, char **specs, const struct ingest_options *opts,
                   struct topics *topics, const struct topics_options *topts,
                   void (*notify)(void *arg), void *arg, char *err, size_t errlen)
@@ -1196,6 +1316,7 @@ int ingest_create(ingest_t **out, char **specs, const struct ingest_options *opt
             goto out_free;
         }
     }
+    int nbgid = 0;
     for (struct source *s = in->sources; s; s = s->next) {
         if (s->type != SRC_UDP)
             continue;
@@ -1213,6 +1334,18 @@ int ingest_create(ingest_t **out, char **specs, const struct ingest_options *opt
             r->msg.msg_iovlen = 1;
             r->msg.msg_control = r->ctl.bytes;
             r->msg.msg_controllen = sizeof(r->ctl.bytes);
+        }
+        if (in->ring_ok && opts->udp_no_multishot) {
+            log_info("msg=udp_receive source=\"%s\" mode=recvmsg reason=\"--udp-multishot=false\"",
+                     s->spec);
+        } else if (in->ring_ok) {
+            rc = udp_multishot_setup(in, s, nbgid++);
+            log_info("msg=udp_receive source=\"%s\" mode=%s%s%s%s", s->spec,
+                     rc ? "recvmsg" : "multishot", rc ? " reason=\"provided buffers: " : "",
+                     rc ? strerror(-rc) : "", rc ? "\"" : "");
+            if (rc == -ENOMEM)
+                goto out_nomem;
+            rc = 0;
         }
     }
     *out = in;

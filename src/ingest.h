@@ -6,7 +6,11 @@
  * connect, or senders connect to us) and capture-file replay, all speaking
  * the feed wire format (feed/FORMAT.md). One thread drives them through
  * io_uring, or epoll where io_uring cannot be set up (seccomp,
- * kernel.io_uring_disabled) or when asked. For every valid frame it checks
+ * kernel.io_uring_disabled) or when asked. On io_uring a UDP socket is read
+ * by one multishot recvmsg over its own ring of provided buffers (Linux
+ * 6.0+; each buffer goes back to the ring as soon as its datagram is
+ * appended), or by 16 one-shot recvmsg where multishot is missing or turned
+ * off (--udp-multishot=false). For every valid frame it checks
  * the channel's sequence (an upstream loss becomes a Gap event in the
  * topic), assigns the next sequence number of the topic, encodes the
  * WatchEvent once into the topic's log, and after each batch calls `notify`
@@ -32,7 +36,8 @@ struct ingest_options {
     int64_t sim_rate;
     const char *sim_symbols;
     uint64_t sim_seed;
-    int64_t udp_rcvbuf; /* SO_RCVBUF for UDP sockets; 0: leave the default */
+    int64_t udp_rcvbuf;    /* SO_RCVBUF for UDP sockets; 0: leave the default */
+    bool udp_no_multishot; /* io_uring: one-shot recvmsg even where multishot works */
 };
 
 /* Parses the feed specs (NULL-terminated; NULL or empty: "sim") and opens

@@ -220,6 +220,7 @@ int main(int argc, char **argv, char **envp)
         .sim_symbols = cfg.sim_symbols,
         .sim_seed = (uint64_t)cfg.sim_seed,
         .udp_rcvbuf = cfg.udp_rcvbuf,
+        .udp_no_multishot = !cfg.udp_multishot,
     };
     topts.log_size = (size_t)cfg.log_size; /* simulator topics without a section */
     rc = ingest_create(&ingest, cfg.feeds, &iopts, &topics, &topts, server_notify_late, &srv, err,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # ingest_bench: how many ticks per second tickfand ingests on one core.
 #
-# For each I/O engine (io_uring, epoll): tickfand pinned to CPU $SERVER_CPU
+# For each I/O engine (io_uring multishot, io_uring one-shot recvmsg, epoll): tickfand pinned to CPU $SERVER_CPU
 # with one UDP feed and one topic, tickfan-feed pinned to CPU $FEED_CPU
 # sending $BODY-byte-body ticks in datagrams at each of $RATES a second for
 # $DURATION s. Then a capture file of $REPLAY_FRAMES ticks replayed by
@@ -12,7 +12,7 @@
 # DURATION (10), RATES (offered rates, one table each: "1000000 0"; 0 = as
 # fast as the sender goes), BATCH
 # (frames per datagram; empty = as many as fit 1,472 bytes), BODY (100),
-# IOS ("uring epoll"), PORT (19557), SERVER_CPU (0), FEED_CPU (1),
+# IOS ("uring uring-oneshot epoll"; uring-oneshot = --udp-multishot=false), PORT (19557), SERVER_CPU (0), FEED_CPU (1),
 # REPLAY_FRAMES (3000000; 0 skips the replay), REPLAY_IOS ("epoll uring"),
 # REPLAY_TIMEOUT (20 s), WORK (a fresh directory under /dev/shm or /tmp).
 set -uo pipefail
@@ -24,7 +24,7 @@ DURATION=${DURATION:-10}
 RATES=${RATES:-1000000 0}
 BATCH=${BATCH:-}
 BODY=${BODY:-100}
-IOS=${IOS:-uring epoll}
+IOS=${IOS:-uring uring-oneshot epoll}
 PORT=${PORT:-19557}
 SERVER_CPU=${SERVER_CPU:-0}
 FEED_CPU=${FEED_CPU:-1}
@@ -135,11 +135,13 @@ for RATE in $RATES; do
   printf '\nUDP: %s-byte bodies, %s frames/datagram, offered %s/s for %s s; tickfand on CPU %s, tickfan-feed on CPU %s\n' \
     "$BODY" "${BATCH:-MTU-fill}" "$([[ $RATE == 0 ]] && echo max || echo "$RATE")" "$DURATION" \
     "$SERVER_CPU" "$FEED_CPU"
-  printf '%-6s %10s %9s %9s %10s %9s %10s %8s %7s %8s %11s %10s\n' io sent sender/s dgrams \
+  printf '%-13s %10s %9s %9s %10s %9s %10s %8s %7s %8s %11s %10s\n' io sent sender/s dgrams \
     ingested ingest/s kern_drops lost rejects cpu_s ns/tick ingest_ns
   for io in $IOS; do
     log=$WORK/tickfand-$io.log
-    start_server "$log" --io "$io" --feed "udp://127.0.0.1:$PORT" || continue
+    io_args=(--io "$io")
+    [[ $io == uring-oneshot ]] && io_args=(--io uring --udp-multishot=false)
+    start_server "$log" "${io_args[@]}" --feed "udp://127.0.0.1:$PORT" || continue
     c0=$(cpu_ticks "$server_pid")
     t0=$(thread_ticks "$server_pid")
     out=$(taskset -c "$FEED_CPU" "$feed" send --to "udp://127.0.0.1:$PORT" --topic bench \
@@ -161,7 +163,7 @@ for RATE in $RATES; do
       -v secs="$secs" -v ovfl="$ovfl" -v lost=$((sent - ingested)) -v rej="$rej" \
       -v cpu=$((c1 - c0)) -v busy="$busiest" -v hz="$hz" -v dur="$DURATION" 'BEGIN {
         n = ing > 0 ? ing : 1
-        printf "%-6s %10d %9d %9d %10d %9.0f %10d %8d %7d %8.2f %11.0f %10.0f\n", io, sent, srate, dg,
+        printf "%-13s %10d %9d %9d %10d %9.0f %10d %8d %7d %8.2f %11.0f %10.0f\n", io, sent, srate, dg,
           ing, ing / secs, ovfl, lost, rej, cpu / hz, 1e9 * cpu / hz / n, 1e9 * busy / hz / n }'
     [[ -z $head ]] && echo "  (no head seq: the live stream did not answer; see $log)"
   done
