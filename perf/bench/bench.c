@@ -564,8 +564,9 @@ static void print_summary(FILE *out, const struct benchrun_config *c,
                 us((uint64_t)(f->max_lag_ns > 0 ? f->max_lag_ns : 0)), f->late_ticks,
                 BENCHFEED_LATE_NS / 1e6, f->nice);
         fprintf(out,
-                "            %" PRIu64 " received on unfiltered normal streams; after %.2f s of "
-                "drain, %" PRIu64 " not (yet) received\n",
+                "            %" PRIu64
+                " received on normal streams; after %.2f s of drain, %" PRIu64
+                " not yet received (in the latency figures at their age then)\n",
                 r->feed_received, r->drain_s, r->feed_undelivered);
         if (f->error)
             fprintf(out, "            sender stopped: %s\n", f->error_text);
@@ -638,16 +639,16 @@ static void json_list(FILE *f, char **items, size_t n)
 }
 
 static void json_latency(FILE *f, const char *from, bool corrected, const hist_t *h,
-                         uint64_t negative)
+                         uint64_t negative, uint64_t censored)
 {
     fprintf(f,
             "{\"measured_from\":\"%s\",\"coordinated_omission_corrected\":%s,\"count\":%" PRIu64
             ",\"min\":%.1f,\"mean\":%.1f,\"p50\":%.1f,\"p90\":%.1f,\"p99\":%.1f,\"p999\":%.1f,"
-            "\"max\":%.1f,\"negative\":%" PRIu64 ",\"relative_error\":%g}",
+            "\"max\":%.1f,\"negative\":%" PRIu64 ",\"censored\":%" PRIu64 ",\"relative_error\":%g}",
             from, corrected ? "true" : "false", hist_count(h), us(hist_min(h)),
             hist_mean(h) / 1000.0, us(hist_value_at(h, 50)), us(hist_value_at(h, 90)),
             us(hist_value_at(h, 99)), us(hist_value_at(h, 99.9)), us(hist_max(h)), negative,
-            hist_relative_error(h));
+            censored, hist_relative_error(h));
 }
 
 static void write_json(FILE *f, const struct benchrun_config *c, const struct benchrun_results *r,
@@ -729,10 +730,10 @@ static void write_json(FILE *f, const struct benchrun_config *c, const struct be
             r->seq_streams, r->first_seq_min, r->first_seq_max, r->last_seq_min, r->last_seq_max);
     fprintf(f, "\"latency_us\":");
     json_latency(f, r->fed ? "emitted_at_unix_micros" : "ingested_at_unix_micros", r->fed,
-                 r->latency_ns, r->latency_negative);
+                 r->latency_ns, r->latency_negative, r->fed ? r->feed_undelivered : 0);
     fprintf(f, ",\n\"latency_from_ingest_us\":");
     json_latency(f, "ingested_at_unix_micros", false, r->latency_ingest_ns,
-                 r->latency_ingest_negative);
+                 r->latency_ingest_negative, 0);
     fprintf(f, ",\n\"feed\":");
     if (r->fed) {
         const struct benchfeed_stats *fs = &r->feed;

@@ -20,7 +20,10 @@
  *   scheduled time (corrected for coordinated omission: a late sender or a
  *   stalled server cannot hide the wait), and, as a second figure, now minus
  *   ingested_at_unix_micros. After the run window the sender stops and the
- *   streams get up to cfg->drain_s to receive what was sent, still measured.
+ *   streams get up to cfg->drain_s to receive what was sent, still measured;
+ *   a tick an unfiltered stream still lacks then is recorded at its age at
+ *   that moment, a lower bound, so that a server far behind cannot hide
+ *   its worst latencies.
  * - without a feed, the server's own feed drives it, and the latency of each
  *   live Data during the window is now minus ingested_at_unix_micros (not
  *   corrected for coordinated omission).
@@ -131,10 +134,12 @@ struct benchrun_results {
     bool fed;
     struct benchfeed_stats feed;
     double drain_s; /* spent waiting after the window */
-    /* unfiltered normal streams: sent ticks x streams not received by the
-     * end of the drain (0 when every stream got every tick); 0 when filtered */
+    /* ticks received on normal streams; and on unfiltered ones (without
+     * --messages), ticks neither received nor announced as missed by a Gap
+     * when the drain ended: each is recorded in latency_ns at its age then
+     * (a lower bound of its latency) */
+    uint64_t feed_received;
     uint64_t feed_undelivered;
-    uint64_t feed_received; /* sent ticks received on unfiltered normal streams */
 
     double connect_s;
     double window_s;
