@@ -302,7 +302,11 @@ static void on_message(struct worker *w, struct stream *s, grpc_byte_buffer *bb)
         s->gaps++;
         s->gap_missed += ev.gap_missed;
         s->gap_pending = true;
-        s->gap_pending_missed += ev.gap_missed;
+        /* frames lost before the server's feed took no seq; the Gap event
+         * that tells of them takes one. Other Gaps stand for the seqs of
+         * the events they skip. */
+        s->gap_pending_missed +=
+            ev.gap_reason == EVENTS__V1__GAP_REASON__GAP_UPSTREAM_LOSS ? 1 : ev.gap_missed;
         break;
     case EVPARSE_NONE:
         s->bad++;
