@@ -122,6 +122,20 @@ def lost(c):
     return (f.get("undelivered_after_drain") or 0) + (f.get("server_socket_drops") or 0)
 
 
+def rcvbuf_text(figures, servers):
+    """The feed sockets' receive buffers as the kernel set them, e.g. "64 MiB"."""
+    seen = set()
+    for s in servers:
+        for k, v in figures[s].items():
+            for c in (v["steps"] if k.startswith("s1") else [v]):
+                b = (c.get("feed") or {}).get("server_socket_rcvbuf_bytes")
+                if b:
+                    seen.add(b)
+    if not seen:
+        return "an unknown amount"
+    return " to ".join(f"{b / 1048576:g} MiB" for b in sorted(seen)[:: max(1, len(seen) - 1)])
+
+
 def ratio(a, b):
     if a is None or b is None or b == 0:
         return None
@@ -239,9 +253,9 @@ def main():
         "total_s": a.total,
         "config": {k: env[k] for k in sorted(env)} | {
             "servers": servers, "server_cpu": 0, "bench_cpu": 1,
-            "tickfand_args": "--shards 1 --topic bench --feed udp://127.0.0.1:PORT --udp-rcvbuf 8388608 "
+            "tickfand_args": "--shards 1 --topic bench --feed udp://127.0.0.1:PORT --udp-rcvbuf UDP_RCVBUF "
                              "(fresh data dir in /dev/shm; no simulator)",
-            "go_peer_args": "--topic bench --feed udp://127.0.0.1:PORT --udp-rcvbuf 8388608 "
+            "go_peer_args": "--topic bench --feed udp://127.0.0.1:PORT --udp-rcvbuf UDP_RCVBUF "
                             "(defaults: --ring 1000000 --buffer 1024; no simulator)",
             "bench_args": "--threads 1, start live, --feed udp://127.0.0.1:PORT --rate R "
                           "--payload-bytes PAYLOAD_BYTES (sent once every stream is live); "
@@ -284,7 +298,8 @@ def main():
              f"time. Latency is the bench's clock at receipt minus that scheduled time "
              f"(`emitted_at_unix_micros`, same host clock): corrected for coordinated "
              f"omission, and it includes the sender's own lateness; a tick a stream still "
-             f"lacked 2 s after the feed stopped counts at its age then (a lower bound). Ratio = "
+             f"lacked 2 s after the feed stopped counts at its age then (a lower bound). "
+             f"The servers' feed sockets had {rcvbuf_text(figures, servers)} of receive buffer. Ratio = "
              f"tickfand / go peer; \"better is\" says which direction wins.\n")
     e = env
     L.append(f"## 1. Fanout capacity ({e['S1_STREAMS']} subscribers, {e['S1_CONNS']} connections, "
