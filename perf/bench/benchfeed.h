@@ -76,8 +76,9 @@ struct benchfeed_stats {
 int benchfeed_create(benchfeed_t **out, const struct benchfeed_config *c, char *err, size_t errlen);
 
 /* Starts the sender thread with tick 0 due at t0_mono_ns (normally now; an
- * earlier time makes the sender start behind schedule). Returns 0 or -errno
- * (the thread could not start; nothing is sent). At most once per feed. */
+ * earlier time makes the sender start behind schedule). Returns 0,
+ * -EALREADY when it was started before (a feed runs once), or -errno when
+ * the thread could not start (nothing is sent). */
 int benchfeed_start(benchfeed_t *f, int64_t t0_mono_ns);
 
 /* Stops sending (ticks not yet due are never sent), flushes and joins the
