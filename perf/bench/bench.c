@@ -1,8 +1,9 @@
 /*
  * tickfan-bench: load generator and checker for the Watch stream.
  *
- * Parses the options, runs benchrun_run() (see benchrun.h), prints a human
- * summary on stdout and optionally a JSON object (config, machine, figures),
+ * Parses the options, runs benchrun_run() (see benchrun.h), with or without
+ * the paced feed sender (benchfeed.h), prints a human summary on stdout and
+ * optionally a JSON object (config, machine, figures),
  * and exits 0 when every check held, 1 when one failed, 2 on bad usage, 3
  * when the run could not take place. Main thread only; the workers live in
  * benchrun.
@@ -20,6 +21,7 @@
 #include <unistd.h>
 
 #include "benchrun.h"
+#include "feedgen.h"
 #include "events/v1/watcher.pb-c.h"
 
 #define EXIT_CHECK_FAILED 1
@@ -33,7 +35,16 @@ static const char USAGE[] =
     "\n"
     "Opens --streams Watch streams on one topic over --connections TCP\n"
     "connections, reads and checks every message, and reports throughput,\n"
-    "order violations, gaps and latency (now minus the event's ingest time).\n"
+    "order violations, gaps and latency.\n"
+    "\n"
+    "With --feed, it also drives the server: once every stream is connected and\n"
+    "live, a sender thread sends --rate ticks/s to the server's feed on a fixed\n"
+    "schedule, each frame stamped with its scheduled time (tick i at start +\n"
+    "i/rate; a late sender sends at once and keeps the stamps). Latency is then\n"
+    "now minus that scheduled time (Data.emitted_at_unix_micros), which corrects\n"
+    "for coordinated omission; now minus the server's ingest time is reported\n"
+    "too. Without --feed it only subscribes, and latency is now minus the ingest\n"
+    "time (not corrected).\n"
     "\n"
     "  --server ADDR            server (default $TICKFAN_SERVER, else localhost:50051)\n"
     "  --topic NAME             topic (default sim)\n"
@@ -62,6 +73,21 @@ static const char USAGE[] =
     "  --ramp SEC               open the streams evenly over SEC (default 0)\n"
     "  --precision BITS         histogram precision: error <= 2^-BITS (default 7)\n"
     "  --json PATH              also write the results as JSON to PATH (- = stdout)\n"
+    "\n"
+    "Feed (paced sender; the frames of feed/FORMAT.md, topic --topic):\n"
+    "  --feed udp://HOST:PORT   send to this feed (also tcp://HOST:PORT, to a\n"
+    "                           tcp-listen feed); default: subscribe only\n"
+    "  --rate N                 ticks per second (default 1000)\n"
+    "  --payload-bytes N        body size of each tick (default 100; 0 = the bare\n"
+    "                           encoded Tick)\n"
+    "  --feed-batch K           at most K frames per datagram; ticks due at the\n"
+    "                           same time share datagrams (default 0: as many as\n"
+    "                           fit 1,472 bytes)\n"
+    "  --feed-channel C         the frames' channel (default 1); source_seq counts\n"
+    "                           1, 2, 3 ... so the server sees any loss as a Gap\n"
+    "  --drain SEC              after the window, the feed stops and the streams\n"
+    "                           get up to SEC to receive every tick sent, which is\n"
+    "                           still measured (default 2)\n"
     "  --help\n"
     "\n"
     "Exit: 0 every check held; 1 a check failed (a normal stream saw an order\n"
@@ -71,6 +97,8 @@ static const char USAGE[] =
 
 struct options {
     struct benchrun_config cfg;
+    struct benchfeed_config feed;
+    bool feed_opt_set;
     char *kinds_buf, *keys_buf;
     char *kinds[MAX_LIST], *keys[MAX_LIST];
     int stall_overflow[MAX_LIST];
@@ -190,6 +218,12 @@ static void parse_options(int argc, char **argv, struct options *o)
         O_RAMP,
         O_PRECISION,
         O_JSON,
+        O_FEED,
+        O_RATE,
+        O_PAYLOAD,
+        O_FEED_BATCH,
+        O_FEED_CHANNEL,
+        O_DRAIN,
         O_HELP,
     };
     static const struct option longs[] = {
@@ -212,6 +246,12 @@ static void parse_options(int argc, char **argv, struct options *o)
         {"ramp", required_argument, NULL, O_RAMP},
         {"precision", required_argument, NULL, O_PRECISION},
         {"json", required_argument, NULL, O_JSON},
+        {"feed", required_argument, NULL, O_FEED},
+        {"rate", required_argument, NULL, O_RATE},
+        {"payload-bytes", required_argument, NULL, O_PAYLOAD},
+        {"feed-batch", required_argument, NULL, O_FEED_BATCH},
+        {"feed-channel", required_argument, NULL, O_FEED_CHANNEL},
+        {"drain", required_argument, NULL, O_DRAIN},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -228,6 +268,11 @@ static void parse_options(int argc, char **argv, struct options *o)
     c->stall_resume_after_s = -1;
     c->connect_timeout_s = 30;
     c->hist_precision = 7;
+    c->drain_s = 2;
+    struct benchfeed_config *fd = &o->feed;
+    fd->rate = 1000;
+    fd->payload_bytes = 100;
+    fd->channel = 1;
     uint64_t stall = 0;
 
     int opt;
@@ -313,6 +358,29 @@ static void parse_options(int argc, char **argv, struct options *o)
         case O_JSON:
             o->json_path = optarg;
             break;
+        case O_FEED:
+            fd->spec = optarg;
+            break;
+        case O_RATE:
+            fd->rate = parse_u64("--rate", optarg, 1, 100000000);
+            o->feed_opt_set = true;
+            break;
+        case O_PAYLOAD:
+            fd->payload_bytes = (size_t)parse_u64("--payload-bytes", optarg, 0, FEEDGEN_BODY_MAX);
+            o->feed_opt_set = true;
+            break;
+        case O_FEED_BATCH:
+            fd->batch = (size_t)parse_u64("--feed-batch", optarg, 1, 65535);
+            o->feed_opt_set = true;
+            break;
+        case O_FEED_CHANNEL:
+            fd->channel = (uint32_t)parse_u64("--feed-channel", optarg, 0, UINT32_MAX);
+            o->feed_opt_set = true;
+            break;
+        case O_DRAIN:
+            c->drain_s = parse_seconds("--drain", optarg, 0);
+            o->feed_opt_set = true;
+            break;
         case O_HELP:
             fputs(USAGE, stdout);
             exit(0);
@@ -324,6 +392,13 @@ static void parse_options(int argc, char **argv, struct options *o)
     }
     if (optind < argc)
         usage_error("unexpected argument '%s'", argv[optind]);
+    if (o->feed_opt_set && !fd->spec)
+        usage_error(
+            "--rate, --payload-bytes, --feed-batch, --feed-channel and --drain need --feed");
+    if (fd->spec) {
+        fd->topic = c->topic;
+        c->feed = fd;
+    }
     if (stall + c->streams > 1000000)
         usage_error("--streams plus --stall: more than 1000000 streams");
     /* --stall adds slow consumers to the --streams normal ones */
@@ -408,6 +483,10 @@ static void judge(const struct benchrun_config *c, const struct benchrun_results
              r->gap_missed);
     if (r->bad_messages)
         fail(v, "%" PRIu64 " malformed messages", r->bad_messages);
+    if (r->fed && r->feed.error)
+        fail(v, "the feed sender stopped: %s", r->feed.error_text);
+    else if (c->feed && (!r->fed || r->feed.ticks == 0))
+        fail(v, "the feed sent no tick");
     for (size_t i = 0; i < r->n_stalled; i++)
         if (r->stalled[i].violations)
             fail(v, "stalled stream %u: %" PRIu64 " order violations no Gap explains",
@@ -419,6 +498,20 @@ static void judge(const struct benchrun_config *c, const struct benchrun_results
 static double us(uint64_t ns)
 {
     return (double)ns / 1000.0;
+}
+
+static void print_latency(FILE *out, const char *title, const hist_t *h, uint64_t negative,
+                          const char *from)
+{
+    fprintf(out, "%s, %" PRIu64 " samples\n", title, hist_count(h));
+    fprintf(out,
+            "            p50 %.1f us  p90 %.1f us  p99 %.1f us  p99.9 %.1f us  max %.1f us  "
+            "(mean %.1f us, error <= %.2f %%)\n",
+            us(hist_value_at(h, 50)), us(hist_value_at(h, 90)), us(hist_value_at(h, 99)),
+            us(hist_value_at(h, 99.9)), us(hist_max(h)), hist_mean(h) / 1000.0,
+            100.0 * hist_relative_error(h));
+    if (negative)
+        fprintf(out, "            %" PRIu64 " samples before %s (clock step?)\n", negative, from);
 }
 
 static void print_summary(FILE *out, const struct benchrun_config *c,
@@ -456,20 +549,41 @@ static void print_summary(FILE *out, const struct benchrun_config *c,
             "events:     %" PRIu64 " Gap (%" PRIu64 " missed), %" PRIu64 " heartbeats, %" PRIu64
             " EndOfBacklog, %" PRIu64 " snapshot values\n",
             r->gaps, r->gap_missed, r->heartbeats, r->end_of_backlogs, r->snapshots);
-    const hist_t *h = r->latency_ns;
-    fprintf(out,
-            "latency:    now - ingest time, live Data of normal streams in the window, "
-            "%" PRIu64 " samples (not corrected for coordinated omission)\n",
-            hist_count(h));
-    fprintf(out,
-            "            p50 %.1f us  p90 %.1f us  p99 %.1f us  p99.9 %.1f us  max %.1f us  "
-            "(mean %.1f us, error <= %.2f %%)\n",
-            us(hist_value_at(h, 50)), us(hist_value_at(h, 90)), us(hist_value_at(h, 99)),
-            us(hist_value_at(h, 99.9)), us(hist_max(h)), hist_mean(h) / 1000.0,
-            100.0 * hist_relative_error(h));
-    if (r->latency_negative)
-        fprintf(out, "            %" PRIu64 " samples before their ingest time (clock step?)\n",
-                r->latency_negative);
+    if (r->fed) {
+        const struct benchfeed_stats *f = &r->feed;
+        fprintf(out,
+                "feed:       %s: %" PRIu64 " ticks sent in %.2f s (%.0f ticks/s, asked %" PRIu64
+                "), %" PRIu64 " datagrams, %" PRIu64 " send errors\n",
+                c->feed->spec, f->ticks, f->send_s,
+                f->send_s > 0 ? (double)f->ticks / f->send_s : 0.0, c->feed->rate, f->datagrams,
+                f->send_errors);
+        fprintf(out,
+                "            behind schedule: max %.1f us, %" PRIu64
+                " ticks sent more than %.0f ms "
+                "late (sender at nice %d)\n",
+                us((uint64_t)(f->max_lag_ns > 0 ? f->max_lag_ns : 0)), f->late_ticks,
+                BENCHFEED_LATE_NS / 1e6, f->nice);
+        fprintf(out,
+                "            %" PRIu64
+                " received on normal streams; after %.2f s of drain, %" PRIu64
+                " not yet received (in the latency figures at their age then)\n",
+                r->feed_received, r->drain_s, r->feed_undelivered);
+        if (f->error)
+            fprintf(out, "            sender stopped: %s\n", f->error_text);
+        print_latency(out,
+                      "latency:    now - scheduled emit time (emitted_at_unix_micros), ticks "
+                      "this run sent, live normal streams (corrected for coordinated omission)",
+                      r->latency_ns, r->latency_negative, "their scheduled emit time");
+        print_latency(out,
+                      "            now - ingest time (ingested_at_unix_micros), the same "
+                      "ticks",
+                      r->latency_ingest_ns, r->latency_ingest_negative, "their ingest time");
+    } else {
+        print_latency(out,
+                      "latency:    now - ingest time, live Data of normal streams in the "
+                      "window (not corrected for coordinated omission)",
+                      r->latency_ns, r->latency_negative, "their ingest time");
+    }
     fprintf(out, "client cpu: %.2f s user + %.2f s sys in the window (%.0f %% of one core)\n",
             r->cpu_user_s, r->cpu_sys_s,
             r->window_s > 0 ? 100.0 * (r->cpu_user_s + r->cpu_sys_s) / r->window_s : 0.0);
@@ -524,10 +638,22 @@ static void json_list(FILE *f, char **items, size_t n)
     fputc(']', f);
 }
 
+static void json_latency(FILE *f, const char *from, bool corrected, const hist_t *h,
+                         uint64_t negative, uint64_t censored)
+{
+    fprintf(f,
+            "{\"measured_from\":\"%s\",\"coordinated_omission_corrected\":%s,\"count\":%" PRIu64
+            ",\"min\":%.1f,\"mean\":%.1f,\"p50\":%.1f,\"p90\":%.1f,\"p99\":%.1f,\"p999\":%.1f,"
+            "\"max\":%.1f,\"negative\":%" PRIu64 ",\"censored\":%" PRIu64 ",\"relative_error\":%g}",
+            from, corrected ? "true" : "false", hist_count(h), us(hist_min(h)),
+            hist_mean(h) / 1000.0, us(hist_value_at(h, 50)), us(hist_value_at(h, 90)),
+            us(hist_value_at(h, 99)), us(hist_value_at(h, 99.9)), us(hist_max(h)), negative,
+            censored, hist_relative_error(h));
+}
+
 static void write_json(FILE *f, const struct benchrun_config *c, const struct benchrun_results *r,
                        const struct machine *m, const struct verdict *v)
 {
-    const hist_t *h = r->latency_ns;
     double rate = r->window_s > 0 ? (double)r->data_window / r->window_s : 0;
     fprintf(f, "{\"tool\":\"tickfan-bench\",\"version\":\"%s\",\n", TICKFAN_VERSION);
     fprintf(f, "\"config\":{\"server\":");
@@ -544,10 +670,22 @@ static void write_json(FILE *f, const struct benchrun_config *c, const struct be
     fprintf(f,
             ",\"start\":\"%s\",\"overflow\":\"%s\",\"stall\":%u,\"stall_resume_after_s\":%g,"
             "\"stall_connections\":%u,\"connect_timeout_s\":%g,\"ramp_s\":%g,"
-            "\"hist_precision\":%u},\n",
+            "\"hist_precision\":%u,\"feed\":",
             c->start == EVENTS__V1__START_POSITION__START_LIVE ? "live" : "earliest",
             POLICY_NAMES[c->overflow], c->stall, c->stall_resume_after_s, c->stall_connections,
             c->connect_timeout_s, c->ramp_s, c->hist_precision);
+    if (c->feed) {
+        fprintf(f, "{\"spec\":");
+        json_str(f, c->feed->spec);
+        fprintf(f,
+                ",\"rate\":%" PRIu64 ",\"payload_bytes\":%zu,\"batch\":%zu,\"channel\":%u,"
+                "\"drain_s\":%g}",
+                c->feed->rate, c->feed->payload_bytes, c->feed->batch, c->feed->channel,
+                c->drain_s);
+    } else {
+        fprintf(f, "null");
+    }
+    fprintf(f, "},\n");
     fprintf(f, "\"machine\":{\"nproc\":%ld,\"kernel\":", m->nproc);
     json_str(f, m->kernel);
     fprintf(f, ",\"cpu_model\":");
@@ -590,14 +728,32 @@ static void write_json(FILE *f, const struct benchrun_config *c, const struct be
             "\"seq\":{\"streams\":%u,\"first_min\":%" PRIu64 ",\"first_max\":%" PRIu64
             ",\"last_min\":%" PRIu64 ",\"last_max\":%" PRIu64 "},\n",
             r->seq_streams, r->first_seq_min, r->first_seq_max, r->last_seq_min, r->last_seq_max);
-    fprintf(f,
-            "\"latency_us\":{\"measured_from\":\"ingested_at_unix_micros\","
-            "\"coordinated_omission_corrected\":false,\"count\":%" PRIu64
-            ",\"min\":%.1f,\"mean\":%.1f,\"p50\":%.1f,\"p90\":%.1f,\"p99\":%.1f,\"p999\":%.1f,"
-            "\"max\":%.1f,\"negative\":%" PRIu64 ",\"relative_error\":%g},\n",
-            hist_count(h), us(hist_min(h)), hist_mean(h) / 1000.0, us(hist_value_at(h, 50)),
-            us(hist_value_at(h, 90)), us(hist_value_at(h, 99)), us(hist_value_at(h, 99.9)),
-            us(hist_max(h)), r->latency_negative, hist_relative_error(h));
+    fprintf(f, "\"latency_us\":");
+    json_latency(f, r->fed ? "emitted_at_unix_micros" : "ingested_at_unix_micros", r->fed,
+                 r->latency_ns, r->latency_negative, r->fed ? r->feed_undelivered : 0);
+    fprintf(f, ",\n\"latency_from_ingest_us\":");
+    json_latency(f, "ingested_at_unix_micros", false, r->latency_ingest_ns,
+                 r->latency_ingest_negative, 0);
+    fprintf(f, ",\n\"feed\":");
+    if (r->fed) {
+        const struct benchfeed_stats *fs = &r->feed;
+        fprintf(f,
+                "{\"ticks_sent\":%" PRIu64 ",\"datagrams\":%" PRIu64 ",\"send_errors\":%" PRIu64
+                ",\"send_s\":%.3f,\"ticks_per_s\":%.1f,\"max_lag_us\":%.1f,\"late_ticks\":%" PRIu64
+                ",\"late_threshold_us\":%d,\"sender_nice\":%d,\"first_stamp_us\":%" PRId64
+                ",\"last_stamp_us\":%" PRId64 ",\"received\":%" PRIu64 ",\"undelivered\":%" PRIu64
+                ",\"drain_s\":%.3f,\"error\":",
+                fs->ticks, fs->datagrams, fs->send_errors, fs->send_s,
+                fs->send_s > 0 ? (double)fs->ticks / fs->send_s : 0.0,
+                (fs->max_lag_ns > 0 ? (double)fs->max_lag_ns : 0.0) / 1000.0, fs->late_ticks,
+                BENCHFEED_LATE_NS / 1000, fs->nice, fs->first_stamp_us, fs->last_stamp_us,
+                r->feed_received, r->feed_undelivered, r->drain_s);
+        json_str(f, fs->error ? fs->error_text : "");
+        fprintf(f, "}");
+    } else {
+        fprintf(f, "null");
+    }
+    fprintf(f, ",\n");
     fprintf(f, "\"client_cpu\":{\"user_s\":%.3f,\"sys_s\":%.3f},\"fd_limit\":%" PRIu64 ",\n",
             r->cpu_user_s, r->cpu_sys_s, r->fd_limit);
     fprintf(f, "\"stalled\":[");

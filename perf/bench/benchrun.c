@@ -3,10 +3,10 @@
  *
  * Main thread: creates the channels and the encoded requests, starts the
  * workers, then paces the run through atomics (phase, resume, connect
- * deadline) and joins them. Workers: open their streams, run their
- * completion queue, check every message, and on STOP cancel what is still
- * running and wait until gRPC has handed back every operation. Per-stream
- * results are read by main only after the join.
+ * deadline), starts and stops the feed sender, and joins them. Workers:
+ * open their streams, run their completion queue, check every message, and
+ * on STOP cancel what is still running and wait until gRPC has handed back
+ * every operation. Per-stream results are read by main only after the join.
  */
 #include "benchrun.h"
 
@@ -35,7 +35,9 @@
 #define POLL_MS 50 /* longest a worker blocks before looking at the phase */
 #define STALL_DRAIN_NS 2000000000LL
 
-enum phase { PHASE_CONNECT, PHASE_RUN, PHASE_STOP };
+/* DRAIN: the window is over and the feed stopped; the streams still read,
+ * and ticks of the feed are still measured, until all have arrived */
+enum phase { PHASE_CONNECT, PHASE_RUN, PHASE_DRAIN, PHASE_STOP };
 
 /* Operation kinds, kept in the low bits of a completion tag. */
 enum { OP_START = 0, OP_RECV = 1, OP_STATUS = 2, OP_MASK = 3 };
@@ -69,6 +71,7 @@ struct stream {
     uint64_t gap_pending_missed;
 
     uint64_t data, snapshots, heartbeats, eobs, gaps, gap_missed, bad;
+    uint64_t fed; /* ticks of this run's feed received live */
     uint64_t first_seq, last_seq;
     uint64_t v_gap, v_repeat, v_reorder, v_mismatch;
     uint64_t data_before_resume, data_before_gap, first_gap_missed, first_gap_jump;
@@ -86,13 +89,16 @@ struct worker {
     uint32_t opened;
     uint64_t pending_ops;
     hist_t *hist;
+    hist_t *hist_ingest;
     uint64_t latency_negative;
+    uint64_t latency_ingest_negative;
     bool cancelled_all;
     bool resumed_all;
     bool deadline_done;
     char first_violation[320];
     /* read by main while the worker runs; single writer */
     _Atomic uint64_t data_seen;
+    _Atomic uint64_t fed_seen; /* ticks of the feed, on unfiltered normal streams */
     _Atomic uint32_t connected;
     _Atomic uint32_t failed;
     _Atomic uint32_t settled; /* normal streams done or ended */
@@ -106,6 +112,9 @@ struct run {
     struct stream *streams;
     struct worker *workers;
     int64_t t0_ns;
+    benchfeed_t *feed;
+    _Atomic int64_t feed_start_us; /* 0 until the feed starts */
+    int64_t feed_end_ns;           /* CLOCK_REALTIME when the drain ended (main only) */
     _Atomic int phase;
     _Atomic bool resume;
     _Atomic bool connect_deadline;
@@ -147,6 +156,38 @@ static void settle(struct stream *s)
         return;
     s->settled = true;
     bump32(&s->w->settled);
+}
+
+static void record(hist_t *h, int64_t ns, uint64_t *negative)
+{
+    if (ns < 0) {
+        (*negative)++;
+        ns = 0;
+    }
+    hist_record(h, (uint64_t)ns);
+}
+
+/* Latency of a live Data on a normal stream; see benchrun.h. */
+static void measure(struct worker *w, struct stream *s, const struct evparse_event *ev)
+{
+    struct run *run = w->run;
+    int phase = atomic_load_explicit(&run->phase, memory_order_relaxed);
+    if (phase != PHASE_RUN && phase != PHASE_DRAIN)
+        return;
+    int64_t now = log_now_unix_ns();
+    if (run->feed) {
+        int64_t start = atomic_load_explicit(&run->feed_start_us, memory_order_relaxed);
+        if (start == 0 || ev->emitted_us < start)
+            return; /* not a tick this run sent */
+        record(w->hist, now - ev->emitted_us * 1000, &w->latency_negative);
+        record(w->hist_ingest, now - ev->ingested_us * 1000, &w->latency_ingest_negative);
+        s->fed++;
+        if (!s->filtered)
+            bump(&w->fed_seen, 1);
+    } else if (phase == PHASE_RUN) {
+        record(w->hist, now - ev->ingested_us * 1000, &w->latency_negative);
+        record(w->hist_ingest, now - ev->ingested_us * 1000, &w->latency_ingest_negative);
+    }
 }
 
 static void on_data(struct worker *w, struct stream *s, const struct evparse_event *ev)
@@ -204,15 +245,8 @@ static void on_data(struct worker *w, struct stream *s, const struct evparse_eve
         if (ev->seq > s->last_seq)
             s->last_seq = ev->seq;
     }
-    if (!s->stalled && s->live &&
-        atomic_load_explicit(&w->run->phase, memory_order_relaxed) == PHASE_RUN) {
-        int64_t lat = log_now_unix_ns() - ev->ingested_us * 1000;
-        if (lat < 0) {
-            w->latency_negative++;
-            lat = 0;
-        }
-        hist_record(w->hist, (uint64_t)lat);
-    }
+    if (!s->stalled && s->live)
+        measure(w, s, ev);
     if (!s->stalled && cfg->messages && s->data >= cfg->messages && !s->done) {
         s->done = true;
         s->cancelled = true;
@@ -268,7 +302,11 @@ static void on_message(struct worker *w, struct stream *s, grpc_byte_buffer *bb)
         s->gaps++;
         s->gap_missed += ev.gap_missed;
         s->gap_pending = true;
-        s->gap_pending_missed += ev.gap_missed;
+        /* frames lost before the server's feed took no seq; the Gap event
+         * that tells of them takes one. Other Gaps stand for the seqs of
+         * the events they skip. */
+        s->gap_pending_missed +=
+            ev.gap_reason == EVENTS__V1__GAP_REASON__GAP_UPSTREAM_LOSS ? 1 : ev.gap_missed;
         break;
     case EVPARSE_NONE:
         s->bad++;
@@ -558,6 +596,8 @@ static int check_config(const struct benchrun_config *cfg)
         why = "stall-connections must be at least 1";
     else if (cfg->duration_s <= 0)
         why = "duration must be positive";
+    else if (cfg->feed && cfg->drain_s < 0)
+        why = "drain must not be negative";
     if (why) {
         fprintf(stderr, "tickfan-bench: %s\n", why);
         return -EINVAL;
@@ -589,6 +629,38 @@ static void slice_text(grpc_slice s, char *out, size_t cap)
         len = cap - 1;
     memcpy(out, GRPC_SLICE_START_PTR(s), len);
     out[len] = '\0';
+}
+
+/*
+ * After the join, with a feed: the ticks an unfiltered normal stream has
+ * neither received nor been told of as missed (a Gap) are still on their
+ * way. Leaving them out would hide the worst latencies of a server that
+ * fell behind, so each is recorded at its age when the drain ended: a lower
+ * bound of its latency (counted as censored). A stream receives in order,
+ * so those are the last ticks sent.
+ */
+static void censor_undelivered(struct run *run, struct benchrun_results *res)
+{
+    const struct benchrun_config *cfg = run->cfg;
+    if (!res->fed)
+        return;
+    bool censor = !cfg->messages && !cfg->n_kinds && !cfg->n_keys;
+    struct benchfeed_schedule sched = benchfeed_get_schedule(run->feed);
+    uint64_t sent = res->feed.ticks;
+    for (uint32_t i = 0; i < cfg->streams; i++) {
+        const struct stream *s = &run->streams[i];
+        if (s->stalled)
+            continue;
+        res->feed_received += s->fed;
+        uint64_t accounted = s->fed + s->gap_missed;
+        if (!censor || accounted >= sent)
+            continue;
+        for (uint64_t t = accounted; t < sent; t++) {
+            int64_t age = run->feed_end_ns - benchfeed_stamp_us(&sched, t) * 1000;
+            hist_record(res->latency_ns, age > 0 ? (uint64_t)age : 0);
+        }
+        res->feed_undelivered += sent - accounted;
+    }
 }
 
 static void collect(struct run *run, struct benchrun_results *res)
@@ -678,21 +750,30 @@ static void collect(struct run *run, struct benchrun_results *res)
         res->data_min = 0;
     if (res->seq_streams == 0)
         res->first_seq_min = res->last_seq_min = 0;
+    censor_undelivered(run, res);
     for (uint32_t t = 0; t < cfg->threads; t++) {
         struct worker *w = &run->workers[t];
         hist_merge(res->latency_ns, w->hist);
+        hist_merge(res->latency_ingest_ns, w->hist_ingest);
         res->latency_negative += w->latency_negative;
+        res->latency_ingest_negative += w->latency_ingest_negative;
         if (!res->first_violation[0] && w->first_violation[0])
             memcpy(res->first_violation, w->first_violation, sizeof(res->first_violation));
     }
 }
 
-static uint64_t sum_data_seen(struct run *run)
+static uint64_t sum_u64(struct run *run, size_t offset)
 {
     uint64_t n = 0;
     for (uint32_t t = 0; t < run->cfg->threads; t++)
-        n += atomic_load_explicit(&run->workers[t].data_seen, memory_order_relaxed);
+        n += atomic_load_explicit((_Atomic uint64_t *)((char *)&run->workers[t] + offset),
+                                  memory_order_relaxed);
     return n;
+}
+
+static uint64_t sum_data_seen(struct run *run)
+{
+    return sum_u64(run, offsetof(struct worker, data_seen));
 }
 
 static uint32_t sum_u32(struct run *run, size_t offset)
@@ -718,7 +799,33 @@ static void sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
-/* Main thread: connect phase, run window, stall resume, stop. */
+/* Main thread, after the window: stops the feed, then lets the streams
+ * receive what it sent, up to cfg->drain_s (the whole of it for filtered
+ * streams, whose share of the ticks is not known here). */
+static void drain(struct run *run, struct benchrun_results *res)
+{
+    const struct benchrun_config *cfg = run->cfg;
+    benchfeed_stop(run->feed);
+    benchfeed_get_stats(run->feed, &res->feed);
+    res->fed = true;
+    atomic_store(&run->phase, PHASE_DRAIN);
+    uint32_t normal = cfg->streams - cfg->stall;
+    bool filtered = cfg->n_kinds || cfg->n_keys;
+    uint64_t want = filtered ? 0 : res->feed.ticks * normal;
+    int64_t t0 = log_now_mono_ns();
+    int64_t until = t0 + (int64_t)(cfg->drain_s * 1e9);
+    while (!cfg->messages) {
+        if (!filtered && sum_u64(run, offsetof(struct worker, fed_seen)) >= want)
+            break;
+        if (log_now_mono_ns() >= until)
+            break;
+        sleep_ms(2);
+    }
+    res->drain_s = (double)(log_now_mono_ns() - t0) / 1e9;
+    run->feed_end_ns = log_now_unix_ns();
+}
+
+/* Main thread: connect phase, run window, stall resume, drain, stop. */
 static void pace(struct run *run, struct benchrun_results *res)
 {
     const struct benchrun_config *cfg = run->cfg;
@@ -738,6 +845,14 @@ static void pace(struct run *run, struct benchrun_results *res)
     double u0 = cpu_s(0), s0 = cpu_s(1);
     uint64_t seen0 = sum_data_seen(run);
     atomic_store(&run->phase, PHASE_RUN);
+    if (run->feed) {
+        /* every stream is live: the first tick cannot be missed. The stamps
+         * of the ticks are at or after this lower bound. */
+        atomic_store(&run->feed_start_us, log_now_unix_us());
+        int rc = benchfeed_start(run->feed, log_now_mono_ns());
+        if (rc)
+            fprintf(stderr, "tickfan-bench: cannot start the feed sender: %s\n", strerror(-rc));
+    }
     int64_t end = t1 + (int64_t)(cfg->duration_s * 1e9);
     int64_t resume_at = cfg->stall && cfg->stall_resume_after_s >= 0
                             ? t1 + (int64_t)(cfg->stall_resume_after_s * 1e9)
@@ -762,12 +877,15 @@ static void pace(struct run *run, struct benchrun_results *res)
     res->window_s = (double)(t2 - t1) / 1e9;
     res->cpu_user_s = cpu_s(0) - u0;
     res->cpu_sys_s = cpu_s(1) - s0;
+    if (run->feed)
+        drain(run, res);
     atomic_store(&run->phase, PHASE_STOP);
 }
 
 static void destroy_run(struct run *run)
 {
     const struct benchrun_config *cfg = run->cfg;
+    benchfeed_destroy(run->feed);
     if (run->workers) {
         for (uint32_t t = 0; t < cfg->threads; t++) {
             struct worker *w = &run->workers[t];
@@ -780,6 +898,7 @@ static void destroy_run(struct run *run)
             if (w->cq)
                 grpc_completion_queue_destroy(w->cq);
             hist_destroy(w->hist);
+            hist_destroy(w->hist_ingest);
             free(w->streams);
         }
         free(run->workers);
@@ -830,6 +949,8 @@ int benchrun_run(const struct benchrun_config *cfg, struct benchrun_results *res
         return rc;
     res->normal_streams = normal;
     rc = hist_create(&res->latency_ns, cfg->hist_precision);
+    if (rc == 0)
+        rc = hist_create(&res->latency_ingest_ns, cfg->hist_precision);
     if (rc)
         return rc;
     res->stalled = calloc(cfg->stall ? cfg->stall : 1, sizeof(*res->stalled));
@@ -840,6 +961,15 @@ int benchrun_run(const struct benchrun_config *cfg, struct benchrun_results *res
     atomic_init(&run.phase, PHASE_CONNECT);
     atomic_init(&run.resume, false);
     atomic_init(&run.connect_deadline, false);
+    atomic_init(&run.feed_start_us, 0);
+    if (cfg->feed) {
+        char err[256];
+        rc = benchfeed_create(&run.feed, cfg->feed, err, sizeof(err));
+        if (rc) {
+            fprintf(stderr, "tickfan-bench: %s\n", err);
+            goto out_destroy;
+        }
+    }
     run.channels = calloc(run.n_channels ? run.n_channels : 1, sizeof(*run.channels));
     run.streams = calloc(cfg->streams, sizeof(*run.streams));
     run.workers = calloc(cfg->threads, sizeof(*run.workers));
@@ -867,11 +997,14 @@ int benchrun_run(const struct benchrun_config *cfg, struct benchrun_results *res
         w->cq = grpc_completion_queue_create_for_next(NULL);
         w->streams = calloc(cfg->streams / cfg->threads + 1, sizeof(*w->streams));
         rc = hist_create(&w->hist, cfg->hist_precision);
+        if (rc == 0)
+            rc = hist_create(&w->hist_ingest, cfg->hist_precision);
         if (!w->cq || !w->streams || rc) {
             rc = rc ? rc : -ENOMEM;
             goto out_destroy;
         }
         atomic_init(&w->data_seen, 0);
+        atomic_init(&w->fed_seen, 0);
         atomic_init(&w->connected, 0);
         atomic_init(&w->failed, 0);
         atomic_init(&w->settled, 0);
@@ -933,6 +1066,7 @@ out_destroy:
 void benchrun_results_free(struct benchrun_results *res)
 {
     hist_destroy(res->latency_ns);
+    hist_destroy(res->latency_ingest_ns);
     free(res->stalled);
     memset(res, 0, sizeof(*res));
 }

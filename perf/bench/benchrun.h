@@ -8,9 +8,25 @@
  * Every message is decoded and checked: Data seq order per stream (exactly
  * previous + 1 for an unfiltered stream; strictly increasing for a filtered
  * one; a jump right after a Gap must equal the Gap's missed count), Gap
- * events and their missed counts, heartbeats; the latency of each live Data
- * (CLOCK_REALTIME now minus ingested_at_unix_micros, same host) goes into a
- * per-thread histogram merged at the end.
+ * events and their missed counts, heartbeats.
+ *
+ * Latency, CLOCK_REALTIME at receipt minus a time the event carries (same
+ * host, same clock), into per-thread histograms merged at the end:
+ * - with a feed (cfg->feed, see benchfeed.h), the run drives the server
+ *   itself: once every stream is connected and live, a sender thread emits
+ *   ticks on a fixed schedule, each stamped with its scheduled time, which
+ *   the server carries as Data.emitted_at_unix_micros. The latency of each
+ *   of those ticks received on a live normal stream is now minus that
+ *   scheduled time (corrected for coordinated omission: a late sender or a
+ *   stalled server cannot hide the wait), and, as a second figure, now minus
+ *   ingested_at_unix_micros. After the run window the sender stops and the
+ *   streams get up to cfg->drain_s to receive what was sent, still measured;
+ *   a tick an unfiltered stream still lacks then is recorded at its age at
+ *   that moment, a lower bound, so that a server far behind cannot hide
+ *   its worst latencies.
+ * - without a feed, the server's own feed drives it, and the latency of each
+ *   live Data during the window is now minus ingested_at_unix_micros (not
+ *   corrected for coordinated omission).
  *
  * Stalled streams (the slow consumers) read their first message and then
  * stop reading until the resume time; they live on connections of their own
@@ -18,8 +34,9 @@
  * small and its send blocks soon.
  *
  * Threads: benchrun_run() is called by one thread (main), which starts the
- * workers, paces the phases (connect, run, stop) through atomics and joins
- * them. Every stream's state is touched only by its worker.
+ * workers, paces the phases (connect, run, drain, stop) through atomics,
+ * starts and stops the feed sender, and joins them. Every stream's state is
+ * touched only by its worker.
  */
 #ifndef TICKFAN_BENCHRUN_H
 #define TICKFAN_BENCHRUN_H
@@ -28,6 +45,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "benchfeed.h"
 #include "hist.h"
 
 #define BENCHRUN_STATUS_MAX 17 /* gRPC status codes 0..16 */
@@ -54,6 +72,11 @@ struct benchrun_config {
     double connect_timeout_s;
     double ramp_s; /* open the streams evenly over this long; 0 = all at once */
     unsigned hist_precision;
+    /* the paced feed this run sends once every stream is live; NULL: none
+     * (subscribe only) */
+    const struct benchfeed_config *feed;
+    double drain_s; /* with a feed: how long the streams may take, after the
+                     * window, to receive what was sent */
 };
 
 /* What a stalled stream saw, and how it ended. */
@@ -100,8 +123,23 @@ struct benchrun_results {
     uint32_t seq_streams;
     uint64_t first_seq_min, first_seq_max, last_seq_min, last_seq_max;
 
-    hist_t *latency_ns;        /* live Data of normal streams, during the window */
-    uint64_t latency_negative; /* samples with now < ingest time, recorded as 0 */
+    /* live Data of normal streams: with a feed, the ticks it sent, from
+     * their scheduled emit time; else Data during the window, from ingest */
+    hist_t *latency_ns;
+    uint64_t latency_negative; /* samples with now before that time, recorded as 0 */
+    hist_t *latency_ingest_ns; /* the same samples, from ingested_at_unix_micros */
+    uint64_t latency_ingest_negative;
+
+    /* with a feed */
+    bool fed;
+    struct benchfeed_stats feed;
+    double drain_s; /* spent waiting after the window */
+    /* ticks received on normal streams; and on unfiltered ones (without
+     * --messages), ticks neither received nor announced as missed by a Gap
+     * when the drain ended: each is recorded in latency_ns at its age then
+     * (a lower bound of its latency) */
+    uint64_t feed_received;
+    uint64_t feed_undelivered;
 
     double connect_s;
     double window_s;

@@ -2,7 +2,7 @@
 #   gnuplot -e "rundir='RUN_DIR'; outdir='perf/results'" perf/plot/latency.gp
 set terminal pngcairo size 900,540 noenhanced font ",11"
 set output outdir."/latency_s2.png"
-set title "Scenario 2: latency at fixed load (1,000 subscribers x 200 ticks/s), now - ingest time"
+set title "Scenario 2: latency at fixed load (1,000 subscribers x 200 ticks/s), now - scheduled emit time"
 set ylabel "latency, ms (log scale)"
 set logscale y
 set style data histograms

@@ -51,6 +51,8 @@ def case(run_dir, scen, step, server):
     res = bench.get("results", {})
     msgs = res.get("messages", {})
     lat = res.get("latency_us", {})
+    lat_in = res.get("latency_from_ingest_us", {})
+    feed = res.get("feed") or {}
     ov = res.get("order_violations", {})
     ev = res.get("events", {})
     st = res.get("streams", {})
@@ -58,14 +60,15 @@ def case(run_dir, scen, step, server):
     idle = load(base + ".idle.json") if scen == "s5" else None
     cpu = meta.get("server_cpu_s")
     if not bench or "error" in meta:
-        return {"sim_rate": meta.get("sim_rate"), "ran": False, "error": meta.get("error", "no bench output"),
+        return {"feed_rate": meta.get("feed_rate"), "ran": False, "error": meta.get("error", "no bench output"),
                 "bench_pass": None, "failures": [], "delivered_per_s": None, "gaps": None,
                 "order_violations": None, "streams_failed": None, "server_cpu_s_per_million": None,
                 "latency_ms": {k: None for k in ("p50", "p90", "p99", "p999", "max")},
-                "rss_before_mb": None, "rss_peak_mb": None}
+                "latency_from_ingest_ms": {k: None for k in ("p50", "p90", "p99", "p999", "max")},
+                "feed": {}, "rss_before_mb": None, "rss_peak_mb": None}
     out = {
         "ran": True,
-        "sim_rate": meta.get("sim_rate"),
+        "feed_rate": meta.get("feed_rate"),
         "bench_pass": bench.get("pass"),
         "bench_exit": meta.get("bench_exit"),
         "failures": bench.get("failures", []),
@@ -80,6 +83,22 @@ def case(run_dir, scen, step, server):
         "order_violations": sum(ov.get(k, 0) for k in ("gaps", "repeats", "reorders", "gap_mismatches", "malformed")),
         "latency_ms": {k: (lat[k] / 1000.0 if k in lat else None) for k in ("p50", "p90", "p99", "p999", "max")},
         "latency_samples": lat.get("count"),
+        "latency_measured_from": lat.get("measured_from"),
+        "latency_corrected_for_coordinated_omission": lat.get("coordinated_omission_corrected"),
+        "latency_from_ingest_ms": {k: (lat_in[k] / 1000.0 if k in lat_in else None)
+                                   for k in ("p50", "p90", "p99", "p999", "max")},
+        "feed": {
+            "ticks_sent": feed.get("ticks_sent"),
+            "ticks_per_s": feed.get("ticks_per_s"),
+            "datagrams": feed.get("datagrams"),
+            "sender_max_lag_ms": feed["max_lag_us"] / 1000.0 if "max_lag_us" in feed else None,
+            "sender_late_ticks": feed.get("late_ticks"),
+            "sender_nice": feed.get("sender_nice"),
+            "undelivered_after_drain": feed.get("undelivered"),
+            "drain_s": feed.get("drain_s"),
+            "server_socket_rcvbuf_bytes": meta.get("feed_rcvbuf_bytes"),
+            "server_socket_drops": meta.get("feed_udp_drops"),
+        },
         "server_cpu_s": cpu,
         "server_cpu_s_per_million": (cpu / total * 1e6) if cpu is not None and total else None,
         "rss_before_mb": meta.get("rss_before_kb", 0) / 1024.0 if meta else None,
@@ -94,6 +113,27 @@ def case(run_dir, scen, step, server):
         out["idle_heartbeats"] = ir.get("events", {}).get("heartbeats")
         out["idle_bench_exit"] = meta.get("idle_bench_exit")
     return out
+
+
+def lost(c):
+    """Ticks some stream still lacked after the drain (late or lost), plus feed
+    datagrams the server's socket dropped: 0 when everything arrived."""
+    f = c.get("feed") or {}
+    return (f.get("undelivered_after_drain") or 0) + (f.get("server_socket_drops") or 0)
+
+
+def rcvbuf_text(figures, servers):
+    """The feed sockets' receive buffers as the kernel set them, e.g. "64 MiB"."""
+    seen = set()
+    for s in servers:
+        for k, v in figures[s].items():
+            for c in (v["steps"] if k.startswith("s1") else [v]):
+                b = (c.get("feed") or {}).get("server_socket_rcvbuf_bytes")
+                if b:
+                    seen.add(b)
+    if not seen:
+        return "an unknown amount"
+    return " to ".join(f"{b / 1048576:g} MiB" for b in sorted(seen)[:: max(1, len(seen) - 1)])
 
 
 def ratio(a, b):
@@ -154,7 +194,8 @@ def main():
     ap.add_argument("--mode", required=True)
     ap.add_argument("--run-dir", required=True)
     ap.add_argument("--results", required=True)
-    ap.add_argument("--elapsed", type=float, default=None)
+    ap.add_argument("--elapsed", type=float, default=None, help="seconds the scenarios took")
+    ap.add_argument("--total", type=float, default=None, help="seconds with the installs and builds")
     ap.add_argument("--servers", default="tickfand go-peer")
     a = ap.parse_args()
     servers = a.servers.split()
@@ -180,14 +221,16 @@ def main():
             p99 = c["latency_ms"]["p99"]
             c["ok"] = c["ran"] and bool(
                 c["bench_pass"] and c["gaps"] == 0 and c["order_violations"] == 0
-                and c["streams_failed"] == 0 and p99 is not None and p99 < p99_limit
+                and c["streams_failed"] == 0 and lost(c) == 0 and p99 is not None and p99 < p99_limit
                 and (c["delivered_per_s"] or 0) >= 0.97 * r * s1_streams)
             if c["ok"]:
                 capacity = c["offered_deliveries_per_s"]
             steps.append(c)
         f["s1_fanout_capacity"] = {"steps": steps, "capacity_deliveries_per_s": capacity,
                                    "rule": f"highest step: all streams connected, no Gap or order violation, "
-                                           f"delivered >= 97% of offered, p99 < {p99_limit:g} ms"}
+                                           f"every tick sent delivered to every stream, delivered >= 97% "
+                                           f"of offered during the window, p99 < {p99_limit:g} ms "
+                                           f"(from the scheduled emit time)"}
         f["s2_latency_fixed_load"] = case(a.run_dir, "s2", env["S2_RATE"], s)
         f["s3_single_stream"] = case(a.run_dir, "s3", env["S3_RATE"], s)
         s4 = case(a.run_dir, "s4", env["S2_RATE"], s)
@@ -207,11 +250,17 @@ def main():
         "mode": a.mode,
         "run_dir": "perf/results/" + os.path.relpath(os.path.abspath(a.run_dir), os.path.abspath(a.results)),
         "elapsed_s": a.elapsed,
+        "total_s": a.total,
         "config": {k: env[k] for k in sorted(env)} | {
             "servers": servers, "server_cpu": 0, "bench_cpu": 1,
-            "tickfand_args": "--shards 1 --sim-rate R (fresh data dir in /dev/shm)",
-            "go_peer_args": "--sim-rate R (defaults: --ring 1000000 --buffer 1024)",
-            "bench_args": "--threads 1, start live; latency = now - ingested_at_unix_micros"},
+            "tickfand_args": "--shards 1 --topic bench --feed udp://127.0.0.1:PORT --udp-rcvbuf UDP_RCVBUF "
+                             "(fresh data dir in /dev/shm; no simulator)",
+            "go_peer_args": "--topic bench --feed udp://127.0.0.1:PORT --udp-rcvbuf UDP_RCVBUF "
+                            "(defaults: --ring 1000000 --buffer 1024; no simulator)",
+            "bench_args": "--threads 1, start live, --feed udp://127.0.0.1:PORT --rate R "
+                          "--payload-bytes PAYLOAD_BYTES (sent once every stream is live); "
+                          "latency = now - emitted_at_unix_micros (the scheduled emit time), "
+                          "corrected for coordinated omission"},
         "machine": machine() | {"load_before": load_avg(os.path.join(a.run_dir, "load_before.txt")),
                                 "load_after": load_avg(os.path.join(a.run_dir, "load_after.txt"))},
         "figures": figures,
@@ -241,10 +290,16 @@ def main():
     L.append(f"# tickfan perf: `perf/run {a.mode}`\n")
     L.append(f"Machine: {m['nproc']} CPUs, {m['cpu_model']}, Linux {m['kernel']}. "
              f"Load average before/after: {la_b[0] if la_b else '-'} / {la_a[0] if la_a else '-'}. "
-             f"Run took {fmt(a.elapsed)} s. Server on CPU 0 (tickfand `--shards 1`), "
-             f"tickfan-bench on CPU 1 (`--threads 1`); both servers on their built-in "
-             f"simulator at the same rate, topic `sim`. Latency is now minus ingest time "
-             f"(same host clock), not corrected for coordinated omission. Ratio = "
+             f"The scenarios took {fmt(a.elapsed)} s ({fmt(a.total)} s with the builds). Server on CPU 0 (tickfand `--shards 1`), "
+             f"tickfan-bench on CPU 1 (`--threads 1`). Both servers get the same feed: no "
+             f"simulator; once its subscribers are live, the bench sends ticks "
+             f"({env.get('PAYLOAD_BYTES', '?')}-byte bodies, topic `bench`) to the server's UDP feed "
+             f"at the scenario's rate on a fixed schedule, each stamped with its scheduled "
+             f"time. Latency is the bench's clock at receipt minus that scheduled time "
+             f"(`emitted_at_unix_micros`, same host clock): corrected for coordinated "
+             f"omission, and it includes the sender's own lateness; a tick a stream still "
+             f"lacked 2 s after the feed stopped counts at its age then (a lower bound). "
+             f"The servers' feed sockets had {rcvbuf_text(figures, servers)} of receive buffer. Ratio = "
              f"tickfand / go peer; \"better is\" says which direction wins.\n")
     e = env
     L.append(f"## 1. Fanout capacity ({e['S1_STREAMS']} subscribers, {e['S1_CONNS']} connections, "
@@ -258,6 +313,7 @@ def main():
             c = figures[s]["s1_fanout_capacity"]["steps"][i]
             why = "yes" if c["ok"] else "not run" if not c["ran"] else ("no (" + ", ".join(filter(None, [
                 "gaps" if c["gaps"] or c["order_violations"] else "",
+                "lost" if lost(c) else "",
                 "p99" if (c["latency_ms"]["p99"] or 1e9) >= p99_limit else "",
                 "rate" if (c["delivered_per_s"] or 0) < 0.97 * r * s1_streams else "",
                 "check" if not c["bench_pass"] else ""])) + ")")
@@ -283,14 +339,18 @@ def main():
         ("p99 latency, ms", lambda c: c["latency_ms"]["p99"], False, ""),
         ("p99.9 latency, ms", lambda c: c["latency_ms"]["p999"], False, ""),
         ("max latency, ms", lambda c: c["latency_ms"]["max"], False, ""),
+        ("p99 latency from ingest, ms", lambda c: c["latency_from_ingest_ms"]["p99"], False, ""),
+        ("sender max lag behind schedule, ms", lambda c: c["feed"].get("sender_max_lag_ms"), False, ""),
         ("Gaps + order violations", lambda c: None if c["gaps"] is None else c["gaps"] + c["order_violations"], False, ""),
+        ("ticks x streams not delivered after the drain", lambda c: c["feed"].get("undelivered_after_drain"), False, ""),
+        ("feed datagrams dropped by the server's socket", lambda c: c["feed"].get("server_socket_drops"), False, ""),
         ("server CPU s per million delivered", lambda c: c["server_cpu_s_per_million"], False, ""),
         ("server VmRSS peak, MB", lambda c: c["rss_peak_mb"], False, ""),
     ]
     block(f"## 2. Latency at fixed load ({e['S2_STREAMS']} subscribers x {e['S2_RATE']} ticks/s, "
           f"{e['S2_SECONDS']} s)", "s2_latency_fixed_load", lat_rows)
-    block(f"## 3. Single stream (sim rate {int(e['S3_RATE']):,}/s, {e['S3_SECONDS']} s)",
-          "s3_single_stream", lat_rows[:5] + lat_rows[5:7])
+    block(f"## 3. Single stream (feed at {int(e['S3_RATE']):,} ticks/s, {e['S3_SECONDS']} s)",
+          "s3_single_stream", lat_rows[:11])
     block(f"## 4. Slow-consumer isolation (scenario 2 + {e['S4_STALL']} stalled subscribers, "
           f"{e['S4_SECONDS']} s)", "s4_slow_consumer", [
               ("healthy delivered msgs/s", lambda c: c["delivered_per_s"], True, ""),
@@ -298,6 +358,7 @@ def main():
               ("healthy p99 latency, ms", lambda c: c["latency_ms"]["p99"], False, ""),
               ("healthy p99 / scenario 2", lambda c: c["healthy_p99_vs_s2"], False, ""),
               ("Gaps + order violations (healthy)", lambda c: None if c["gaps"] is None else c["gaps"] + c["order_violations"], False, ""),
+              ("ticks x healthy streams not delivered after the drain", lambda c: c["feed"].get("undelivered_after_drain"), False, ""),
               ("server CPU s per million delivered", lambda c: c["server_cpu_s_per_million"], False, ""),
               ("server VmRSS peak, MB", lambda c: c["rss_peak_mb"], False, ""),
           ])
@@ -317,7 +378,7 @@ def main():
             cs = v["steps"] if k.startswith("s1") else [v]
             for c in cs:
                 if c.get("failures"):
-                    fails.append(f"- {NAMES[s]} {k} (sim rate {c.get('sim_rate')}): " + "; ".join(c["failures"][:3]))
+                    fails.append(f"- {NAMES[s]} {k} (feed rate {c.get('feed_rate')}): " + "; ".join(c["failures"][:3]))
     if fails:
         L.append("## Checks that failed (tickfan-bench verdicts)\n")
         L.extend(fails)
