@@ -101,7 +101,8 @@ grpc_byte_buffer *shard_event_buffer(struct shard *sh, const struct topic *t,
     struct slice_cache_entry *e =
         &sh->slices[t->index * SHARD_SLICE_CACHE + (v->seq & (SHARD_SLICE_CACHE - 1))];
     if (e->seq != v->seq) {
-        grpc_slice s = grpc_slice_from_copied_buffer((const char *)v->event, v->event_len);
+        grpc_slice s = grpc_slice_malloc(v->event_len);
+        ringlog_copy_event(v, GRPC_SLICE_START_PTR(s));
         if (!ringlog_view_valid(t->log, it)) {
             grpc_slice_unref(s); /* torn: the writer lapped us while we copied */
             return NULL;
