@@ -558,8 +558,10 @@ static void *shard_main(void *p)
         if (((struct tag *)ev.tag)->kind == TAG_BELL)
             bell_in_flight = false;
     }
+    /* bell_call itself stays as it is: shard_ring reads it from other
+     * threads, ordered after our take-back only through gRPC's queue. */
     grpc_call_unref(sh->bell_call);
-    sh->bell_call = NULL;
+    sh->bell_released = true;
     shutdown_cq(sh);
     return NULL;
 }
@@ -640,7 +642,7 @@ void shard_destroy(struct shard *sh)
     if (!sh)
         return;
     shard_join(sh);
-    if (sh->bell_call)
+    if (sh->bell_call && !sh->bell_released)
         grpc_call_unref(sh->bell_call);
     if (sh->bell_channel)
         grpc_channel_destroy(sh->bell_channel);
