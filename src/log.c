@@ -10,7 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
-int log_current_level = LOG_INFO;
+_Atomic int log_current_level = LOG_INFO;
 static bool json_output;
 
 void log_set_json(bool json)
@@ -105,7 +105,7 @@ int log_parse_level(const char *s, enum log_level *out)
 
 void log_set_level(enum log_level level)
 {
-    log_current_level = level;
+    atomic_store_explicit(&log_current_level, level, memory_order_relaxed);
 }
 
 int64_t log_now_unix_us(void)

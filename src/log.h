@@ -8,12 +8,14 @@
 #ifndef TICKFAN_LOG_H
 #define TICKFAN_LOG_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 enum log_level { LOG_ERROR = 0, LOG_WARN = 1, LOG_INFO = 2, LOG_DEBUG = 3 };
 
-extern int log_current_level;
+/* Set by the main thread (start, SIGHUP), read by every thread. */
+extern _Atomic int log_current_level;
 
 /* Output format: logfmt (default) or one JSON object per line. */
 void log_set_json(bool json);
@@ -27,7 +29,7 @@ void log_write(enum log_level level, const char *fmt, ...) __attribute__((format
 
 #define log_at(lvl, ...)                                                                           \
     do {                                                                                           \
-        if ((lvl) <= log_current_level)                                                            \
+        if ((lvl) <= atomic_load_explicit(&log_current_level, memory_order_relaxed))               \
             log_write((lvl), __VA_ARGS__);                                                         \
     } while (0)
 #define log_error(...) log_at(LOG_ERROR, __VA_ARGS__)

@@ -3,7 +3,9 @@
  *
  * Entries live in fixed chunks that are allocated as keys appear and never
  * move, so a reader holding an index needs no lock. The writer finds a key's
- * entry through an open-addressing table that only it touches.
+ * entry through an open-addressing table that only it touches. Fields a
+ * reader copies while the writer may change them move through relaxed
+ * atomic accesses on both sides (seqcopy.h); the generation decides.
  */
 #include "lvc.h"
 
@@ -12,8 +14,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "seqcopy.h"
+
 #define CHUNK 1024
 
+/* The arrays are word-aligned and sized in whole words for seqcopy. */
 struct entry {
     _Atomic uint32_t gen; /* odd while the writer changes the entry */
     uint16_t key_len;
@@ -22,10 +27,14 @@ struct entry {
     uint64_t seq;
     uint64_t pos;
     bool inline_event;
-    char key[LVC_KEY_MAX];
-    char kind[LVC_KEY_MAX];
-    uint8_t event[LVC_VALUE_MAX];
+    _Alignas(8) char key[LVC_KEY_MAX + 1];
+    _Alignas(8) char kind[LVC_KEY_MAX + 1];
+    _Alignas(8) uint8_t event[LVC_VALUE_MAX];
 };
+_Static_assert((LVC_KEY_MAX + 1) % 8 == 0 && LVC_VALUE_MAX % 8 == 0, "whole words");
+
+#define STORE(field, v) __atomic_store_n(&(field), (v), __ATOMIC_RELAXED)
+#define LOAD(field) __atomic_load_n(&(field), __ATOMIC_RELAXED)
 
 struct lvc {
     size_t max_keys;
@@ -125,16 +134,16 @@ bool lvc_update(lvc_t *c, const char *key, size_t key_len, const char *kind, siz
     uint32_t gen = atomic_load_explicit(&e->gen, memory_order_relaxed);
     atomic_store_explicit(&e->gen, gen + 1, memory_order_relaxed);
     atomic_thread_fence(memory_order_release);
-    e->key_len = (uint16_t)key_len;
-    memcpy(e->key, key, key_len);
-    e->kind_len = (uint16_t)kind_len;
-    memcpy(e->kind, kind, kind_len);
-    e->seq = seq;
-    e->pos = pos;
-    e->event_len = (uint32_t)event_len;
-    e->inline_event = event_len <= LVC_VALUE_MAX;
-    if (e->inline_event)
-        memcpy(e->event, event, event_len);
+    STORE(e->key_len, (uint16_t)key_len);
+    seqcopy_to(e->key, key, key_len);
+    STORE(e->kind_len, (uint16_t)kind_len);
+    seqcopy_to(e->kind, kind, kind_len);
+    STORE(e->seq, seq);
+    STORE(e->pos, pos);
+    STORE(e->event_len, (uint32_t)event_len);
+    STORE(e->inline_event, event_len <= LVC_VALUE_MAX);
+    if (event_len <= LVC_VALUE_MAX)
+        seqcopy_to(e->event, event, event_len);
     atomic_store_explicit(&e->gen, gen + 2, memory_order_release);
     if (is_new)
         atomic_store_explicit(&c->count, count + 1, memory_order_release);
@@ -153,17 +162,19 @@ void lvc_read(const lvc_t *c, size_t i, struct lvc_value *out)
         uint32_t g1 = atomic_load_explicit(&e->gen, memory_order_acquire);
         if (g1 & 1)
             continue;
-        out->seq = e->seq;
-        out->pos = e->pos;
-        out->key_len = e->key_len < LVC_KEY_MAX ? e->key_len : LVC_KEY_MAX;
-        out->kind_len = e->kind_len < LVC_KEY_MAX ? e->kind_len : LVC_KEY_MAX;
-        out->event_len = e->event_len;
-        out->inline_event = e->inline_event;
-        memcpy(out->key, e->key, out->key_len);
-        memcpy(out->kind, e->kind, out->kind_len);
+        /* a torn read may give any lengths: bound them to the arrays */
+        out->seq = LOAD(e->seq);
+        out->pos = LOAD(e->pos);
+        uint16_t key_len = LOAD(e->key_len), kind_len = LOAD(e->kind_len);
+        out->key_len = key_len < LVC_KEY_MAX ? key_len : LVC_KEY_MAX;
+        out->kind_len = kind_len < LVC_KEY_MAX ? kind_len : LVC_KEY_MAX;
+        out->event_len = LOAD(e->event_len);
+        out->inline_event = LOAD(e->inline_event);
+        seqcopy_from(out->key, e->key, out->key_len);
+        seqcopy_from(out->kind, e->kind, out->kind_len);
         if (out->inline_event)
-            memcpy(out->event, e->event,
-                   out->event_len <= LVC_VALUE_MAX ? out->event_len : LVC_VALUE_MAX);
+            seqcopy_from(out->event, e->event,
+                         out->event_len <= LVC_VALUE_MAX ? out->event_len : LVC_VALUE_MAX);
         atomic_thread_fence(memory_order_acquire);
         if (atomic_load_explicit(&e->gen, memory_order_relaxed) == g1)
             break;

@@ -10,6 +10,10 @@
  * writer reuses bytes it moves tail_pos past them and issues a release fence;
  * a reader copies what it needs, issues an acquire fence and checks that its
  * position is still >= tail_pos. If it is, nothing it read was overwritten.
+ * Ring bytes that a reader may read while the writer overwrites them move
+ * only through relaxed atomic word accesses (seqcopy.h) on both sides: the
+ * writer builds a record in its private staging buffer and copies it into
+ * the ring at commit; readers copy headers, kinds and keys out the same way.
  *
  * A sparse index remembers the position of every INDEX_STRIDE-th sequence
  * number (and its ingest time) so seeks by sequence or time touch at most
@@ -40,11 +44,13 @@
 #include <unistd.h>
 
 #include "crc32c.h"
+#include "seqcopy.h"
 
 #define INDEX_STRIDE 16u
 #define FILE_MAGIC "TICKFLOG"
 #define FILE_VERSION 1u
 #define FILE_HDR_SIZE 4096u
+#define STAGE_MIN 4096u /* the staging buffer grows past this for larger records */
 
 struct rec_hdr {
     uint32_t len; /* whole record, header and padding included */
@@ -99,9 +105,12 @@ struct ringlog {
     struct file_hdr *fh;
     bool sync_every;
 
-    /* writer only: the end of what it has written (committed or not) */
+    /* writer only: the end of what it has written (committed or not), and
+     * the record being written, copied into the ring at commit */
     uint64_t w_pos;
     uint64_t w_seq;
+    uint8_t *stage;
+    size_t stage_cap;
 
     /* written by the writer, read by readers; on their own cache line */
     _Alignas(64) _Atomic uint64_t head_gen; /* odd while head_pos/head_seq change */
@@ -138,8 +147,10 @@ static int log_alloc(ringlog_t **out, const char *topic, size_t capacity, size_t
     log->index_slots = capacity / (sizeof(struct rec_hdr) * INDEX_STRIDE) + 2;
     log->index = calloc(log->index_slots, sizeof(*log->index));
     log->topic = strdup(topic);
+    log->stage_cap = STAGE_MIN;
+    log->stage = malloc(log->stage_cap);
     int rc = lvc_create(&log->lvc, lvc_keys ? lvc_keys : RINGLOG_LVC_KEYS);
-    if (!log->index || !log->topic || rc) {
+    if (!log->index || !log->topic || !log->stage || rc) {
         ringlog_destroy(log);
         return -ENOMEM;
     }
@@ -208,6 +219,7 @@ void ringlog_destroy(ringlog_t *log)
     if (log->fd >= 0)
         close(log->fd);
     lvc_destroy(log->lvc);
+    free(log->stage);
     free(log->index);
     free(log->topic);
     free(log);
@@ -310,6 +322,15 @@ int ringlog_reserve(ringlog_t *log, enum ringlog_type type, size_t kind_len, siz
     if (len > log->cap / 2)
         return -EMSGSIZE;
 
+    if (len > log->stage_cap) {
+        /* cold: the largest record so far */
+        uint8_t *grown = realloc(log->stage, len);
+        if (!grown)
+            return -ENOMEM;
+        log->stage = grown;
+        log->stage_cap = len;
+    }
+
     slot->from = log->w_pos;
     uint64_t head = skip_short_tail(log, log->w_pos);
     size_t off = head % log->cap;
@@ -317,16 +338,17 @@ int ringlog_reserve(ringlog_t *log, enum ringlog_type type, size_t kind_len, siz
         /* Pad to the end of the ring; the pad becomes visible with the record. */
         uint32_t pad = (uint32_t)(log->cap - off);
         evict_until(log, head + pad);
-        struct rec_hdr *p = hdr_at(log, head);
-        memset(p, 0, sizeof(*p));
-        p->len = pad;
-        p->type = RINGLOG_PAD;
-        p->crc = record_crc(p);
+        struct rec_hdr p;
+        memset(&p, 0, sizeof(p));
+        p.len = pad;
+        p.type = RINGLOG_PAD;
+        p.crc = record_crc(&p);
+        seqcopy_to(hdr_at(log, head), &p, sizeof(p));
         head += pad;
     }
     evict_until(log, head + len);
 
-    struct rec_hdr *h = hdr_at(log, head);
+    struct rec_hdr *h = (struct rec_hdr *)log->stage;
     uint64_t seq = log->w_seq + 1;
     memset(h, 0, sizeof(*h));
     h->len = (uint32_t)len;
@@ -387,13 +409,15 @@ static void publish(ringlog_t *log, uint64_t end_pos, uint64_t end_seq)
 
 void ringlog_commit(ringlog_t *log, struct ringlog_slot *slot)
 {
-    struct rec_hdr *h = hdr_at(log, slot->pos);
+    struct rec_hdr *h = (struct rec_hdr *)log->stage;
     h->crc = record_crc(h);
     index_record(log, slot->seq, slot->pos, h->ingest_us);
     /* The cache first: whatever a reader can see in the log is in it. */
     if (h->type == RINGLOG_DATA)
         lvc_update(log->lvc, slot->key, h->key_len, slot->kind, h->kind_len, slot->seq, slot->pos,
                    slot->event, h->event_len);
+    /* Lapped readers may still be reading these bytes: atomic word stores. */
+    seqcopy_to(hdr_at(log, slot->pos), log->stage, slot->len);
     if (log->sync_every)
         sync_range(log, slot->from, slot->pos + slot->len);
     if (atomic_load_explicit(&log->head_seq, memory_order_relaxed) == 0)
@@ -769,22 +793,25 @@ int ringlog_peek(const ringlog_t *log, struct ringlog_iter *it, struct ringlog_v
         size_t off = it->pos % log->cap;
         const struct rec_hdr *h = hdr_at(log, it->pos);
         struct rec_hdr copy;
-        memcpy(&copy, h, sizeof(copy));
+        seqcopy_words_from(&copy, h, sizeof(copy) / 8);
         if (!ringlog_view_valid(log, it))
             return -ESTALE;
         if (copy.type == RINGLOG_PAD) {
             it->pos += log->cap - off;
             continue;
         }
-        /* The header was intact when read, so its fields are the writer's. */
+        /* The header was intact when read, so its fields are the writer's
+         * and the lengths are within bounds; the kind and key copied now may
+         * still be torn, which the caller's ringlog_view_valid tells. */
         view->seq = copy.seq;
         view->ingest_us = copy.ingest_us;
         view->type = (enum ringlog_type)copy.type;
-        view->kind = (const char *)(h + 1);
+        seqcopy_words_from(view->kind_key, h + 1, align8((size_t)copy.kind_len + copy.key_len) / 8);
+        view->kind = view->kind_key;
         view->kind_len = copy.kind_len;
-        view->key = view->kind + copy.kind_len;
+        view->key = view->kind_key + copy.kind_len;
         view->key_len = copy.key_len;
-        view->event = (const uint8_t *)view->key + copy.key_len;
+        view->event = (const uint8_t *)(h + 1) + copy.kind_len + copy.key_len;
         view->event_len = copy.event_len;
         view->len = copy.len;
         return 0;
@@ -800,11 +827,12 @@ static bool read_hdr(const ringlog_t *log, uint64_t pos, uint64_t *seq, int64_t 
         return false;
     if (skip_short_tail(log, pos) != pos)
         return false;
-    const struct rec_hdr *h = hdr_at(log, pos);
-    *seq = h->seq;
-    *ingest_us = h->ingest_us;
-    *len = h->len;
-    *type = h->type;
+    struct rec_hdr h;
+    seqcopy_words_from(&h, hdr_at(log, pos), sizeof(h) / 8);
+    *seq = h.seq;
+    *ingest_us = h.ingest_us;
+    *len = h.len;
+    *type = h.type;
     atomic_thread_fence(memory_order_acquire);
     return pos >= atomic_load_explicit(&log->tail_pos, memory_order_relaxed);
 }

@@ -7,6 +7,10 @@
  * laps finds out before it trusts a byte of the overwritten record: it reads
  * through a view, then asks ringlog_view_valid() whether the bytes it used
  * were still intact (seqlock-style validation against the tail position).
+ * Readers take bytes out of the ring only through a view (header, kind and
+ * key are copied into it) and ringlog_copy_event: both read with relaxed
+ * atomic accesses, as the writer writes, so a lapped read is a torn value
+ * that validation rejects, never a data race.
  *
  * Records are 8-byte aligned and never split across the end of the ring (a
  * pad record fills the rest). Each record carries the topic sequence number
@@ -34,6 +38,7 @@
 #include <stdint.h>
 
 #include "lvc.h"
+#include "seqcopy.h"
 
 typedef struct ringlog ringlog_t;
 
@@ -102,7 +107,9 @@ uint64_t ringlog_head_pos(const ringlog_t *log);
 
 /* ---- writer ------------------------------------------------------------ */
 
-/* A record being written: the writer fills kind, key and event in place. */
+/* A record being written: the writer fills kind, key and event in place.
+ * They point into the log's staging buffer (not the ring), valid until
+ * ringlog_commit copies the record into the ring. */
 struct ringlog_slot {
     uint64_t seq; /* the sequence number this record gets */
     char *kind;
@@ -116,9 +123,11 @@ struct ringlog_slot {
 
 /* Reserves room for a record, evicting the oldest records as needed, and
  * tells its sequence number (so the writer can encode the cursor into the
- * event). Nothing is visible to readers until ringlog_commit. Returns 0 or
- * -EMSGSIZE when the parts exceed their bounds or half the capacity. Writer
- * thread only; at most one reservation open at a time. */
+ * event). Nothing is visible to readers until ringlog_commit. Returns 0,
+ * -EMSGSIZE when the parts exceed their bounds or half the capacity, or
+ * -ENOMEM when a record larger than any before needs a larger staging
+ * buffer and none can be had. Writer thread only; at most one reservation
+ * open at a time. */
 int ringlog_reserve(ringlog_t *log, enum ringlog_type type, size_t kind_len, size_t key_len,
                     size_t event_len, int64_t ingest_us, struct ringlog_slot *slot);
 /* Publishes the reserved record to readers. */
@@ -133,8 +142,10 @@ struct ringlog_iter {
     uint64_t seq;
 };
 
-/* One record as seen through the ring. The pointers are into the ring and
- * stay meaningful only while ringlog_view_valid() says so. */
+/* One record as seen through the ring. kind and key point into the view's
+ * own copy (do not copy a view by value); event points into the ring: read
+ * its bytes with ringlog_copy_event while the writer may run. What was read
+ * is to be trusted only if ringlog_view_valid() says so afterwards. */
 struct ringlog_view {
     uint64_t seq;
     int64_t ingest_us;
@@ -146,6 +157,7 @@ struct ringlog_view {
     const uint8_t *event;
     size_t event_len;
     uint32_t len; /* whole record, for ringlog_advance */
+    _Alignas(8) char kind_key[(RINGLOG_MAX_KIND + RINGLOG_MAX_KEY + 7) / 8 * 8];
 };
 
 /* Positions `it` at the record with sequence number `seq` (head_seq + 1 means
@@ -165,6 +177,11 @@ int ringlog_peek(const ringlog_t *log, struct ringlog_iter *it, struct ringlog_v
 /* True when the bytes of the record at `it` were not overwritten up to now:
  * call after using view bytes, before trusting what was read. */
 bool ringlog_view_valid(const ringlog_t *log, const struct ringlog_iter *it);
+/* Copies the event bytes of `view` (view->event_len of them) to `dst`. */
+static inline void ringlog_copy_event(const struct ringlog_view *view, void *dst)
+{
+    seqcopy_from(dst, view->event, view->event_len);
+}
 /* Moves `it` past the record `view` came from. */
 static inline void ringlog_advance(struct ringlog_iter *it, const struct ringlog_view *view)
 {

@@ -111,7 +111,8 @@ grpc_byte_buffer *shard_event_buffer(struct shard *sh, const struct topic *t,
     }
     struct slice_cache_entry *e = &cache[v->seq & (SHARD_SLICE_CACHE - 1)];
     if (e->seq != v->seq) {
-        grpc_slice s = grpc_slice_from_copied_buffer((const char *)v->event, v->event_len);
+        grpc_slice s = grpc_slice_malloc(v->event_len);
+        ringlog_copy_event(v, GRPC_SLICE_START_PTR(s));
         if (!ringlog_view_valid(t->log, it)) {
             grpc_slice_unref(s); /* torn: the writer lapped us while we copied */
             return NULL;
@@ -567,8 +568,10 @@ static void *shard_main(void *p)
         if (((struct tag *)ev.tag)->kind == TAG_BELL)
             bell_in_flight = false;
     }
+    /* bell_call itself stays as it is: shard_ring reads it from other
+     * threads, ordered after our take-back only through gRPC's queue. */
     grpc_call_unref(sh->bell_call);
-    sh->bell_call = NULL;
+    sh->bell_released = true;
     shutdown_cq(sh);
     return NULL;
 }
@@ -649,7 +652,7 @@ void shard_destroy(struct shard *sh)
     if (!sh)
         return;
     shard_join(sh);
-    if (sh->bell_call)
+    if (sh->bell_call && !sh->bell_released)
         grpc_call_unref(sh->bell_call);
     if (sh->bell_channel)
         grpc_channel_destroy(sh->bell_channel);

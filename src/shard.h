@@ -126,7 +126,8 @@ struct shard {
     bool cq_shut;
 
     grpc_channel *bell_channel;
-    grpc_call *bell_call;
+    grpc_call *bell_call; /* set at create, never changed: other threads ring it */
+    bool bell_released;   /* the thread dropped its reference on the way out */
     struct tag bell_tag;
     atomic_bool bell_armed;
     atomic_bool wants_data; /* a stream waits for appends: ring on data */

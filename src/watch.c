@@ -340,7 +340,7 @@ static grpc_byte_buffer *snapshot_value(struct watch *w, const struct keyset_ent
         uint8_t *copy = malloc(v.event_len);
         grpc_byte_buffer *bb = NULL;
         if (copy) {
-            memcpy(copy, v.event, v.event_len);
+            ringlog_copy_event(&v, copy);
             if (ringlog_view_valid(log, &it))
                 bb = snapshot_event(w, copy, v.event_len);
             free(copy);
@@ -408,17 +408,13 @@ static void snapset_add_scan(struct watch *w, struct keyset *set, uint64_t befor
         }
         if (rc != 0 || v.seq >= before)
             return;
-        if (v.type == RINGLOG_DATA && matches(w, &v)) {
-            char kind[256], key[256];
-            memcpy(kind, v.kind, v.kind_len);
-            memcpy(key, v.key, v.key_len);
-            if (ringlog_view_valid(log, &it)) {
-                const struct keyset_entry *old = keyset_get(set, kind, v.kind_len, key, v.key_len);
-                uint64_t aux = old ? old->aux : 0;
-                struct keyset_entry *e = keyset_put(set, kind, v.kind_len, key, v.key_len, v.seq);
-                if (e)
-                    e->aux = aux;
-            }
+        /* kind and key are the view's own copies: valid if the record was */
+        if (v.type == RINGLOG_DATA && matches(w, &v) && ringlog_view_valid(log, &it)) {
+            const struct keyset_entry *old = keyset_get(set, v.kind, v.kind_len, v.key, v.key_len);
+            uint64_t aux = old ? old->aux : 0;
+            struct keyset_entry *e = keyset_put(set, v.kind, v.kind_len, v.key, v.key_len, v.seq);
+            if (e)
+                e->aux = aux;
         }
         ringlog_advance(&it, &v);
     }

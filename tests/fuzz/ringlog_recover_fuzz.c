@@ -268,11 +268,15 @@ static uint64_t check_log(const ringlog_t *log, bool written_by_writer, bool rec
         CHECK(ringlog_peek(log, &it, &v) == 0);
         CHECK(v.seq == seq);
         CHECK(v.type == RINGLOG_DATA || v.type == RINGLOG_GAP);
-        const struct rec_hdr *h = (const struct rec_hdr *)v.kind - 1;
+        /* event points into the ring; kind and key are the view's copies */
+        const char *body = (const char *)v.event - v.key_len - v.kind_len;
+        const struct rec_hdr *h = (const struct rec_hdr *)body - 1;
         CHECK(h->seq == seq && h->len == v.len && h->len % 8 == 0);
         CHECK(sizeof(*h) + v.kind_len + v.key_len + v.event_len <= v.len);
         CHECK(record_crc(h) == h->crc);
-        CHECK(v.kind + v.kind_len == v.key && (const uint8_t *)v.key + v.key_len == v.event);
+        CHECK(h->kind_len == v.kind_len && h->key_len == v.key_len);
+        CHECK(v.kind + v.kind_len == v.key && memcmp(v.kind, body, v.kind_len) == 0 &&
+              memcmp(v.key, body + v.kind_len, v.key_len) == 0);
         if (written_by_writer)
             CHECK(content_ok(&v));
         CHECK(ringlog_view_valid(log, &it));
