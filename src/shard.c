@@ -103,10 +103,11 @@ grpc_byte_buffer *shard_event_buffer(struct shard *sh, const struct topic *t,
         /* first send of this topic on this shard (topics may be created late) */
         cache = sh->slices[t->index] = calloc(SHARD_SLICE_CACHE, sizeof(*cache));
         if (!cache) { /* out of memory: send an unshared copy */
-            grpc_slice s = grpc_slice_from_copied_buffer((const char *)v->event, v->event_len);
+            grpc_slice s = grpc_slice_malloc(v->event_len);
+            ringlog_copy_event(v, GRPC_SLICE_START_PTR(s));
             grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
             grpc_slice_unref(s);
-            return bb;
+            return bb; /* the caller checks the view is still valid */
         }
     }
     struct slice_cache_entry *e = &cache[v->seq & (SHARD_SLICE_CACHE - 1)];
