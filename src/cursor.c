@@ -6,11 +6,27 @@
 #include <errno.h>
 #include <stdio.h>
 
+/* By hand: the ingest thread formats one per appended event, and snprintf
+ * was a sixth of its time. */
 size_t cursor_format(struct cursor c, char *buf)
 {
-    int n = snprintf(buf, CURSOR_TEXT_MAX, "1-%016llx-%llu", (unsigned long long)c.epoch,
-                     (unsigned long long)c.seq);
-    return (size_t)n;
+    static const char hex[] = "0123456789abcdef";
+    buf[0] = '1';
+    buf[1] = '-';
+    for (int i = 0; i < 16; i++)
+        buf[2 + i] = hex[(c.epoch >> (60 - 4 * i)) & 0xf];
+    buf[18] = '-';
+    char digits[20];
+    int n = 0;
+    uint64_t seq = c.seq;
+    do {
+        digits[n++] = (char)('0' + seq % 10);
+        seq /= 10;
+    } while (seq);
+    for (int i = 0; i < n; i++)
+        buf[19 + i] = digits[n - 1 - i];
+    buf[19 + n] = 0;
+    return (size_t)(19 + n);
 }
 
 static int hexval(char ch)

@@ -1298,7 +1298,12 @@ int ingest_create(ingest_t **out, char **specs, const struct ingest_options *opt
     }
 
     if (opts->io != INGEST_IO_EPOLL) {
-        rc = io_uring_queue_init(1024, &in->ring, 0);
+        /* Completions' task work runs when the ingest thread enters the
+         * kernel anyway, instead of interrupting it (Linux 5.19+). */
+        rc = io_uring_queue_init(1024, &in->ring,
+                                 IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG);
+        if (rc == -EINVAL) /* before 5.19 */
+            rc = io_uring_queue_init(1024, &in->ring, 0);
         if (rc == 0) {
             in->ring_ok = true;
         } else if (opts->io == INGEST_IO_URING) {

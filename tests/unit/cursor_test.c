@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -32,6 +33,25 @@ static void text_form_is_versioned_hex_epoch_and_decimal_seq(void **state)
     assert_string_equal(buf, "1-00000000000000ab-42");
 }
 
+static void format_matches_the_printf_form_at_every_digit_count(void **state)
+{
+    (void)state;
+    uint64_t seq = 0, epoch = 0x0123456789abcdefull;
+    for (int i = 0; i < 200; i++) {
+        char mine[CURSOR_TEXT_MAX], ref[CURSOR_TEXT_MAX];
+        size_t n = cursor_format((struct cursor){.epoch = epoch, .seq = seq}, mine);
+        int m = snprintf(ref, sizeof(ref), "1-%016llx-%llu", (unsigned long long)epoch,
+                         (unsigned long long)seq);
+        assert_string_equal(mine, ref);
+        assert_int_equal(n, (size_t)m);
+        /* 0, 9, 10, 99, 100, ... and odd values between */
+        seq = i % 2 ? seq * 10 + 9 : seq + 1;
+        if (seq > UINT64_MAX / 11)
+            seq = UINT64_MAX - (uint64_t)i;
+        epoch = epoch * 6364136223846793005ull + 1442695040888963407ull;
+    }
+}
+
 static void malformed_cursors_are_rejected(void **state)
 {
     const char *bad[] = {
@@ -58,6 +78,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(format_then_parse_gives_the_same_cursor),
+        cmocka_unit_test(format_matches_the_printf_form_at_every_digit_count),
         cmocka_unit_test(text_form_is_versioned_hex_epoch_and_decimal_seq),
         cmocka_unit_test(malformed_cursors_are_rejected),
     };
