@@ -57,7 +57,8 @@ static const struct opt_def opts[] = {
      "buffers (64 x 64 KiB per socket; Linux 6.0+, else one-shot recvmsg is used by itself); "
      "false: 16 one-shot recvmsg in flight per socket"},
     {"shards", OPT_INT, "0", 0, 256, NULL, "TICKFAN_SHARDS", OFF(shards),
-     "worker threads serving streams, each with its own completion queue (0 = online CPUs)"},
+     "worker threads serving streams, each with its own completion queue (0 = 8 per CPU this "
+     "process may run on, at most 256)"},
     {"log-size", OPT_SIZE, "64M", 64 * 1024, (int64_t)1 << 40, NULL, "TICKFAN_LOG_SIZE",
      OFF(log_size), "bytes of ring log per topic (K/M/G suffixes); retention is what fits"},
     {"sync", OPT_ENUM, "interval", 0, 0, "interval|every", "TICKFAN_SYNC", OFF(sync),

@@ -253,7 +253,7 @@ def main():
         "total_s": a.total,
         "config": {k: env[k] for k in sorted(env)} | {
             "servers": servers, "server_cpu": 0, "bench_cpu": 1,
-            "tickfand_args": "--shards 1 --topic bench --feed udp://127.0.0.1:PORT --udp-rcvbuf UDP_RCVBUF "
+            "tickfand_args": "--topic bench --feed udp://127.0.0.1:PORT --udp-rcvbuf UDP_RCVBUF "
                              "(fresh data dir in /dev/shm; no simulator)",
             "go_peer_args": "--topic bench --feed udp://127.0.0.1:PORT --udp-rcvbuf UDP_RCVBUF "
                             "(defaults: --ring 1000000 --buffer 1024; no simulator)",
@@ -290,7 +290,7 @@ def main():
     L.append(f"# tickfan perf: `perf/run {a.mode}`\n")
     L.append(f"Machine: {m['nproc']} CPUs, {m['cpu_model']}, Linux {m['kernel']}. "
              f"Load average before/after: {la_b[0] if la_b else '-'} / {la_a[0] if la_a else '-'}. "
-             f"The scenarios took {fmt(a.elapsed)} s ({fmt(a.total)} s with the builds). Server on CPU 0 (tickfand `--shards 1`), "
+             f"The scenarios took {fmt(a.elapsed)} s ({fmt(a.total)} s with the builds). Server on CPU 0 (tickfand with its default shards: 8 for the one CPU it may use), "
              f"tickfan-bench on CPU 1 (`--threads 1`). Both servers get the same feed: no "
              f"simulator; once its subscribers are live, the bench sends ticks "
              f"({env.get('PAYLOAD_BYTES', '?')}-byte bodies, topic `bench`) to the server's UDP feed "
