@@ -73,6 +73,11 @@ static const struct opt_def opts[] = {
      OFF(overflow), "default overflow policy for subscribers over their lag budget"},
     {"max-streams", OPT_INT, "100000", 1, 10000000, NULL, "TICKFAN_MAX_STREAMS", OFF(max_streams),
      "streams served at once; beyond it Watch fails with RESOURCE_EXHAUSTED"},
+    {"write-coalescing", OPT_BOOL, "true", 0, 1, NULL, "TICKFAN_WRITE_COALESCING",
+     OFF(write_coalescing),
+     "send a stream's message with GRPC_WRITE_BUFFER_HINT when its next one is already queued "
+     "(at most 16 in a row), so gRPC writes them together; false: every message is written on "
+     "its own (for measuring the difference, see perf/README.md)"},
     {"sim-rate", OPT_INT, "200", 1, 10000000, NULL, "TICKFAN_SIM_RATE", OFF(sim_rate),
      "built-in simulator: ticks per second over all symbols"},
     {"sim-symbols", OPT_STR, "AAPL,MSFT,GOOG,AMZN,NVDA,TSLA,META,JPM", 0, 0, NULL,

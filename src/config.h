@@ -51,6 +51,7 @@ struct config {
     char *metrics_listen;
     int64_t drain_timeout_ms;
     int64_t max_streams;
+    int64_t write_coalescing; /* bool */
 };
 
 enum config_result {

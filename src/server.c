@@ -75,6 +75,7 @@ int server_create(struct server **out, const struct config *cfg, struct topics *
     srv->cfg = cfg;
     srv->topics = topics;
     srv->max_streams = cfg->max_streams;
+    srv->write_coalescing = cfg->write_coalescing;
     atomic_init(&srv->draining, false);
     atomic_init(&srv->stopping, false);
     atomic_init(&srv->streams_live, 0);

@@ -36,6 +36,7 @@ struct server {
     int port;
 
     int64_t max_streams;
+    bool write_coalescing; /* --write-coalescing */
 
     atomic_bool draining;                  /* SIGTERM: end every stream with UNAVAILABLE */
     _Atomic uint64_t health_generation;    /* bumped when the serving status changes */

@@ -539,7 +539,8 @@ void watch_pump(struct watch *w)
              * initial metadata does not complete until a later write. */
             /* ...and at most HINT_RUN in a row: a subscriber that is always
              * behind would otherwise never see a flush. */
-            bool hint = w->md_sent && w->hinted < HINT_RUN && next_is_queued(w);
+            bool hint = w->md_sent && w->hinted < HINT_RUN && w->shard->srv->write_coalescing &&
+                        next_is_queued(w);
             w->hinted = hint ? w->hinted + 1 : 0;
             start_send_flags(w, bb, hint ? GRPC_WRITE_BUFFER_HINT : 0);
             return;

@@ -1,4 +1,6 @@
 """Watch over the simulated feed: order, cursors, EndOfBacklog, resume, start."""
+import pytest
+
 import tickfan_harness as h
 from tickfan_harness import Watch, cursor_parts, pb, tick_pb2
 
@@ -13,8 +15,9 @@ def seqs(events):
     return [e.data.seq for e in events]
 
 
-def test_data_arrives_in_topic_order_with_cursors_and_one_end_of_backlog(tickfand):
-    srv = tickfand("--sim-rate", "2000")
+@pytest.mark.parametrize("coalescing", ["true", "false"])
+def test_data_arrives_in_topic_order_with_cursors_and_one_end_of_backlog(tickfand, coalescing):
+    srv = tickfand("--sim-rate", "2000", f"--write-coalescing={coalescing}")
     stub = srv.stub()
     # Let the topic build a backlog first, so the stream below has one to replay.
     warm = Watch(stub, topic="sim")
