@@ -67,6 +67,8 @@ struct rec_hdr {
 };
 _Static_assert(sizeof(struct rec_hdr) == 40, "record header is part of the log format");
 
+#define RINGLOG_SEQ_LIMIT ((uint64_t)1 << 63) /* a record's seq is below this */
+
 struct file_hdr {
     char magic[8];
     uint32_t version;
@@ -452,7 +454,10 @@ static bool record_ok(const ringlog_t *log, uint64_t off, bool allow_pad, struct
             return false;
     } else if (h->type == RINGLOG_DATA || h->type == RINGLOG_GAP) {
         size_t used = sizeof(*h) + (size_t)h->kind_len + h->key_len + h->event_len;
-        if (h->seq == 0 || used > h->len || h->len - used >= 8)
+        /* seq >= 2^63 is no record this writer made (292,000 years at a
+         * million a second): damage or a crafted file, which would make
+         * the walk wrap */
+        if (h->seq == 0 || h->seq >= RINGLOG_SEQ_LIMIT || used > h->len || h->len - used >= 8)
             return false;
     } else {
         return false;

@@ -929,6 +929,62 @@ static void damage_late_in_the_oldest_lap_is_recovered_in_linear_time(void **sta
     free(l.recs);
 }
 
+/* Rewrites every record's sequence number to base + i with a valid CRC: a
+ * file no writer of this version could have made. */
+static void file_renumber(const char *path, const struct layout *l, uint64_t base)
+{
+    int fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    for (uint64_t i = 0; i < l->n; i++) {
+        const struct loc *r = &l->recs[i];
+        uint8_t *rec = malloc(r->used);
+        assert_non_null(rec);
+        assert_int_equal(pread(fd, rec, r->used, (off_t)(FILE_HDR + r->off)), (ssize_t)r->used);
+        uint64_t seq = base + i;
+        memcpy(rec + 8, &seq, 8); /* rec_hdr.seq */
+        memset(rec + 4, 0, 4);    /* rec_hdr.crc, 0 while the CRC is computed */
+        uint32_t crc = crc32c(0, rec, 40);
+        crc = crc32c(crc, rec + 40, r->used - 40);
+        memcpy(rec + 4, &crc, 4);
+        assert_int_equal(pwrite(fd, rec, r->used, (off_t)(FILE_HDR + r->off)), (ssize_t)r->used);
+        free(rec);
+    }
+    close(fd);
+}
+
+static void sequence_numbers_near_the_top_of_the_range_are_damage(void **state)
+{
+    struct fixture *f = *state;
+    struct layout l;
+    make_log(f->path, 64 * 1024, &VARIED, 300, &l);
+    /* intact CRCs, contiguous numbers that would wrap past 2^64 */
+    file_renumber(f->path, &l, UINT64_MAX - 150);
+    struct ringlog_recovery rep;
+    ringlog_t *log = open_log(f->path, l.cap, &rep);
+    assert_int_equal(rep.head_seq, 0); /* none of them kept */
+    assert_int_equal(rep.records, 0);
+    assert_false(rep.epoch_kept);
+    assert_non_null(rep.reason);
+    /* and the log goes on from seq 1, also after another reopen */
+    assert_int_equal(append(log, &VARIED), 1);
+    assert_int_equal(append(log, &VARIED), 2);
+    ringlog_destroy(log);
+    log = open_log(f->path, l.cap, &rep);
+    assert_int_equal(rep.first_seq, 1);
+    assert_int_equal(rep.head_seq, 2);
+    assert_int_equal(read_all(log, &VARIED), 2);
+    ringlog_destroy(log);
+
+    /* at 2^63 already: refused too */
+    free(l.recs);
+    make_log(f->path, 64 * 1024, &VARIED, 300, &l);
+    file_renumber(f->path, &l, (uint64_t)1 << 63);
+    log = open_log(f->path, l.cap, &rep);
+    assert_int_equal(rep.head_seq, 0);
+    ringlog_destroy(log);
+    free(l.recs);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 
 int main(void)
@@ -950,6 +1006,7 @@ int main(void)
         T(process_crash_soon_after_a_new_epoch_keeps_that_epoch),
         T(cursor_from_before_a_forced_new_epoch_no_longer_names_the_log),
         T(damage_late_in_the_oldest_lap_is_recovered_in_linear_time),
+        T(sequence_numbers_near_the_top_of_the_range_are_damage),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
