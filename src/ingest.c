@@ -1340,18 +1340,29 @@ int ingest_create(ingest_t **out, char **specs, const struct ingest_options *opt
             r->msg.msg_control = r->ctl.bytes;
             r->msg.msg_controllen = sizeof(r->ctl.bytes);
         }
+        const char *mode = "epoll", *why = NULL;
         if (in->ring_ok && opts->udp_no_multishot) {
-            log_info("msg=udp_receive source=\"%s\" mode=recvmsg reason=\"--udp-multishot=false\"",
-                     s->spec);
+            mode = "recvmsg";
+            why = "--udp-multishot=false";
         } else if (in->ring_ok) {
             rc = udp_multishot_setup(in, s, nbgid++);
-            log_info("msg=udp_receive source=\"%s\" mode=%s%s%s%s", s->spec,
-                     rc ? "recvmsg" : "multishot", rc ? " reason=\"provided buffers: " : "",
-                     rc ? strerror(-rc) : "", rc ? "\"" : "");
             if (rc == -ENOMEM)
                 goto out_nomem;
+            mode = rc ? "recvmsg" : "multishot";
+            why = rc ? "no provided buffer rings in this kernel" : NULL;
             rc = 0;
         }
+        /* the address actually bound: a port of 0 in the spec gets one here */
+        struct sockaddr_in bound;
+        socklen_t blen = sizeof(bound);
+        char addr[INET_ADDRSTRLEN] = "?";
+        int port = 0;
+        if (getsockname(s->fd, (struct sockaddr *)&bound, &blen) == 0) {
+            inet_ntop(AF_INET, &bound.sin_addr, addr, sizeof(addr));
+            port = ntohs(bound.sin_port);
+        }
+        log_info("msg=udp_receive source=\"%s\" bound=%s:%d mode=%s%s%s%s", s->spec, addr, port,
+                 mode, why ? " reason=\"" : "", why ? why : "", why ? "\"" : "");
     }
     *out = in;
     return 0;

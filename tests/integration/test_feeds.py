@@ -242,7 +242,7 @@ def rejects(srv, source_prefix):
 UDP_MODES = {  # each way of receiving UDP: flags, and what the server must log
     "multishot": (("--io", "uring"), "multishot"),
     "recvmsg": (("--io", "uring", "--udp-multishot=false"), "recvmsg"),
-    "epoll": (("--io", "epoll"), None),
+    "epoll": (("--io", "epoll"), "epoll"),
 }
 
 
@@ -251,12 +251,12 @@ def test_udp_unicast_delivers_every_frame_once_in_order(tickfand, tmp_path, mode
     port = free_port()
     flags, logged = UDP_MODES[mode]
     srv = tickfand(*SERVER_FLAGS, *flags, "--topic", TOPIC, "--feed", f"udp://127.0.0.1:{port}")
-    if logged:
-        got, _ = srv.wait_event("udp_receive")
-        if logged == "multishot" and got["mode"] != "multishot":
-            pytest.skip(f"SKIPPED LOUDLY: this kernel has no multishot recvmsg ({got}); the "
-                        f"multishot receive path was NOT tested")
-        assert got["mode"] == logged, got
+    got, _ = srv.wait_event("udp_receive")
+    assert got["bound"] == f"127.0.0.1:{port}", got
+    if logged == "multishot" and got["mode"] != "multishot":
+        pytest.skip(f"SKIPPED LOUDLY: this kernel has no multishot recvmsg ({got}); the "
+                    f"multishot receive path was NOT tested")
+    assert got["mode"] == logged, got
     n = 3000
     s = run_feed("send", "--to", f"udp://127.0.0.1:{port}", "--topic", TOPIC, "--count", n,
                  "--rate", 50000, "--seed", 7, "--symbols", SYMBOLS)
@@ -264,6 +264,16 @@ def test_udp_unicast_delivers_every_frame_once_in_order(tickfand, tmp_path, mode
     events = collect(srv, n)
     check_ticks(data_of(events), expected_ticks(tmp_path, n, 7))
     assert not rejects(srv, "udp://")
+
+
+def test_udp_port_0_binds_a_free_port_and_logs_it(tickfand, tmp_path):
+    srv = tickfand(*SERVER_FLAGS, "--topic", TOPIC, "--feed", "udp://127.0.0.1:0")
+    got, _ = srv.wait_event("udp_receive", source="udp://127.0.0.1:0")
+    host, port = got["bound"].rsplit(":", 1)
+    assert host == "127.0.0.1" and int(port) > 0, got
+    run_feed("send", "--to", f"udp://127.0.0.1:{port}", "--topic", TOPIC, "--count", 50,
+             "--rate", 0, "--seed", 3, "--symbols", SYMBOLS)
+    check_ticks(data_of(collect(srv, 50)), expected_ticks(tmp_path, 50, 3))
 
 
 def multicast_on_loopback():
