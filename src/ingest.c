@@ -1061,7 +1061,10 @@ static void uring_complete(struct ingest *in, struct io_uring_cqe *cqe)
                      s->spec, strerror(-res));
             s->multishot = false;
         } else if (res < 0 && res != -ENOBUFS) {
-            log_warn("msg=udp_receive_error source=\"%s\" error=\"%s\"", s->spec, strerror(-res));
+            uint64_t suppressed; /* re-armed below: a lasting error must not flood the log */
+            if (log_ratelimit_allow(&s->rl, log_now_mono_ns() / 1000, &suppressed))
+                log_warn("msg=udp_receive_error source=\"%s\" error=\"%s\" suppressed=%llu",
+                         s->spec, strerror(-res), (unsigned long long)suppressed);
         }
         /* -ENOBUFS: every buffer was full; the datagrams wait in the socket */
         if (cqe->flags & IORING_CQE_F_MORE)

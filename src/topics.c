@@ -178,8 +178,9 @@ int topics_auto_reopen(struct topics *t, char *err, size_t errlen)
         return 0;
     DIR *d = opendir(t->auto_opts.data_dir);
     if (!d) {
-        snprintf(err, errlen, "%s: cannot list: %s", t->auto_opts.data_dir, strerror(errno));
-        return -errno;
+        int e = errno;
+        snprintf(err, errlen, "%s: cannot list: %s", t->auto_opts.data_dir, strerror(e));
+        return -e;
     }
     int rc = 0;
     struct dirent *e;

@@ -11,6 +11,7 @@ import time
 import grpc
 import pytest
 
+import tickfan_harness as h
 from tickfan_harness import Watch, cursor_parts, expect_status, logfmt, pb
 from test_feeds import SYMBOLS, collect, check_ticks, data_of, expected_ticks, free_port, good, \
     run_feed
@@ -51,13 +52,7 @@ def test_topics_named_by_a_feed_are_created_and_deliver_every_frame(tickfand, tm
 
 
 def _expected(tmp_path, count, seed, topic):
-    import test_feeds
-    saved = test_feeds.TOPIC
-    test_feeds.TOPIC = topic
-    try:
-        return expected_ticks(tmp_path, count, seed, name=f"exp-{topic}.tkfcap")
-    finally:
-        test_feeds.TOPIC = saved
+    return expected_ticks(tmp_path, count, seed, name=f"exp-{topic}.tkfcap", topic=topic)
 
 
 def test_a_stream_on_a_topic_waits_for_data_then_gets_it(tickfand):
@@ -178,8 +173,7 @@ def test_publish_creates_a_topic_and_refuses_an_invalid_name_with_its_index(tick
     assert dict(e.value.trailing_metadata())["tickfan-accepted"] == "4"
 
 
-def test_a_bad_value_names_the_option(tickfand):
-    import tickfan_harness as h
+def test_a_bad_value_names_the_option():
     r = h.run_cli([h.TICKFAND, "--auto-create-topics=maybe"])
     assert r.returncode == 2
     assert "--auto-create-topics" in r.stderr and "'maybe'" in r.stderr

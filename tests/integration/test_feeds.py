@@ -159,11 +159,11 @@ def free_port(kind=socket.SOCK_DGRAM):
         return s.getsockname()[1]
 
 
-def expected_ticks(tmp_path, count, seed, name="expected.tkfcap", drop=None):
+def expected_ticks(tmp_path, count, seed, name="expected.tkfcap", drop=None, topic=TOPIC):
     """The (kind, key, Tick without its time) sequence tickfan-feed generates
     for these options, taken from a capture file it records."""
     path = tmp_path / name
-    args = ["record", "--out", path, "--topic", TOPIC, "--count", count, "--seed", seed,
+    args = ["record", "--out", path, "--topic", topic, "--count", count, "--seed", seed,
             "--symbols", SYMBOLS]
     if drop:
         args += ["--drop", drop]

@@ -51,18 +51,6 @@ def rss_kib(pid):
     raise AssertionError(f"no VmRSS in /proc/{pid}/status")
 
 
-def sanitized_build():
-    """The sanitizer this build was configured with ("" for none)."""
-    try:
-        with open(os.path.join(h.BIN_DIR, "CMakeCache.txt")) as f:
-            for line in f:
-                if line.startswith("TICKFAN_SANITIZE:"):
-                    return line.split("=", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
-
-
 def ensure_fd_limit(need):
     """Raises the soft RLIMIT_NOFILE (inherited by tickfand and the bench)
     to `need` if the hard limit allows; otherwise skips, loudly."""
@@ -82,9 +70,9 @@ def ensure_fd_limit(need):
 # slower, never less exact). A sanitizer build is several times slower: it
 # gets a fifth of the rate, and the same checks.
 def test_thousand_streams_each_get_every_event_in_order(tickfand, tmp_path):
-    rate = 20 if sanitized_build() else 100
+    rate = 20 if h.sanitizer() else 100
     n = rate * 10
-    print(f"sim rate {rate}/s ({sanitized_build() or 'no'} sanitizer): {n} events per stream")
+    print(f"sim rate {rate}/s ({h.sanitizer() or 'no'} sanitizer): {n} events per stream")
     srv = tickfand("--shards", "2", "--sim-rate", rate)
     code, _, r = run_bench(srv, tmp_path, "--streams", 1000, "--connections", 8,
                            "--threads", 2, "--start", "earliest", "--messages", n,

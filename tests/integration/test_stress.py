@@ -41,18 +41,6 @@ REPORT_MARKERS = ("WARNING: ThreadSanitizer", "ERROR: AddressSanitizer", "ERROR:
                   "runtime error:")
 
 
-def sanitizer():
-    """The sanitizer the build under test was configured with ("" for none)."""
-    try:
-        with open(os.path.join(h.BIN_DIR, "CMakeCache.txt")) as f:
-            for line in f:
-                if line.startswith("TICKFAN_SANITIZE:"):
-                    return line.split("=", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
-
-
 class CheckedStream:
     """One Watch call read by a thread that checks every event as it comes.
 
@@ -183,7 +171,7 @@ def python_wave(srv, rng, i):
 @pytest.mark.skipif(not os.access(BENCH, os.X_OK), reason=f"{BENCH} is not built")
 def test_stream_churn_with_a_running_feed_keeps_data_contiguous_and_exits_0_clean(
         tickfand, tmp_path):
-    san = sanitizer()
+    san = h.sanitizer()
     # Sanitizer builds are several times slower: a lower rate keeps the
     # same churn without starving the clients.
     rate = {"": 400, "address": 150}.get(san, 60)

@@ -392,3 +392,16 @@ def run_cli(args, timeout=20.0):
     except subprocess.TimeoutExpired as e:
         raise AssertionError(f"{args} did not finish within {timeout} s; "
                              f"stdout={e.stdout!r} stderr={e.stderr!r}") from None
+
+
+def sanitizer():
+    """The sanitizer the build under test was configured with ("" for none):
+    TICKFAN_SANITIZE from the build directory's CMakeCache.txt."""
+    try:
+        with open(os.path.join(BIN_DIR, "CMakeCache.txt")) as f:
+            for line in f:
+                if line.startswith("TICKFAN_SANITIZE:"):
+                    return line.split("=", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
