@@ -30,7 +30,8 @@ struct opt_def {
 static const struct opt_def opts[] = {
     {"config", OPT_STR, NULL, 0, 0, NULL, "TICKFAN_CONFIG", OFF(config_file),
      "INI file with any of these options (name = value) and [topic NAME] sections "
-     "(log-size, max-lag-bytes, overflow, heartbeat-ms); flags and environment override it"},
+     "(log-size, max-lag-bytes, max-lag-events, overflow, heartbeat-ms); flags and environment "
+     "override it"},
     {"listen", OPT_STR, "0.0.0.0:50051", 0, 0, NULL, "TICKFAN_LISTEN", OFF(listen),
      "gRPC listen address, HOST:PORT (port 0 picks a free port, logged at start)"},
     {"data-dir", OPT_STR, "tickfan-data", 0, 0, NULL, "TICKFAN_DATA_DIR", OFF(data_dir),
@@ -69,6 +70,11 @@ static const struct opt_def opts[] = {
     {"max-lag-bytes", OPT_SIZE, "0", 0, (int64_t)1 << 40, NULL, "TICKFAN_MAX_LAG_BYTES",
      OFF(max_lag_bytes),
      "lag budget per live subscriber, in log bytes behind the head (0 = half the topic log)"},
+    {"max-lag-events", OPT_INT, "100000", 0, (int64_t)1 << 40, NULL, "TICKFAN_MAX_LAG_EVENTS",
+     OFF(max_lag_events),
+     "lag budget per live subscriber, in events behind the head of its topic, matching its "
+     "filter or not (0 = no limit in events: the byte budget alone); over either budget the "
+     "overflow policy applies"},
     {"overflow", OPT_ENUM, "drop", 0, 0, "drop|conflate|disconnect", "TICKFAN_OVERFLOW",
      OFF(overflow), "default overflow policy for subscribers over their lag budget"},
     {"max-streams", OPT_INT, "100000", 1, 10000000, NULL, "TICKFAN_MAX_STREAMS", OFF(max_streams),
@@ -318,7 +324,8 @@ void config_usage(FILE *out)
                  "  --help     print this help and exit\n"
                  "  --version  print the version and exit\n\n"
                  "SIGHUP re-reads --config and applies log-level, heartbeat-ms, max-lag-bytes,\n"
-                 "overflow and the [topic NAME] settings of those; other changes are logged as\n"
+                 "max-lag-events, overflow and the [topic NAME] settings of those; other changes "
+                 "are logged as\n"
                  "needing a restart.\n\n"
                  "Exit codes: 0 clean shutdown (SIGTERM/SIGINT), 1 runtime failure,\n"
                  "2 bad option or value.\n");
@@ -331,6 +338,7 @@ static const struct {
 } topic_keys[] = {
     {"log-size", offsetof(struct topic_conf, log_size)},
     {"max-lag-bytes", offsetof(struct topic_conf, max_lag_bytes)},
+    {"max-lag-events", offsetof(struct topic_conf, max_lag_events)},
     {"overflow", offsetof(struct topic_conf, overflow)},
     {"heartbeat-ms", offsetof(struct topic_conf, heartbeat_ms)},
 };
@@ -359,7 +367,7 @@ static struct topic_conf *topic_conf_get(struct config *cfg, const char *name)
     cfg->topic_confs = grown;
     struct topic_conf *tc = &grown[cfg->ntopic_confs];
     memset(tc, 0, sizeof(*tc));
-    tc->log_size = tc->max_lag_bytes = tc->heartbeat_ms = -1;
+    tc->log_size = tc->max_lag_bytes = tc->max_lag_events = tc->heartbeat_ms = -1;
     tc->name = strdup(name);
     if (!tc->name)
         return NULL;
@@ -408,7 +416,7 @@ static int on_ini(void *user, const char *section, const char *name, const char 
         return fs->rc == 0;
     }
     snprintf(fs->err, fs->errlen,
-             "%s: '%s' cannot be set per topic (log-size, max-lag-bytes, overflow, "
+             "%s: '%s' cannot be set per topic (log-size, max-lag-bytes, max-lag-events, overflow, "
              "heartbeat-ms can)",
              where, name);
     fs->rc = -EINVAL;

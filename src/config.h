@@ -18,6 +18,7 @@ struct topic_conf {
     char *name;
     int64_t log_size;
     int64_t max_lag_bytes;
+    int64_t max_lag_events;
     int64_t heartbeat_ms;
     char *overflow;
 };
@@ -42,6 +43,7 @@ struct config {
     char *sync;
     int64_t sync_interval_ms;
     int64_t max_lag_bytes;
+    int64_t max_lag_events;
     char *overflow;
     int64_t sim_rate;
     char *sim_symbols;

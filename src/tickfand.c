@@ -81,7 +81,8 @@ static void reload(struct config *cfg, struct topics *topics, int argc, char **a
     }
     char changed[1024], topics_changed[1024], restart[1024] = "";
     config_changed(cfg, &next, changed, sizeof(changed));
-    static const char *const live[] = {"log-level", "heartbeat-ms", "max-lag-bytes", "overflow"};
+    static const char *const live[] = {"log-level", "heartbeat-ms", "max-lag-bytes",
+                                       "max-lag-events", "overflow"};
     /* everything else that changed needs a restart */
     for (char *name = strtok(changed, ","); name; name = strtok(NULL, ",")) {
         bool is_live = false;

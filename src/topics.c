@@ -37,6 +37,7 @@ void topics_init(struct topics *t)
     atomic_init(&t->refused, 0);
     pthread_mutex_init(&t->add_mu, NULL);
     t->def_max_lag_bytes = 0;
+    t->def_max_lag_events = 0;
     t->def_heartbeat_us = 5000000;
     t->def_overflow = 1;
     t->refused_rl = (struct log_ratelimit){.interval_us = 10000000, .burst = 5};
@@ -126,6 +127,7 @@ static int add_locked(struct topics *t, const char *name, size_t len,
     tp->index = n;
     tp->auto_created = auto_created;
     atomic_init(&tp->max_lag_bytes, t->def_max_lag_bytes);
+    atomic_init(&tp->max_lag_events, t->def_max_lag_events);
     atomic_init(&tp->heartbeat_us, t->def_heartbeat_us);
     atomic_init(&tp->overflow, t->def_overflow);
     int rc = open_log(tp, opts, err, errlen);
@@ -336,15 +338,18 @@ void topics_apply_settings(struct topics *t, const struct config *cfg, char *cha
     changed[0] = 0;
     pthread_mutex_lock(&t->add_mu);
     t->def_max_lag_bytes = cfg->max_lag_bytes;
+    t->def_max_lag_events = cfg->max_lag_events;
     t->def_heartbeat_us = cfg->heartbeat_ms * 1000;
     t->def_overflow = overflow_code(cfg->overflow);
     for (size_t i = 0, n = topics_count(t); i < n; i++) {
         struct topic *tp = t->items[i];
         const struct topic_conf *tc = section_of(cfg, tp->name);
         int64_t lag = tc && tc->max_lag_bytes >= 0 ? tc->max_lag_bytes : cfg->max_lag_bytes;
+        int64_t lag_ev = tc && tc->max_lag_events >= 0 ? tc->max_lag_events : cfg->max_lag_events;
         int64_t hb = (tc && tc->heartbeat_ms >= 0 ? tc->heartbeat_ms : cfg->heartbeat_ms) * 1000;
         int ov = overflow_code(tc && tc->overflow ? tc->overflow : cfg->overflow);
         set_if_changed(&tp->max_lag_bytes, lag, tp->name, "max-lag-bytes", changed, len);
+        set_if_changed(&tp->max_lag_events, lag_ev, tp->name, "max-lag-events", changed, len);
         set_if_changed(&tp->heartbeat_us, hb, tp->name, "heartbeat-ms", changed, len);
         if (atomic_exchange(&tp->overflow, ov) != ov) {
             size_t used = strlen(changed);

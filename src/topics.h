@@ -34,7 +34,8 @@ struct topic {
     bool auto_created;
     ringlog_t *log;
     /* settings SIGHUP may change; read by the shards where they are used */
-    _Atomic int64_t max_lag_bytes; /* 0: half the log */
+    _Atomic int64_t max_lag_bytes;  /* 0: half the log */
+    _Atomic int64_t max_lag_events; /* 0: no limit in events */
     _Atomic int64_t heartbeat_us;
     _Atomic int overflow; /* 1 drop, 2 conflate, 3 disconnect (OverflowPolicy) */
 };
@@ -60,7 +61,7 @@ struct topics {
     char *auto_data_dir;
     struct topics_options auto_opts;
     /* settings for topics created later, as topics_apply_settings last set (add_mu) */
-    int64_t def_max_lag_bytes, def_heartbeat_us;
+    int64_t def_max_lag_bytes, def_max_lag_events, def_heartbeat_us;
     int def_overflow;
     _Atomic uint64_t auto_created;   /* topics created because a feed named them */
     _Atomic uint64_t refused;        /* times a named topic could not be created */

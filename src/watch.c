@@ -34,6 +34,31 @@ static uint64_t lag_budget(const struct watch *w)
     return budget > cap / 4 * 3 ? cap / 4 * 3 : budget;
 }
 
+/* The topic's lag budget in events (0: none; SIGHUP may change it). */
+static uint64_t lag_budget_events(const struct watch *w)
+{
+    int64_t set = atomic_load_explicit(&w->topic->max_lag_events, memory_order_relaxed);
+    return set > 0 ? (uint64_t)set : 0;
+}
+
+/* How far behind the head the stream's read position is: records not read
+ * yet (matching or not) and their log bytes. */
+static void lag_of(const struct watch *w, uint64_t *events, uint64_t *bytes)
+{
+    ringlog_t *log = w->topic->log;
+    uint64_t head = ringlog_head_seq(log);
+    *events = head >= w->it.seq ? head - w->it.seq + 1 : 0;
+    *bytes = ringlog_head_pos(log) - w->it.pos;
+}
+
+/* Over either budget: more log bytes or more events behind the head. */
+static bool over_budget(const struct watch *w)
+{
+    uint64_t events, bytes, max_events = lag_budget_events(w);
+    lag_of(w, &events, &bytes);
+    return bytes > lag_budget(w) || (max_events && events > max_events);
+}
+
 static bool matches(const struct watch *w, const struct ringlog_view *v)
 {
     return v->type == RINGLOG_GAP || !w->has_filter ||
@@ -176,12 +201,17 @@ static void overflow(struct watch *w)
     struct cursor from = cursor_of(w);
     char text[CURSOR_TEXT_MAX];
     if (w->overflow == EVENTS__V1__OVERFLOW_POLICY__OVERFLOW_DISCONNECT) {
-        char msg[256];
+        char msg[384], events_budget[32] = "no limit";
+        uint64_t lag_events, lag_bytes, max_events = lag_budget_events(w);
+        lag_of(w, &lag_events, &lag_bytes);
+        if (max_events)
+            snprintf(events_budget, sizeof(events_budget), "%llu", (unsigned long long)max_events);
         cursor_format(from, text);
         snprintf(msg, sizeof(msg),
-                 "slow consumer: more than %lld bytes behind the head of topic '%s'; resume "
-                 "from cursor %s",
-                 (long long)lag_budget(w), w->topic->name, text);
+                 "slow consumer: %llu events (%llu bytes) behind the head of topic '%s', over "
+                 "its lag budget (%s events, %llu bytes); resume from cursor %s",
+                 (unsigned long long)lag_events, (unsigned long long)lag_bytes, w->topic->name,
+                 events_budget, (unsigned long long)lag_budget(w), text);
         log_info("msg=slow_consumer id=%llu topic=%s policy=disconnect cursor=%s",
                  (unsigned long long)w->id, w->topic->name, text);
         counter_add(&w->shard->ctr.slow[EVENTS__V1__OVERFLOW_POLICY__OVERFLOW_DISCONNECT], 1);
@@ -492,7 +522,7 @@ void watch_pump(struct watch *w)
     for (int budget = SCAN_BUDGET; budget > 0; budget--) {
         /* The lag budget is for live subscribers: one replaying the backlog
          * is behind by design, and only being lapped stops it. */
-        if (w->eob_sent && ringlog_head_pos(log) - w->it.pos > lag_budget(w)) {
+        if (w->eob_sent && over_budget(w)) {
             overflow(w);
             watch_pump(w);
             return;

@@ -1,7 +1,10 @@
 """Overflow: a live subscriber that stops reading falls behind its lag budget
 and, when it reads again, gets exactly what its policy says, with exact
 counts: DROP a Gap, CONFLATE a Gap then the latest value of every (kind, key)
-that changed, DISCONNECT RESOURCE_EXHAUSTED with the cursor to resume from."""
+that changed, DISCONNECT RESOURCE_EXHAUSTED with the cursor to resume from.
+The budget is in bytes (--max-lag-bytes) and in events (--max-lag-events);
+crossing either one applies the policy."""
+import signal
 import time
 
 import grpc
@@ -14,6 +17,12 @@ from tickfan_harness import Watch, cursor_parts, logfmt, pb, pb_grpc
 FLAGS = ("--sim-rate", "20000", "--log-size", "64M", "--max-lag-bytes", "256K",
          "--heartbeat-ms", "1000")
 STALL_S = 2.0
+
+
+# A byte budget far beyond what a 2 s stall builds up (~40,000 events, ~5 MB
+# of the 64 MiB log), so that only --max-lag-events can trigger the policy.
+EVENTS_FLAGS = ("--sim-rate", "20000", "--log-size", "64M", "--max-lag-bytes", "48M",
+                "--heartbeat-ms", "1000")
 
 
 def stalled_stream(srv, **fields):
@@ -157,3 +166,67 @@ def test_disconnect_ends_with_resource_exhausted_and_the_resume_cursor(tickfand)
     assert cursor == got[-1].cursor, (cursor, got[-1])
     assert not any(ev.WhichOneof("payload") == "gap" for ev in got)
     assert slow_consumer_lines(srv, "disconnect")
+
+
+def check_drop_gap(srv, before, events):
+    """The Gap of a DROP stream is exact; returns it."""
+    pre, gap, post = split_at_gap(events)
+    data_pre = [ev.data.seq for ev in before + pre if ev.WhichOneof("payload") == "data"]
+    data_post = [ev.data.seq for ev in post if ev.WhichOneof("payload") == "data"]
+    assert gap.gap.reason == pb.GAP_SLOW_CONSUMER
+    assert data_post[0] - data_pre[-1] - 1 == gap.gap.missed, (data_pre[-1], data_post[0], gap)
+    assert data_post == list(range(data_post[0], data_post[0] + len(data_post)))
+    return gap.gap
+
+
+def test_the_events_budget_is_per_topic_and_sighup_turns_it_on(tickfand, tmp_path):
+    conf = tmp_path / "t.ini"
+    conf.write_text("[topic sim]\nmax-lag-events = 0\n")
+    srv = tickfand(*EVENTS_FLAGS, "--config", str(conf))
+    # 0: no limit in events, and the byte budget is far away: a 2 s stall
+    # (~40,000 events behind) costs nothing, every event arrives in order
+    before, call, ch = stalled_stream(srv, overflow=pb.OVERFLOW_DROP)
+    seqs = [ev.data.seq for ev in before if ev.WhichOneof("payload") == "data"]
+    for ev in call:
+        kind = ev.WhichOneof("payload")
+        assert kind != "gap", ev
+        if kind == "data":
+            seqs.append(ev.data.seq)
+            if len(seqs) >= 60000:
+                break
+    call.cancel()
+    ch.close()
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    assert not slow_consumer_lines(srv, "drop")
+    # 2,000 events for this topic, live
+    conf.write_text("[topic sim]\nmax-lag-events = 2000\n")
+    mark = srv.mark()
+    srv.signal(signal.SIGHUP)
+    fields, _ = srv.wait_event("reloaded", since=mark)
+    assert "topic.sim.max-lag-events" in fields["changed"], fields
+    before, call, ch = stalled_stream(srv, overflow=pb.OVERFLOW_DROP)
+    events = read_until_data_after_gap(call)
+    call.cancel()
+    ch.close()
+    gap = check_drop_gap(srv, before, events)
+    assert gap.missed > 2000, gap  # unfiltered: the events behind, all skipped
+    logged = slow_consumer_lines(srv, "drop")
+    assert [int(x["missed"]) for x in logged] == [gap.missed], logged
+
+
+def test_the_events_budget_disconnect_names_the_budget_and_the_cursor(tickfand):
+    srv = tickfand(*EVENTS_FLAGS, "--max-lag-events", "2000")
+    before, call, ch = stalled_stream(srv, overflow=pb.OVERFLOW_DISCONNECT)
+    got = list(before)
+    try:
+        for ev in call:
+            got.append(ev)
+        raise AssertionError("the stream ended without a status")
+    except grpc.RpcError as e:
+        assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e
+        cursor = dict(e.trailing_metadata() or ()).get("tickfan-cursor")
+        assert cursor and cursor in e.details(), e.details()
+        assert "over its lag budget (2000 events" in e.details(), e.details()
+    finally:
+        ch.close()
+    assert cursor == got[-1].cursor, (cursor, got[-1])

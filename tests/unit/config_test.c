@@ -129,7 +129,8 @@ static const char *write_file(const char *text)
 static void config_file_sets_options_and_topic_sections(void **state)
 {
     const char *path = write_file("# comment\nheartbeat-ms = 700\ntopic = a\ntopic = b\n\n"
-                                  "[topic fast]\nlog-size = 128K\noverflow = conflate\n");
+                                  "[topic fast]\nlog-size = 128K\noverflow = conflate\n"
+                                  "max-lag-events = 500\n");
     char *argv[] = {"tickfand", "--config", (char *)path, NULL};
     struct config cfg;
     char err[256];
@@ -142,6 +143,8 @@ static void config_file_sets_options_and_topic_sections(void **state)
     assert_int_equal(cfg.topic_confs[0].log_size, 128 * 1024);
     assert_string_equal(cfg.topic_confs[0].overflow, "conflate");
     assert_int_equal(cfg.topic_confs[0].max_lag_bytes, -1); /* inherits */
+    assert_int_equal(cfg.topic_confs[0].max_lag_events, 500);
+    assert_int_equal(cfg.max_lag_events, 100000); /* the documented default */
     config_free(&cfg);
     unlink(path);
 }
