@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# Runs the three standard tickfan-bench measurements against a freshly
-# started tickfand, server pinned to CPU 0 and load generator to CPU 1:
-#   a) one stream, simulator unthrottled (--sim-rate 200000)
-#   b) 1,000 streams over 8 connections, --sim-rate 200 (200,000 deliveries/s)
+# Runs the three standard tickfan-bench measurements of tickfand alone,
+# server pinned to CPU 0 (default --shards) and load generator to CPU 1, fed
+# the way perf/run feeds it: no simulator; tickfan-bench sends 100-byte ticks
+# to the server's UDP feed on a fixed schedule (--feed/--rate), stamped with
+# their scheduled time, so latency is corrected for coordinated omission:
+#   a) one stream, the feed at A_RATE ticks/s (default 100000)
+#   b) 1,000 streams over 8 connections, 200 ticks/s (200,000 deliveries/s)
 #   c) server VmRSS with 10,000 idle streams over 16 connections
+# For comparisons with the grpc-go peer use perf/run, which runs these and
+# more against both servers.
 # Usage: perf/bench/measure.sh [BUILD_DIR] [OUT_DIR]
 # (defaults: build, perf/results/tmp/<UTC time>). Each run leaves its JSON
 # and the server log in OUT_DIR; a summary goes to stdout.
-# Environment: TICKFAND (server binary, default BUILD_DIR/tickfand), A_RATE
-# (simulator rate of run a, default 200000), TICKFAN_BENCH_PORT.
+# Environment: TICKFAND (server binary, default BUILD_DIR/tickfand), A_RATE,
+# TICKFAN_BENCH_PORT (gRPC port, default 50151).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -40,13 +45,20 @@ stop_server() {
 }
 trap stop_server EXIT
 
-# start_server NAME FLAGS...: a fresh data dir, CPU 0, waits for "listening".
+free_udp_port() {
+  python3 -c 'import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# start_server NAME FLAGS...: a fresh data dir, topic "bench" fed on a fresh
+# UDP port (sets feed), CPU 0, waits for "listening".
 start_server() {
   local name=$1
   shift
   rm -rf "$out/$name.data"
-  taskset -c 0 "$tickfand" --listen "127.0.0.1:$port" --data-dir "$out/$name.data" "$@" \
-    >"$out/$name.server.log" 2>&1 &
+  feed=udp://127.0.0.1:$(free_udp_port)
+  taskset -c 0 "$tickfand" --listen "127.0.0.1:$port" --data-dir "$out/$name.data" \
+    --topic bench --feed "$feed" --udp-rcvbuf 32M "$@" >"$out/$name.server.log" 2>&1 &
   server_pid=$!
   for _ in $(seq 100); do
     grep -q "msg=listening" "$out/$name.server.log" && return 0
@@ -64,29 +76,28 @@ run_bench() {
   local name=$1
   shift
   echo "\$ taskset -c 1 tickfan-bench $*" | tee "$out/$name.bench.txt"
-  taskset -c 1 "$bench" --server "127.0.0.1:$port" --json "$out/$name.json" "$@" \
+  taskset -c 1 "$bench" --server "127.0.0.1:$port" --topic bench --json "$out/$name.json" "$@" \
     | tee -a "$out/$name.bench.txt" || true
 }
 
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)  ($(nproc) CPUs, $(uname -r))"
 
-# a) one stream, unthrottled simulator: what ingest + one stream can do
-start_server a --shards 1 --sim-rate "${A_RATE:-200000}"
-sleep 1
-run_bench a --streams 1 --duration 10
+# a) one stream, the feed at A_RATE ticks/s
+start_server a
+run_bench a --streams 1 --duration 10 --feed "$feed" --rate "${A_RATE:-100000}"
 stop_server
 
-# b) 1,000 streams x 200 events/s over 8 connections
-start_server b --shards 1 --sim-rate 200
-sleep 1
-run_bench b --streams 1000 --connections 8 --threads 1 --duration 15
+# b) 1,000 streams x 200 ticks/s over 8 connections
+start_server b
+run_bench b --streams 1000 --connections 8 --threads 1 --duration 15 --feed "$feed" --rate 200
 stop_server
 
-# c) server memory per idle stream: 10,000 streams on a quiet topic
-start_server c --shards 1 --sim-rate 1
-sleep 2
+# c) server memory per idle stream: 10,000 streams filtered to a key that
+#    never comes (heartbeats only)
+start_server c
+sleep 1
 before=$(rss_kib)
-run_bench c --streams 10000 --connections 16 --threads 1 --duration 20 &
+run_bench c --streams 10000 --connections 16 --threads 1 --duration 20 --keys NONE &
 bench_pid=$!
 sleep 15
 during=$(rss_kib)
