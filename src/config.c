@@ -324,9 +324,8 @@ void config_usage(FILE *out)
                  "  --help     print this help and exit\n"
                  "  --version  print the version and exit\n\n"
                  "SIGHUP re-reads --config and applies log-level, heartbeat-ms, max-lag-bytes,\n"
-                 "max-lag-events, overflow and the [topic NAME] settings of those; other changes "
-                 "are logged as\n"
-                 "needing a restart.\n\n"
+                 "max-lag-events, overflow and the [topic NAME] settings of those; other\n"
+                 "changes are logged as needing a restart.\n\n"
                  "Exit codes: 0 clean shutdown (SIGTERM/SIGINT), 1 runtime failure,\n"
                  "2 bad option or value.\n");
 }

@@ -201,17 +201,29 @@ static void overflow(struct watch *w)
     struct cursor from = cursor_of(w);
     char text[CURSOR_TEXT_MAX];
     if (w->overflow == EVENTS__V1__OVERFLOW_POLICY__OVERFLOW_DISCONNECT) {
-        char msg[384], events_budget[32] = "no limit";
-        uint64_t lag_events, lag_bytes, max_events = lag_budget_events(w);
+        char msg[384];
+        uint64_t lag_events, lag_bytes, max_events = lag_budget_events(w),
+                                        max_bytes = lag_budget(w);
         lag_of(w, &lag_events, &lag_bytes);
-        if (max_events)
-            snprintf(events_budget, sizeof(events_budget), "%llu", (unsigned long long)max_events);
         cursor_format(from, text);
-        snprintf(msg, sizeof(msg),
-                 "slow consumer: %llu events (%llu bytes) behind the head of topic '%s', over "
-                 "its lag budget (%s events, %llu bytes); resume from cursor %s",
-                 (unsigned long long)lag_events, (unsigned long long)lag_bytes, w->topic->name,
-                 events_budget, (unsigned long long)lag_budget(w), text);
+        /* name the budget crossed; neither: lapped while replaying */
+        if (max_events && lag_events > max_events)
+            snprintf(msg, sizeof(msg),
+                     "slow consumer: %llu events behind the head of topic '%s', over its lag "
+                     "budget of %llu events; resume from cursor %s",
+                     (unsigned long long)lag_events, w->topic->name, (unsigned long long)max_events,
+                     text);
+        else if (lag_bytes > max_bytes)
+            snprintf(msg, sizeof(msg),
+                     "slow consumer: %llu bytes of log behind the head of topic '%s', over its "
+                     "lag budget of %llu bytes; resume from cursor %s",
+                     (unsigned long long)lag_bytes, w->topic->name, (unsigned long long)max_bytes,
+                     text);
+        else
+            snprintf(msg, sizeof(msg),
+                     "slow consumer: the log of topic '%s' overwrote events before they were "
+                     "read (retention); resume from cursor %s",
+                     w->topic->name, text);
         log_info("msg=slow_consumer id=%llu topic=%s policy=disconnect cursor=%s",
                  (unsigned long long)w->id, w->topic->name, text);
         counter_add(&w->shard->ctr.slow[EVENTS__V1__OVERFLOW_POLICY__OVERFLOW_DISCONNECT], 1);

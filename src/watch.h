@@ -61,7 +61,7 @@ struct watch {
     /* status to send once the send in flight completes */
     bool end_pending;
     grpc_status_code end_code;
-    char end_details[256];
+    char end_details[384]; /* the status message, as long as overflow() makes */
     const char *end_md_key;
     char end_md_value[CURSOR_TEXT_MAX];
 

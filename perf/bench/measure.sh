@@ -26,6 +26,12 @@ port=${TICKFAN_BENCH_PORT:-50151}
 for f in "$tickfand" "$bench"; do
   [[ -x $f ]] || { echo "measure.sh: $f is not built" >&2; exit 2; }
 done
+command -v python3 >/dev/null || { echo "measure.sh: needs python3 (to pick free UDP ports)" >&2; exit 2; }
+rmem_max=$(cat /proc/sys/net/core/rmem_max 2>/dev/null || echo 0)
+if ((rmem_max < 32 * 1024 * 1024)); then
+  echo "measure.sh: net.core.rmem_max $rmem_max caps the 32 MiB feed buffer; at high rates the" \
+    "kernel may drop feed datagrams (perf/run raises it for its runs)" >&2
+fi
 
 server_pid=
 stop_server() {
