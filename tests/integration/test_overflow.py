@@ -149,9 +149,12 @@ def test_conflate_with_a_kinds_filter_counts_and_conflates_only_matching_events(
     assert 0 < gap.gap.missed < skipped_topic, (gap.gap.missed, skipped_topic)
 
 
-def test_disconnect_ends_with_resource_exhausted_and_the_resume_cursor(tickfand):
-    srv = tickfand(*FLAGS)
-    before, call, ch = stalled_stream(srv, overflow=pb.OVERFLOW_DISCONNECT)
+def read_to_disconnect(srv, **fields):
+    """A stalled stream read until its status, which must be
+    RESOURCE_EXHAUSTED with the tickfan-cursor trailer, that cursor in the
+    message, and be the cursor of the last event delivered (resuming from it
+    loses nothing). Returns (events, status message)."""
+    before, call, ch = stalled_stream(srv, **fields)
     got = list(before)
     try:
         for ev in call:
@@ -162,10 +165,17 @@ def test_disconnect_ends_with_resource_exhausted_and_the_resume_cursor(tickfand)
         trailers = dict(e.trailing_metadata() or ())
         cursor = trailers.get("tickfan-cursor")
         assert cursor and cursor in e.details(), (e.details(), trailers)
+        details = e.details()
     finally:
         ch.close()
-    # the cursor is that of the last event delivered: resuming loses nothing
     assert cursor == got[-1].cursor, (cursor, got[-1])
+    return got, details
+
+
+def test_disconnect_ends_with_resource_exhausted_and_the_resume_cursor(tickfand):
+    srv = tickfand(*FLAGS)
+    got, details = read_to_disconnect(srv, overflow=pb.OVERFLOW_DISCONNECT)
+    assert "over its lag budget of 262144 bytes" in details, details
     assert not any(ev.WhichOneof("payload") == "gap" for ev in got)
     assert slow_consumer_lines(srv, "disconnect")
 
@@ -220,19 +230,7 @@ def test_the_events_budget_is_per_topic_and_live_on_sighup(tickfand, tmp_path):
 
 def test_the_events_budget_disconnect_names_the_budget_and_the_cursor(tickfand):
     srv = tickfand(*EVENTS_FLAGS, "--max-lag-events", "2000")
-    before, call, ch = stalled_stream(srv, overflow=pb.OVERFLOW_DISCONNECT)
-    got = list(before)
-    try:
-        for ev in call:
-            got.append(ev)
-        raise AssertionError("the stream ended without a status")
-    except grpc.RpcError as e:
-        assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e
-        cursor = dict(e.trailing_metadata() or ()).get("tickfan-cursor")
-        assert cursor and cursor in e.details(), e.details()
-        m = re.match(r"slow consumer: (\d+) events behind the head of topic 'sim', over its "
-                     r"lag budget of 2000 events;", e.details())
-        assert m and int(m.group(1)) > 2000, e.details()
-    finally:
-        ch.close()
-    assert cursor == got[-1].cursor, (cursor, got[-1])
+    _, details = read_to_disconnect(srv, overflow=pb.OVERFLOW_DISCONNECT)
+    m = re.match(r"slow consumer: (\d+) events behind the head of topic 'sim', over its "
+                 r"lag budget of 2000 events;", details)
+    assert m and int(m.group(1)) > 2000, details
