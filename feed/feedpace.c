@@ -6,20 +6,6 @@
 #include <errno.h>
 #include <time.h>
 
-int64_t feedpace_mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-int64_t feedpace_real_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 int64_t feedpace_due_ns(int64_t start_ns, uint64_t rate, uint64_t i)
 {
     if (rate == 0)

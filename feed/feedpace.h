@@ -3,15 +3,15 @@
  *
  * A schedule of `rate` events per second gives event i the absolute
  * deadline start + i / rate: a sender that falls behind catches up in a
- * burst instead of drifting. Pure functions and a sleep; any thread.
+ * burst instead of drifting. Pure functions and a sleep; any thread. The
+ * clocks are the core's (log.h).
  */
 #ifndef TICKFAN_FEEDPACE_H
 #define TICKFAN_FEEDPACE_H
 
 #include <stdint.h>
 
-int64_t feedpace_mono_ns(void);
-int64_t feedpace_real_us(void);
+#include "log.h" /* the clocks: log_now_mono_ns(), log_now_unix_us() */
 
 /* Deadline of event i (0-based) at `rate` per second from start_ns; with
  * rate 0 (as fast as possible) every event is due at start_ns. */

@@ -166,7 +166,7 @@ struct ingest {
  * binary-search it. */
 static int64_t ingest_now_us(struct ingest *in)
 {
-    int64_t now = log_now_unix_ns() / 1000;
+    int64_t now = log_now_unix_us();
     if (now < in->last_ingest_us)
         now = in->last_ingest_us;
     in->last_ingest_us = now;
@@ -268,7 +268,7 @@ static void reject(struct source *s, enum feedframe_error why)
     count(s, rejected, 1);
     counter_add(&s->in->reasons[why], 1);
     uint64_t suppressed;
-    if (log_ratelimit_allow(&s->rl, log_now_mono_ns() / 1000, &suppressed))
+    if (log_ratelimit_allow(&s->rl, log_now_mono_us(), &suppressed))
         log_warn("msg=feed_reject source=\"%s\" reason=%s offset=%llu suppressed=%llu", s->spec,
                  feedframe_reason(why), (unsigned long long)s->offset,
                  (unsigned long long)suppressed);
@@ -299,7 +299,7 @@ static void handle_frame(struct source *s, const struct feedframe *f)
     if (!t) {
         count(s, unknown_topic, 1);
         uint64_t suppressed;
-        if (log_ratelimit_allow(&in->unknown_rl, log_now_mono_ns() / 1000, &suppressed))
+        if (log_ratelimit_allow(&in->unknown_rl, log_now_mono_us(), &suppressed))
             log_warn("msg=feed_unknown_topic source=\"%s\" offset=%llu topic=%.*s reason=\"%s\" "
                      "suppressed=%llu",
                      s->spec, (unsigned long long)s->offset, (int)f->topic_len, f->topic,
@@ -730,7 +730,7 @@ static void udp_overflow(struct source *s, const struct cmsghdr *c)
     if (drops > s->last_ovfl) {
         count(s, rxq_ovfl, drops - s->last_ovfl);
         uint64_t suppressed;
-        if (log_ratelimit_allow(&s->rl, log_now_mono_ns() / 1000, &suppressed))
+        if (log_ratelimit_allow(&s->rl, log_now_mono_us(), &suppressed))
             log_warn("msg=udp_overflow source=\"%s\" dropped_total=%u suppressed=%llu", s->spec,
                      drops, (unsigned long long)suppressed);
     }
@@ -830,7 +830,7 @@ static void tcp_connected(struct ingest *in, struct source *s, int res)
     s->connecting = false;
     if (res) {
         uint64_t suppressed;
-        if (log_ratelimit_allow(&s->rl, log_now_mono_ns() / 1000, &suppressed))
+        if (log_ratelimit_allow(&s->rl, log_now_mono_us(), &suppressed))
             log_warn("msg=feed_connect_failed source=\"%s\" error=\"%s\" retry_ms=%lld", s->spec,
                      strerror(-res), (long long)(s->backoff_ms ? s->backoff_ms * 2 : 100));
         close(s->fd);
@@ -1062,7 +1062,7 @@ static void uring_complete(struct ingest *in, struct io_uring_cqe *cqe)
             s->multishot = false;
         } else if (res < 0 && res != -ENOBUFS) {
             uint64_t suppressed; /* re-armed below: a lasting error must not flood the log */
-            if (log_ratelimit_allow(&s->rl, log_now_mono_ns() / 1000, &suppressed))
+            if (log_ratelimit_allow(&s->rl, log_now_mono_us(), &suppressed))
                 log_warn("msg=udp_receive_error source=\"%s\" error=\"%s\" suppressed=%llu",
                          s->spec, strerror(-res), (unsigned long long)suppressed);
         }

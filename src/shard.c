@@ -444,16 +444,13 @@ static bool wake_topics(struct shard *sh)
     return moved;
 }
 
-/* Did a topic that some stream here waits for move? Also says, through
- * *waiting, whether any stream waits at all. */
-static bool heads_moved(const struct shard *sh, bool *waiting)
+/* Did a topic that some stream here waits for move? */
+static bool heads_moved(const struct shard *sh)
 {
     const struct topics *topics = sh->srv->topics;
-    *waiting = false;
     for (size_t i = 0, n = topics_count(topics); i < n; i++) {
         if (!sh->waiting[i])
             continue;
-        *waiting = true;
         if (ringlog_head_pos(topics->items[i]->log) != sh->seen_head[i])
             return true;
     }
@@ -545,8 +542,7 @@ static void *shard_main(void *p)
         }
         atomic_thread_fence(memory_order_seq_cst);
         gpr_timespec deadline;
-        bool any_waiting;
-        if (sh->ready || heads_moved(sh, &any_waiting) || atomic_load(&sh->inbox) ||
+        if (sh->ready || heads_moved(sh) || atomic_load(&sh->inbox) ||
             (!sh->drain_seen && atomic_load(&srv->draining)))
             deadline = gpr_time_0(GPR_CLOCK_MONOTONIC);
         else

@@ -228,7 +228,8 @@ struct topic *topics_find_or_create(struct topics *t, const char *name, size_t l
         *err = 0;
         if (atomic_load_explicit(&t->count, memory_order_relaxed) != before) {
             atomic_fetch_add_explicit(&t->auto_created, 1, memory_order_relaxed);
-            log_info("msg=topic_created topic=%s reason=\"auto-create: named by a feed\"",
+            log_info("msg=topic_created topic=%s reason=\"auto-create: named by a feed frame or a "
+                     "Publish record\"",
                      tp->name);
         }
     }
