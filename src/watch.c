@@ -289,20 +289,55 @@ static void overflow(struct watch *w)
     }
 }
 
+/* Moves `it` to the oldest record the log holds (it may move on under us). */
+static void seek_oldest(ringlog_t *log, struct ringlog_iter *it)
+{
+    for (int i = 0; i < 64; i++)
+        if (ringlog_seek(log, ringlog_first_seq(log), it) == 0)
+            return;
+    ringlog_seek_head(log, it);
+}
+
+/* Ends the stream with OUT_OF_RANGE: cursor `c` is older than the log
+ * retains (`why` says how), naming the earliest cursor, where `w` is left. */
+static void refuse_cursor(struct watch *w, struct cursor c, const char *why)
+{
+    char msg[400], text[CURSOR_TEXT_MAX], earliest_text[CURSOR_TEXT_MAX];
+    seek_oldest(w->topic->log, &w->it);
+    cursor_format(cursor_of(w), earliest_text);
+    cursor_format(c, text);
+    snprintf(msg, sizeof(msg), "cursor %s of topic '%s' %s; earliest available cursor is %s", text,
+             w->topic->name, why, earliest_text);
+    finish(w, GRPC_STATUS_OUT_OF_RANGE, msg, "tickfan-earliest-cursor", earliest_text);
+}
+
 /* Lapped while replaying the backlog: the records it had not read yet are
  * gone from the log (retention), not skipped for being slow. Tell it and go on
- * from the oldest record left; a DISCONNECT subscriber is ended instead. */
+ * from the oldest record left; a DISCONNECT subscriber is ended instead.
+ * Before its first event the request decides, as if it had come a moment
+ * later: a cursor without allow_gap is refused (OUT_OF_RANGE), and a start
+ * position starts again from the oldest record left, with nothing to tell. */
 static void lapped_in_backlog(struct watch *w)
 {
+    ringlog_t *log = w->topic->log;
+    struct cursor from = cursor_of(w);
+    if (!w->md_sent && w->start == WATCH_START_CURSOR) {
+        log_info("msg=lapped_before_first_event id=%llu topic=%s", (unsigned long long)w->id,
+                 w->topic->name);
+        refuse_cursor(w, from, "was overwritten before the stream could read on from it");
+        return;
+    }
+    if (!w->md_sent && w->start == WATCH_START_POSITION) {
+        seek_oldest(log, &w->it);
+        log_info("msg=lapped_before_first_event id=%llu topic=%s", (unsigned long long)w->id,
+                 w->topic->name);
+        return;
+    }
     if (w->overflow == EVENTS__V1__OVERFLOW_POLICY__OVERFLOW_DISCONNECT) {
         overflow(w);
         return;
     }
-    ringlog_t *log = w->topic->log;
-    struct cursor from = cursor_of(w);
-    for (int i = 0; i < 64; i++)
-        if (ringlog_seek(log, ringlog_first_seq(log), &w->it) == 0)
-            break;
+    seek_oldest(log, &w->it);
     uint64_t missed = w->it.seq > from.seq + 1 ? w->it.seq - from.seq - 1 : 0;
     w->dropped += missed;
     counter_add(&w->shard->ctr.dropped_events, missed);
@@ -669,10 +704,11 @@ static bool position(struct watch *w, const Events__V1__WatchRequest *req)
 {
     ringlog_t *log = w->topic->log;
     uint64_t epoch = ringlog_epoch(log);
-    char msg[400], text[CURSOR_TEXT_MAX], earliest_text[CURSOR_TEXT_MAX];
+    char msg[400];
 
     if (req->cursor && req->cursor[0]) {
         counter_add(&w->shard->ctr.resumes, 1);
+        w->start = req->allow_gap ? WATCH_START_CURSOR_GAP : WATCH_START_CURSOR;
         size_t len = strlen(req->cursor);
         struct cursor c;
         if (cursor_parse(req->cursor, len, &c) != 0) {
@@ -681,40 +717,30 @@ static bool position(struct watch *w, const Events__V1__WatchRequest *req)
             return false;
         }
         const char *why = NULL;
-        uint64_t missed = 0;
-        if (c.epoch != epoch) {
+        if (c.epoch != epoch)
             why = "is from another epoch of the topic's log (the log was recreated)";
-        } else if (c.seq > ringlog_head_seq(log)) {
+        else if (c.seq > ringlog_head_seq(log))
             why = "is ahead of the topic's log";
-        } else if (ringlog_seek(log, c.seq + 1, &w->it) != 0) {
+        else if (ringlog_seek(log, c.seq + 1, &w->it) != 0)
             why = "is older than what the topic retains";
-            uint64_t first = ringlog_first_seq(log);
-            missed = first > c.seq + 1 ? first - (c.seq + 1) : 0;
-        } else {
+        else
             return true;
-        }
-        /* the earliest position that can be resumed from */
-        for (int i = 0; i < 64; i++)
-            if (ringlog_seek(log, ringlog_first_seq(log), &w->it) == 0)
-                break;
-        cursor_format(cursor_of(w), earliest_text);
         if (req->allow_gap && (c.epoch != epoch || c.seq <= ringlog_head_seq(log))) {
+            seek_oldest(log, &w->it);
+            /* from the same epoch, exactly the records between; from another,
+             * unknown (0) */
+            uint64_t missed =
+                c.epoch == epoch && w->it.seq > c.seq + 1 ? w->it.seq - (c.seq + 1) : 0;
             w->pending = wire_gap(cursor_of(w), missed, EVENTS__V1__GAP_REASON__GAP_RETENTION, c);
             return true;
         }
-        cursor_format(c, text);
-        snprintf(msg, sizeof(msg), "cursor %s of topic '%s' %s; earliest available cursor is %s",
-                 text, w->topic->name, why, earliest_text);
-        finish(w, GRPC_STATUS_OUT_OF_RANGE, msg, "tickfan-earliest-cursor", earliest_text);
+        refuse_cursor(w, c, why);
         return false;
     }
 
     switch (req->start) {
     case EVENTS__V1__START_POSITION__START_EARLIEST:
-        for (int i = 0; i < 64; i++)
-            if (ringlog_seek(log, ringlog_first_seq(log), &w->it) == 0)
-                return true;
-        ringlog_seek_head(log, &w->it);
+        seek_oldest(log, &w->it);
         return true;
     case EVENTS__V1__START_POSITION__START_LIVE:
         ringlog_seek_head(log, &w->it);

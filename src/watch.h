@@ -21,6 +21,14 @@
 #include "shard.h"
 #include "topics.h"
 
+/* How a stream was positioned: decides what a lap before its first event
+ * means (see lapped_in_backlog in watch.c). */
+enum {
+    WATCH_START_POSITION = 0, /* no cursor: START_EARLIEST, _LIVE or _AT_TIME */
+    WATCH_START_CURSOR,       /* a cursor, no gap allowed */
+    WATCH_START_CURSOR_GAP,   /* a cursor with allow_gap */
+};
+
 struct watch {
     /* shard bookkeeping */
     struct watch *prev, *next;   /* all watches of the shard */
@@ -35,6 +43,7 @@ struct watch {
     bool has_filter;
     struct ringlog_iter it;
     uint64_t backlog_end; /* head seq when positioned: EndOfBacklog once past it */
+    int start;            /* WATCH_START_*: what the request asked to start from */
     int overflow;         /* Events__V1__OverflowPolicy, never DEFAULT */
 
     int refs; /* operations in flight */

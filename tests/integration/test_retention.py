@@ -120,3 +120,60 @@ def test_start_earliest_on_a_wrapped_log_replays_from_the_oldest_retained_event(
         read_contiguous(w, 200, first.data.seq + 1, f"replay from seq {first.data.seq}")
     finally:
         w.cancel()
+
+
+# Fast enough that the oldest event is evicted every ~50 us: a cursor just
+# inside the log when the request arrives is often overwritten before the
+# stream reads on from it.
+RACE_FLAGS = ("--log-size", "64K", "--sim-rate", "20000")
+
+
+def test_a_cursor_overwritten_before_the_first_event_is_refused_never_gapped(tickfand):
+    """A resume without allow_gap starts exactly after its cursor or is
+    refused with OUT_OF_RANGE, however the writer races it: a Gap is only for
+    requests that allow one. A START_EARLIEST stream raced the same way starts
+    at the oldest event left, with nothing to tell."""
+    srv = tickfand(*RACE_FLAGS)
+    stub = srv.stub()
+    epoch, stale, ended = wait_until_stale(stub)
+    since = srv.mark()
+    outcomes = {"data": 0, "out_of_range": 0}
+    deadline = time.monotonic() + 4
+    attempt = 0
+    while time.monotonic() < deadline:
+        attempt += 1
+        # the earliest cursor now, then one a few events later: one of them
+        # is usually overwritten around the time the stream reads on from it
+        _, e_seq = check_out_of_range(ended, epoch)
+        cursor = make_cursor(epoch, e_seq + attempt % 24)
+        w = Watch(stub, topic="sim", cursor=cursor)
+        try:
+            ev = w.next()
+            assert ev.WhichOneof("payload") == "data", \
+                f"attempt {attempt}: a resume from {cursor} without allow_gap began with {ev}"
+            assert ev.data.seq == cursor_parts(cursor)[1] + 1, (cursor, ev)
+            outcomes["data"] += 1
+        except StreamEnded as e:
+            check_out_of_range(e, epoch)
+            outcomes["out_of_range"] += 1
+            ended = e
+        finally:
+            w.cancel()
+        if outcomes["data"] and attempt % 2:
+            w = Watch(stub, topic="sim")  # START_EARLIEST
+            try:
+                ev = w.next()
+                assert ev.WhichOneof("payload") == "data", \
+                    f"a replay from the oldest retained event began with {ev}"
+            finally:
+                w.cancel()
+        w = Watch(stub, topic="sim", cursor=stale)
+        try:
+            w.next()
+        except StreamEnded as e:
+            ended = e
+        finally:
+            w.cancel()
+    races = sum("msg=lapped_before_first_event" in line for line in srv.lines[since:])
+    print(f"{attempt} resumes: {outcomes}; overwritten before the first event: {races}")
+    assert outcomes["data"] > 0 and outcomes["out_of_range"] > 0, outcomes
