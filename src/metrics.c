@@ -150,7 +150,8 @@ void metrics_render(FILE *out, struct server *srv, struct topics *topics, ingest
                     (unsigned long long)cum);
     }
     fprintf(out, "tickfan_subscriber_lag_bytes_count %llu\n", (unsigned long long)cum);
-    fprintf(out, "tickfan_subscriber_lag_bytes_sum 0\n");
+    fprintf(out, "tickfan_subscriber_lag_bytes_sum %llu\n",
+            (unsigned long long)SHARD_SUM(srv, lag_sum));
 
     if (mallctl) {
         uint64_t epoch = 1;

@@ -508,7 +508,7 @@ static void *shard_main(void *p)
         run_ready(sh);
         int64_t now = log_now_mono_us();
         if (now >= sh->next_tick_us) {
-            uint64_t lag[SHARD_LAG_BUCKETS] = {0};
+            uint64_t lag[SHARD_LAG_BUCKETS] = {0}, lag_sum = 0;
             for (struct watch *w = sh->all; w; w = w->next) {
                 watch_tick(w, now);
                 if (w->topic && w->eob_sent) {
@@ -517,10 +517,12 @@ static void *shard_main(void *p)
                     while (behind > shard_lag_bounds[b])
                         b++;
                     lag[b]++;
+                    lag_sum += behind;
                 }
             }
             for (size_t b = 0; b < SHARD_LAG_BUCKETS; b++)
                 atomic_store_explicit(&sh->ctr.lag[b], lag[b], memory_order_relaxed);
+            atomic_store_explicit(&sh->ctr.lag_sum, lag_sum, memory_order_relaxed);
             admin_tick(sh, now);
             sh->tick_us = shard_tick_us(srv); /* SIGHUP may change a cadence */
             sh->next_tick_us = now + sh->tick_us;

@@ -102,6 +102,7 @@ struct shard_counters {
     counter_t slow[4];                /* slow-consumer episodes by OverflowPolicy (1..3) */
     counter_t status[17];             /* statuses Watch ended with, by code */
     counter_t lag[SHARD_LAG_BUCKETS]; /* live streams per lag bucket, as of the last tick */
+    counter_t lag_sum;                /* their lag in bytes, summed, as of the last tick */
 };
 
 /* One stream as the admin view shows it (copied at a shard tick). */

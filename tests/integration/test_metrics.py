@@ -6,7 +6,7 @@ import urllib.request
 import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from tickfan_harness import Watch, expect_status, pb
+from tickfan_harness import Watch, expect_status, pb, pb_grpc
 
 
 def scrape(srv):
@@ -54,6 +54,30 @@ def test_metrics_parse_and_count_streams_resumes_statuses_and_ingest(tickfand):
     assert value(after, "tickfan_subscriber_lag_bytes_count") >= 2
     for x in (w, w2, wq):
         x.cancel()
+
+
+def test_lag_histogram_places_a_stalled_subscriber_and_sums_its_lag(tickfand):
+    # 2,000 events/s: a 2 s stall leaves ~500 KB of log unread, beyond the
+    # client's 64 KiB window (BDP probing off) and far inside both budgets
+    srv = tickfand("--metrics-listen", "127.0.0.1:0", "--sim-rate", "2000")
+    ch = grpc.insecure_channel(srv.addr, options=[("grpc.http2.bdp_probe", 0)])
+    call = pb_grpc.WatcherStub(ch).Watch(pb.WatchRequest(topic="sim", start=pb.START_LIVE),
+                                         timeout=60)
+    for ev in call:
+        if ev.WhichOneof("payload") == "end_of_backlog":
+            break
+    try:
+        time.sleep(2.0)  # not reading
+        m = scrape(srv)
+        count = value(m, "tickfan_subscriber_lag_bytes_count")
+        under_64k = m[("tickfan_subscriber_lag_bytes_bucket", (("le", "65536"),))]
+        lag_sum = value(m, "tickfan_subscriber_lag_bytes_sum")
+        assert count == 1, m  # the one live stream
+        assert under_64k == 0, f"a 2 s stall at 2,000 events/s is under 64 KiB behind: {m}"
+        assert 65536 < lag_sum < 64 << 20, lag_sum
+    finally:
+        call.cancel()
+        ch.close()
 
 
 def test_other_paths_are_404(tickfand):
