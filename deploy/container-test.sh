@@ -4,7 +4,9 @@
 #   (a) a subscriber on the host (build/tickfan tail sim --count 3) gets data;
 #   (b) grpc.health.v1.Health/Check answers SERVING (and the image's own
 #       HEALTHCHECK passes);
-#   (c) podman stop (SIGTERM) drains: an open Watch ends with UNAVAILABLE and
+#   (c) /metrics answers (the image serves it by default) and counts (a)'s
+#       stream;
+#   (d) podman stop (SIGTERM) drains: an open Watch ends with UNAVAILABLE and
 #       a resume cursor, the container exits 0 within the grace period, and
 #       the logs show msg=draining and msg=stopped.
 # The container runs as it would in Kubernetes: non-root, read-only root
@@ -125,7 +127,9 @@ if pm run --rm --network host --no-healthcheck --entrypoint /bin/sh "$image" -c 
 fi
 
 # --- run --------------------------------------------------------------------
-port=$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+free_port() { "$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+port=$(free_port)
+mport=$(free_port)
 name=tickfan-ctest-$$
 containers+=("$name")
 # --no-healthcheck: podman would schedule the HEALTHCHECK with systemd timers,
@@ -133,7 +137,8 @@ containers+=("$name")
 pm run -d --name "$name" --network host \
   --read-only --read-only-tmpfs=false --cap-drop all --security-opt no-new-privileges \
   --no-healthcheck \
-  -e TICKFAN_LISTEN="127.0.0.1:$port" -e TICKFAN_LOG_SIZE=1M \
+  -e TICKFAN_LISTEN="127.0.0.1:$port" -e TICKFAN_METRICS_LISTEN="127.0.0.1:$mport" \
+  -e TICKFAN_LOG_SIZE=1M \
   -e TICKFAN_DRAIN_TIMEOUT_MS="$drain_ms" \
   "$image" >/dev/null || fail "podman run failed"
 logs() { pm logs "$name" >"$work/container.log" 2>&1; }
@@ -177,16 +182,36 @@ print("\n".join(t[1:]))' "$hc") || fail "(b) the image has no HEALTHCHECK CMD: $
 pm exec "$name" "${hc_cmd[@]}" || fail "(b) the image HEALTHCHECK command failed: ${hc_cmd[*]}"
 say "(b) PASS: Health/Check SERVING; the image HEALTHCHECK command exits 0"
 
-# (c) SIGTERM drains an open stream, then exit 0 within the grace period
+# (c) metrics: the image serves them by default; here on a free port (host
+# network), counting the stream (a) opened
+env=$(pm image inspect --format '{{json .Config.Env}}' "$image")
+[[ $env == *'"TICKFAN_METRICS_LISTEN=0.0.0.0:9464"'* ]] ||
+  fail "(c) the image does not set TICKFAN_METRICS_LISTEN=0.0.0.0:9464: $env"
+opened=$("$py" - "127.0.0.1:$mport" <<'PY'
+import sys, urllib.request
+with urllib.request.urlopen(f"http://{sys.argv[1]}/metrics", timeout=5) as r:
+    text = r.read().decode()
+for line in text.splitlines():
+    if line.startswith("tickfan_streams_opened_total"):
+        print(int(float(line.split()[-1])))
+        break
+else:
+    print(-1)
+PY
+) || fail "(c) GET http://127.0.0.1:$mport/metrics failed"
+((opened >= 1)) || fail "(c) tickfan_streams_opened_total is $opened, expected >= 1 after (a)"
+say "(c) PASS: /metrics served, tickfan_streams_opened_total $opened"
+
+# (d) SIGTERM drains an open stream, then exit 0 within the grace period
 "$py" "$root/deploy/grpc_check.py" watch "127.0.0.1:$port" "$work/ready" >"$work/watch.log" 2>&1 &
 watcher=$!
 for _ in $(seq 100); do
   [[ -e "$work/ready" ]] && break
   sleep 0.1
 done
-[[ -e "$work/ready" ]] || fail "(c) the watcher got no event"
+[[ -e "$work/ready" ]] || fail "(d) the watcher got no event"
 ts=$SECONDS
-pm stop -t "$grace" "$name" >/dev/null || fail "(c) podman stop failed"
+pm stop -t "$grace" "$name" >/dev/null || fail "(d) podman stop failed"
 took=$((SECONDS - ts))
 wait "$watcher"
 wrc=$?
@@ -194,11 +219,11 @@ sed 's/^/    /' "$work/watch.log"
 code=$(pm inspect --format '{{.State.ExitCode}}' "$name")
 logs
 grep -E 'msg=(draining|drain_timeout|stopped|exit_now)' "$work/container.log" | sed 's/^/    /'
-((wrc == 0)) || fail "(c) the open stream did not end with UNAVAILABLE + cursor"
-[[ "$code" == 0 ]] || fail "(c) exit code $code after podman stop, expected 0"
-((took < grace)) || fail "(c) stop took ${took} s, not under the ${grace} s grace period"
-grep -q 'msg=draining' "$work/container.log" || fail "(c) no msg=draining in the logs"
-grep -q 'msg=stopped' "$work/container.log" || fail "(c) no msg=stopped in the logs"
-say "(c) PASS: SIGTERM drained, exit 0 in ${took} s (grace ${grace} s)"
+((wrc == 0)) || fail "(d) the open stream did not end with UNAVAILABLE + cursor"
+[[ "$code" == 0 ]] || fail "(d) exit code $code after podman stop, expected 0"
+((took < grace)) || fail "(d) stop took ${took} s, not under the ${grace} s grace period"
+grep -q 'msg=draining' "$work/container.log" || fail "(d) no msg=draining in the logs"
+grep -q 'msg=stopped' "$work/container.log" || fail "(d) no msg=stopped in the logs"
+say "(d) PASS: SIGTERM drained, exit 0 in ${took} s (grace ${grace} s)"
 
 say "PASS: container test (total $((SECONDS - t0)) s)"

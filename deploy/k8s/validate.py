@@ -29,6 +29,7 @@ GRACE_MARGIN_S = 5         # the grace period must exceed the drain by this much
 PROCESS_MEMORY = 64 << 20  # memory for the process besides the mapped logs
 DATA_DIR = "/var/lib/tickfan"
 GRPC_PORT = 50051
+METRICS_PORT = 9464        # /metrics (--metrics-listen), in the image's env too
 UID = 10001                # the image's user (deploy/Containerfile)
 
 errors = []
@@ -73,7 +74,7 @@ def options(container):
     for name, key in (("TICKFAN_LISTEN", "listen"), ("TICKFAN_DATA_DIR", "data-dir"),
                       ("TICKFAN_LOG_SIZE", "log-size"), ("TICKFAN_DRAIN_TIMEOUT_MS", "drain-timeout-ms"),
                       ("TICKFAN_SHARDS", "shards"), ("TICKFAN_FEEDS", "feed"),
-                      ("TICKFAN_TOPICS", "topic")):
+                      ("TICKFAN_TOPICS", "topic"), ("TICKFAN_METRICS_LISTEN", "metrics-listen")):
         if name in env:
             v = env[name]
             opts[key] = v.split(",") if key in ("feed", "topic") and isinstance(v, str) else v
@@ -254,6 +255,23 @@ def check(directory):
     listen_port = port_of(opts.get("listen", "0.0.0.0:50051"))
     if listen_port != GRPC_PORT:
         err(cw, "args --listen", f"port {listen_port}, expected {GRPC_PORT} (the probes and Services use it)")
+    # metrics: scraped from the pod, so on all addresses, on the port that is
+    # declared and annotated
+    metrics = opts.get("metrics-listen")
+    mport = [p for p in c.get("ports") or [] if p.get("name") == "metrics"]
+    if not metrics:
+        err(cw, "args --metrics-listen", "not set: the pod would have no /metrics to scrape")
+    else:
+        if not str(metrics).startswith("0.0.0.0:"):
+            err(cw, "args --metrics-listen", f"{metrics!r}: use 0.0.0.0:PORT (scraped from outside the pod)")
+        if port_of(metrics) != METRICS_PORT:
+            err(cw, "args --metrics-listen", f"port {port_of(metrics)}, expected {METRICS_PORT}")
+        if not mport or mport[0].get("containerPort") != METRICS_PORT:
+            err(cw, "ports", f"needs a port named metrics with containerPort {METRICS_PORT}")
+        ann = (tmpl.get("metadata") or {}).get("annotations") or {}
+        if ann.get("prometheus.io/scrape") != "true" or ann.get("prometheus.io/port") != str(METRICS_PORT):
+            err(where, "spec.template.metadata.annotations",
+                f"prometheus.io/scrape \"true\" and prometheus.io/port \"{METRICS_PORT}\" expected")
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         pr = c.get(probe)
         if not pr:
