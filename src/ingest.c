@@ -1344,6 +1344,7 @@ int ingest_create(ingest_t **out, char **specs, const struct ingest_options *opt
             r->msg.msg_controllen = sizeof(r->ctl.bytes);
         }
         const char *mode = "epoll", *why = NULL;
+        char why_buf[96];
         if (in->ring_ok && opts->udp_no_multishot) {
             mode = "recvmsg";
             why = "--udp-multishot=false";
@@ -1352,7 +1353,11 @@ int ingest_create(ingest_t **out, char **specs, const struct ingest_options *opt
             if (rc == -ENOMEM)
                 goto out_nomem;
             mode = rc ? "recvmsg" : "multishot";
-            why = rc ? "no provided buffer rings in this kernel" : NULL;
+            if (rc) {
+                /* the kernel's own answer: old kernels say EINVAL */
+                snprintf(why_buf, sizeof(why_buf), "provided buffer ring: %s", strerror(-rc));
+                why = why_buf;
+            }
             rc = 0;
         }
         /* the address actually bound: a port of 0 in the spec gets one here */
