@@ -314,31 +314,30 @@ static void refuse_cursor(struct watch *w, struct cursor c, const char *why)
 /* Lapped while replaying the backlog: the records it had not read yet are
  * gone from the log (retention), not skipped for being slow. Tell it and go on
  * from the oldest record left; a DISCONNECT subscriber is ended instead.
- * Before its first event the request decides, as if it had come a moment
+ * Before its first message the request decides, as if it had come a moment
  * later: a cursor without allow_gap is refused (OUT_OF_RANGE), and a start
- * position starts again from the oldest record left, with nothing to tell. */
-static void lapped_in_backlog(struct watch *w)
+ * position starts again from the oldest record left, with nothing to tell.
+ * Returns true in that last case: the stream may simply scan on. */
+static bool lapped_in_backlog(struct watch *w)
 {
     ringlog_t *log = w->topic->log;
     struct cursor from = cursor_of(w);
     if (!w->md_sent && w->start == WATCH_START_CURSOR) {
-        log_info("msg=lapped_before_first_event id=%llu topic=%s", (unsigned long long)w->id,
-                 w->topic->name);
+        log_info("msg=lapped_before_first_event id=%llu topic=%s action=refused",
+                 (unsigned long long)w->id, w->topic->name);
         refuse_cursor(w, from, "was overwritten before the stream could read on from it");
-        return;
+        return false;
     }
-    /* (a few times in a row at most: each re-seek is followed by another
-     * pump, and a writer that keeps lapping it gets the Gap below) */
-    if (!w->md_sent && w->start == WATCH_START_POSITION && w->early_laps < 8) {
-        w->early_laps++;
+    if (!w->md_sent && w->start == WATCH_START_POSITION) {
+        /* may repeat while the writer keeps overtaking it: debug only */
+        log_debug("msg=lapped_before_first_event id=%llu topic=%s action=reseek",
+                  (unsigned long long)w->id, w->topic->name);
         seek_oldest(log, &w->it);
-        log_info("msg=lapped_before_first_event id=%llu topic=%s", (unsigned long long)w->id,
-                 w->topic->name);
-        return;
+        return true;
     }
     if (w->overflow == EVENTS__V1__OVERFLOW_POLICY__OVERFLOW_DISCONNECT) {
         overflow(w);
-        return;
+        return false;
     }
     seek_oldest(log, &w->it);
     uint64_t missed = w->it.seq > from.seq + 1 ? w->it.seq - from.seq - 1 : 0;
@@ -348,15 +347,19 @@ static void lapped_in_backlog(struct watch *w)
     log_info("msg=lapped_in_backlog id=%llu topic=%s missed=%llu", (unsigned long long)w->id,
              w->topic->name, (unsigned long long)missed);
     w->pending = wire_gap(cursor_of(w), missed, EVENTS__V1__GAP_REASON__GAP_RETENTION, from);
+    return false;
 }
 
-/* Behind the writer: the lag budget (live phase) or a lap (any time). */
-static void fell_behind(struct watch *w)
+/* Behind the writer: the lag budget (live phase) or a lap (any time).
+ * Returns true when the stream was only moved and may scan on; false when
+ * it has something to send (a Gap, a status) first. */
+static bool fell_behind(struct watch *w)
 {
-    if (w->eob_sent)
+    if (w->eob_sent) {
         overflow(w);
-    else
-        lapped_in_backlog(w);
+        return false;
+    }
+    return lapped_in_backlog(w);
 }
 
 #define SCAN_BUDGET 512 /* filtered-out records scanned before yielding */
@@ -595,7 +598,8 @@ void watch_pump(struct watch *w)
             return;
         }
         if (rc == -ESTALE) {
-            fell_behind(w);
+            if (fell_behind(w))
+                continue; /* re-seeked; the scan budget bounds the retries */
             watch_pump(w);
             return;
         }
@@ -607,7 +611,8 @@ void watch_pump(struct watch *w)
             /* what we read may be torn: discard it */
             if (bb)
                 grpc_byte_buffer_destroy(bb);
-            fell_behind(w);
+            if (fell_behind(w))
+                continue;
             watch_pump(w);
             return;
         }

@@ -44,7 +44,6 @@ struct watch {
     struct ringlog_iter it;
     uint64_t backlog_end; /* head seq when positioned: EndOfBacklog once past it */
     int start;            /* WATCH_START_*: what the request asked to start from */
-    int early_laps;       /* re-seeks after laps before the first message */
     int overflow;         /* Events__V1__OverflowPolicy, never DEFAULT */
 
     int refs; /* operations in flight */

@@ -175,5 +175,5 @@ def test_a_cursor_overwritten_before_the_first_event_is_refused_never_gapped(tic
         finally:
             w.cancel()
     races = sum("msg=lapped_before_first_event" in line for line in srv.lines[since:])
-    print(f"{attempt} resumes: {outcomes}; overwritten before the first event: {races}")
+    print(f"{attempt} resumes: {outcomes}; refused after being overwritten before the first event: {races}")
     assert outcomes["data"] > 0 and outcomes["out_of_range"] > 0, outcomes
