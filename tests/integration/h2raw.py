@@ -1,0 +1,252 @@
+"""Raw HTTP/2 gRPC clients for the hostile-client tests (Debian python3-h2).
+
+A well-behaved grpcio client cannot stall its flow-control window, reset
+streams in a tight loop, or send headers before it has acknowledged the
+server's SETTINGS. These helpers speak HTTP/2 over a plain socket so a test
+can do exactly that, and read what the server sends back: headers, gRPC
+messages (5-byte prefix + protobuf), trailers, RST_STREAM, GOAWAY.
+
+Everything that waits takes a timeout. The module has no pytest dependency;
+`require_h2()` skips the calling test loudly when python3-h2 is missing.
+"""
+import socket
+import struct
+import time
+
+try:
+    import h2.config
+    import h2.connection
+    import h2.events
+    import h2.exceptions
+    import h2.settings
+    HAVE_H2 = True
+except ImportError:  # pragma: no cover - reported by require_h2()
+    HAVE_H2 = False
+
+
+def require_h2():
+    """Skips the calling test, loudly, when python3-h2 is not installed."""
+    if not HAVE_H2:
+        import pytest
+        pytest.skip("python3-h2 is not installed (scripts/deps installs it): "
+                    "the raw HTTP/2 test was NOT run")
+
+
+def grpc_frame(payload):
+    """One gRPC length-prefixed message: flag 0, 4-byte big-endian length."""
+    return b"\x00" + struct.pack(">I", len(payload)) + payload
+
+
+def varint(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def pb_bytes(field, value):
+    """A length-delimited protobuf field (string, bytes or message), built by
+    hand so it can carry what a checking runtime would refuse to encode."""
+    if isinstance(value, str):
+        value = value.encode("utf-8")
+    return varint(field << 3 | 2) + varint(len(value)) + value
+
+
+def pb_varint(field, value):
+    return varint(field << 3) + varint(value)
+
+
+def read_varint(buf, i):
+    shift = n = 0
+    while True:
+        b = buf[i]
+        i += 1
+        n |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return n, i
+        shift += 7
+
+
+class Stream:
+    """What one HTTP/2 stream received."""
+
+    def __init__(self, sid):
+        self.id = sid
+        self.headers = None
+        self.trailers = None
+        self.reset = None  # the error code of an RST_STREAM from the server
+        self.buf = b""
+        self.messages = []  # gRPC messages, protobuf bytes each
+        self.data_bytes = 0
+
+    @property
+    def ended(self):
+        return self.trailers is not None or self.reset is not None
+
+    def status(self):
+        """(grpc-status int, grpc-message str, trailers dict) once ended with
+        trailers; headers-only responses (trailers-only) count too."""
+        t = self.trailers or {}
+        code = t.get("grpc-status")
+        return (int(code) if code is not None else None, t.get("grpc-message", ""), t)
+
+    def _data(self, data):
+        self.buf += data
+        self.data_bytes += len(data)
+        while len(self.buf) >= 5:
+            n = struct.unpack(">I", self.buf[1:5])[0]
+            if len(self.buf) < 5 + n:
+                break
+            self.messages.append(self.buf[5:5 + n])
+            self.buf = self.buf[5 + n:]
+
+
+class Conn:
+    """One HTTP/2 connection speaking gRPC by hand.
+
+    window: the client's INITIAL_WINDOW_SIZE (per stream). grant=False never
+    sends WINDOW_UPDATE, so a stream stalls once the server has sent `window`
+    bytes: a reader that never reads. ack_settings=False skips the handshake
+    wait so requests can go out before the server's SETTINGS is acknowledged.
+    """
+
+    def __init__(self, addr, window=65535, grant=True, timeout=10.0, ack_settings=True,
+                 max_frame=16384):
+        host, port = addr.rsplit(":", 1)
+        self.authority = addr
+        self.sock = socket.create_connection((host, int(port)), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.grant = grant
+        cfg = h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+        self.h2 = h2.connection.H2Connection(config=cfg)
+        self.h2.local_settings = h2.settings.Settings(
+            client=True,
+            initial_values={
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window,
+                h2.settings.SettingCodes.MAX_FRAME_SIZE: max_frame,
+                h2.settings.SettingCodes.ENABLE_PUSH: 0,
+            })
+        self.h2.initiate_connection()
+        self.streams = {}
+        self.goaway = None  # (error code, additional data) of a GOAWAY
+        self.closed = False
+        self.settings_acked = False
+        self.flush()
+        if ack_settings:
+            self.pump_until(lambda: self.settings_acked, timeout)
+
+    def flush(self):
+        data = self.h2.data_to_send()
+        if data and not self.closed:
+            try:
+                self.sock.sendall(data)
+            except OSError:
+                self.closed = True
+
+    def request(self, path, message=None, metadata=(), end_stream=True):
+        """Opens a stream with a gRPC request; `message` is protobuf bytes
+        (or None for no message). Returns the Stream."""
+        sid = self.h2.get_next_available_stream_id()
+        headers = [(":method", "POST"), (":scheme", "http"), (":path", path),
+                   (":authority", self.authority), ("content-type", "application/grpc"),
+                   ("te", "trailers")] + list(metadata)
+        st = self.streams[sid] = Stream(sid)
+        self.h2.send_headers(sid, headers, end_stream=message is None and end_stream)
+        if message is not None:
+            self.h2.send_data(sid, grpc_frame(message), end_stream=end_stream)
+        self.flush()
+        return st
+
+    def send_message(self, st, message, end_stream=False):
+        self.h2.send_data(st.id, grpc_frame(message), end_stream=end_stream)
+        self.flush()
+
+    def reset(self, st, code=8):
+        """RST_STREAM(code), CANCEL by default."""
+        self.h2.reset_stream(st.id, error_code=code)
+        self.flush()
+
+    def raw(self, data):
+        """Writes bytes as they are, bypassing h2's own checks."""
+        self.sock.sendall(data)
+
+    def pump(self, timeout=0.1):
+        """Reads what is there (waiting up to `timeout`); False once closed."""
+        if self.closed:
+            return False
+        self.sock.settimeout(timeout)
+        try:
+            data = self.sock.recv(1 << 20)
+        except socket.timeout:
+            return True
+        except OSError:
+            self.closed = True
+            return False
+        if not data:
+            self.closed = True
+            return False
+        try:
+            events = self.h2.receive_data(data)
+        except h2.exceptions.ProtocolError:
+            self.closed = True
+            return False
+        for ev in events:
+            self._event(ev)
+        self.flush()
+        return True
+
+    def _event(self, ev):
+        st = self.streams.get(getattr(ev, "stream_id", None))
+        if isinstance(ev, h2.events.SettingsAcknowledged):
+            self.settings_acked = True
+        elif isinstance(ev, h2.events.ResponseReceived) and st:
+            st.headers = dict(ev.headers)
+            if ev.stream_ended or "grpc-status" in st.headers:
+                st.trailers = st.headers  # trailers-only
+        elif isinstance(ev, h2.events.TrailersReceived) and st:
+            st.trailers = dict(ev.headers)
+        elif isinstance(ev, h2.events.DataReceived) and st:
+            st._data(ev.data)
+            if self.grant:
+                self.h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+        elif isinstance(ev, h2.events.StreamReset) and st:
+            st.reset = ev.error_code
+        elif isinstance(ev, h2.events.ConnectionTerminated):
+            self.goaway = (ev.error_code, ev.additional_data)
+
+    def pump_until(self, pred, timeout=10.0):
+        """Pumps until pred() holds; returns pred()'s last value."""
+        end = time.monotonic() + timeout
+        while not pred():
+            left = end - time.monotonic()
+            if left <= 0 or not self.pump(min(0.1, left)):
+                return pred()
+        return pred()
+
+    def close(self):
+        if not self.closed:
+            try:
+                self.h2.close_connection()
+                self.flush()
+            except Exception:
+                pass
+        self.closed = True
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+WATCH = "/events.v1.Watcher/Watch"
+PUBLISH = "/events.v1.Publisher/Publish"
