@@ -229,7 +229,7 @@ int feedcap_next(feedcap_reader_t *r, struct feedcap_record *rec, char *err, siz
             e = feedframe_decode(r->buf + r->start + REC_HDR, avail - REC_HDR, &f, &n);
         }
     }
-    if (e != FEEDFRAME_OK && !(e == FEEDFRAME_BAD_TOPIC && n)) {
+    if (e != FEEDFRAME_OK && !((e == FEEDFRAME_BAD_TOPIC || e == FEEDFRAME_BAD_TEXT) && n)) {
         snprintf(err, errlen, "record at offset %llu: %s", (unsigned long long)r->offset,
                  feedframe_reason(e));
         return -EBADMSG;

@@ -420,7 +420,7 @@ struct run {
     feedout_t *out;
     int64_t start_ns, start_us;
     int64_t now_ns; /* the last clock reading */
-    uint64_t produced, dropped, bad_topic;
+    uint64_t produced, dropped, bad_topic, bad_text;
     int64_t first_rec_us;
     char err[512];
 };
@@ -488,6 +488,7 @@ static int next_recorded(struct run *r, struct pending *p)
     p->frame = rec.frame;
     p->len = rec.len;
     r->bad_topic += rec.status == FEEDFRAME_BAD_TOPIC;
+    r->bad_text += rec.status == FEEDFRAME_BAD_TEXT;
     r->produced++;
     return 1;
 }
@@ -538,7 +539,7 @@ static void print_summary(const struct run *r, const struct feedout_stats *st, i
     printf("msg=done command=%s %s=%s frames=%" PRIu64 " dropped=%" PRIu64, o->cmd_name,
            o->cmd == CMD_RECORD ? "out" : "to", dest, st->frames, r->dropped);
     if (o->cmd == CMD_REPLAY)
-        printf(" bad_topic=%" PRIu64, r->bad_topic);
+        printf(" bad_topic=%" PRIu64 " bad_text=%" PRIu64, r->bad_topic, r->bad_text);
     if (o->to && strncmp(o->to, "udp://", 6) == 0)
         printf(" datagrams=%" PRIu64 " send_errors=%" PRIu64, st->datagrams, st->send_errors);
     printf(" bytes=%" PRIu64 " seconds=%.3f frames_per_s=%.0f\n", st->bytes, secs,

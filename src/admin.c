@@ -209,10 +209,15 @@ static void accept_list(struct shard *sh, grpc_call *call, grpc_byte_buffer *pay
     char topic[130] = "";
     if (payload) {
         grpc_slice s;
+        char why[200] = "";
         if (wire_read_all(payload, &s) == 0) {
+            int rc =
+                wire_check_text(&tickfan__admin__v1__list_subscribers_request__descriptor,
+                                GRPC_SLICE_START_PTR(s), GRPC_SLICE_LENGTH(s), why, sizeof(why));
             Tickfan__Admin__V1__ListSubscribersRequest *req =
-                tickfan__admin__v1__list_subscribers_request__unpack(NULL, GRPC_SLICE_LENGTH(s),
-                                                                     GRPC_SLICE_START_PTR(s));
+                rc ? NULL
+                   : tickfan__admin__v1__list_subscribers_request__unpack(
+                         NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
             grpc_slice_unref(s);
             if (req) {
                 snprintf(topic, sizeof(topic), "%s", req->topic ? req->topic : "");
@@ -220,6 +225,12 @@ static void accept_list(struct shard *sh, grpc_call *call, grpc_byte_buffer *pay
             }
         }
         grpc_byte_buffer_destroy(payload);
+        if (why[0]) {
+            char msg[240];
+            snprintf(msg, sizeof(msg), "invalid ListSubscribersRequest: %s", why);
+            shard_refuse(call, GRPC_STATUS_INVALID_ARGUMENT, msg);
+            return;
+        }
     }
     struct admin_call *ac = calloc(1, sizeof(*ac));
     if (!ac) {

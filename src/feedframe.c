@@ -5,11 +5,12 @@
 
 #include <string.h>
 
+#include "text.h"
 #include "topics.h"
 
 static const char *const reasons[FEEDFRAME_NREASONS] = {
-    "ok",       "truncated",  "bad_magic", "bad_version",
-    "bad_type", "bad_length", "oversize",  "bad_topic",
+    "ok",         "truncated", "bad_magic", "bad_version", "bad_type",
+    "bad_length", "oversize",  "bad_topic", "bad_text",
 };
 
 const char *feedframe_reason(enum feedframe_error e)
@@ -125,5 +126,8 @@ enum feedframe_error feedframe_decode(const uint8_t *buf, size_t len, struct fee
     *frame_len = n;
     if (!topics_name_valid(f->topic, topic_len))
         return FEEDFRAME_BAD_TOPIC;
+    /* kind and key become protobuf strings in every event sent */
+    if (!text_valid(f->kind, kind_len) || !text_valid(f->key, key_len))
+        return FEEDFRAME_BAD_TEXT;
     return FEEDFRAME_OK;
 }

@@ -41,6 +41,7 @@ enum feedframe_error {
     FEEDFRAME_BAD_LENGTH, /* length does not add up, or a part is out of bounds */
     FEEDFRAME_OVERSIZE,
     FEEDFRAME_BAD_TOPIC,
+    FEEDFRAME_BAD_TEXT, /* kind or key not valid UTF-8, or holding a NUL */
     FEEDFRAME_NREASONS,
 };
 
@@ -56,7 +57,7 @@ size_t feedframe_encode(const struct feedframe *f, uint8_t *out);
 /* Decodes the frame at the start of `len` bytes. On FEEDFRAME_OK *f points
  * into buf and *frame_len is the frame's length. On an error other than
  * NEED_MORE, *frame_len is the length the header claims when it can be
- * trusted to skip the frame (BAD_TOPIC), else 0 (the rest cannot be framed). */
+ * trusted to skip the frame (BAD_TOPIC, BAD_TEXT), else 0 (the rest cannot be framed). */
 enum feedframe_error feedframe_decode(const uint8_t *buf, size_t len, struct feedframe *f,
                                       size_t *frame_len);
 

@@ -46,8 +46,13 @@ static char *requested_service(grpc_byte_buffer *payload)
     grpc_slice s;
     if (wire_read_all(payload, &s))
         return NULL;
-    Grpc__Health__V1__HealthCheckRequest *req = grpc__health__v1__health_check_request__unpack(
-        NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
+    char why[200];
+    Grpc__Health__V1__HealthCheckRequest *req =
+        wire_check_text(&grpc__health__v1__health_check_request__descriptor,
+                        GRPC_SLICE_START_PTR(s), GRPC_SLICE_LENGTH(s), why, sizeof(why))
+            ? NULL
+            : grpc__health__v1__health_check_request__unpack(NULL, GRPC_SLICE_LENGTH(s),
+                                                             GRPC_SLICE_START_PTR(s));
     grpc_slice_unref(s);
     if (!req)
         return NULL;

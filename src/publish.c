@@ -226,10 +226,18 @@ static void take(struct publish_call *pc, grpc_byte_buffer *bb)
     uint64_t i = pc->index++;
     Events__V1__PublishRequest *req = NULL;
     grpc_slice s;
+    char bad[200] = "";
     if (wire_read_all(bb, &s) == 0) {
-        req = events__v1__publish_request__unpack(NULL, GRPC_SLICE_LENGTH(s),
-                                                  GRPC_SLICE_START_PTR(s));
+        if (wire_check_text(&events__v1__publish_request__descriptor, GRPC_SLICE_START_PTR(s),
+                            GRPC_SLICE_LENGTH(s), bad, sizeof(bad)) == 0)
+            req = events__v1__publish_request__unpack(NULL, GRPC_SLICE_LENGTH(s),
+                                                      GRPC_SLICE_START_PTR(s));
         grpc_slice_unref(s);
+    }
+    if (bad[0]) {
+        /* a poison record: clients that check UTF-8 could not decode it */
+        fail(pc, GRPC_STATUS_INVALID_ARGUMENT, "record %llu: %s", (unsigned long long)i, bad);
+        return;
     }
     if (!req) {
         fail(pc, GRPC_STATUS_INVALID_ARGUMENT, "record %llu: malformed PublishRequest",

@@ -776,8 +776,9 @@ static bool setup(struct watch *w, grpc_byte_buffer *payload)
     Events__V1__WatchRequest *req = NULL;
     bool ok = false;
 
-    if (!payload || wire_read_request(payload, &req) != 0) {
-        finish(w, GRPC_STATUS_INVALID_ARGUMENT, "malformed WatchRequest", NULL, NULL);
+    if (!payload || wire_read_request(payload, &req, msg, sizeof(msg)) != 0) {
+        finish(w, GRPC_STATUS_INVALID_ARGUMENT, payload ? msg : "malformed WatchRequest", NULL,
+               NULL);
         goto out;
     }
     if (!req->topic || !req->topic[0]) {

@@ -5,7 +5,10 @@
 
 #include <errno.h>
 #include <grpc/byte_buffer_reader.h>
+#include <stdio.h>
 #include <string.h>
+
+#include "text.h"
 
 /* protobuf-c wants NUL-terminated strings; kind and key come from frames. */
 #define data_msg wire_data_msg
@@ -124,15 +127,99 @@ int wire_read_all(grpc_byte_buffer *bb, grpc_slice *out)
     return 0;
 }
 
-int wire_read_request(grpc_byte_buffer *bb, Events__V1__WatchRequest **out)
+int wire_read_request(grpc_byte_buffer *bb, Events__V1__WatchRequest **out, char *why, size_t cap)
 {
     *out = NULL;
     grpc_slice s;
     if (wire_read_all(bb, &s))
         return -EBADMSG;
-    *out = events__v1__watch_request__unpack(NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
+    char what[200];
+    int rc = wire_check_text(&events__v1__watch_request__descriptor, GRPC_SLICE_START_PTR(s),
+                             GRPC_SLICE_LENGTH(s), what, sizeof(what));
+    if (!rc) {
+        *out =
+            events__v1__watch_request__unpack(NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
+        rc = *out ? 0 : -EBADMSG;
+    }
     grpc_slice_unref(s);
-    return *out ? 0 : -EBADMSG;
+    if (rc == -EILSEQ)
+        snprintf(why, cap, "invalid WatchRequest: %s", what);
+    else if (rc)
+        snprintf(why, cap, "malformed WatchRequest");
+    return rc;
+}
+
+/* Reads a varint at *p (before end); false when truncated or over 10 bytes. */
+static bool read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+    *v = 0;
+    for (int shift = 0; shift < 70 && *p < end; shift += 7) {
+        uint8_t b = *(*p)++;
+        *v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80))
+            return true;
+    }
+    return false;
+}
+
+#define TEXT_DEPTH_MAX 8
+
+static int check_text(const ProtobufCMessageDescriptor *desc, const uint8_t *p, const uint8_t *end,
+                      int depth, const char *outer, char *why, size_t cap)
+{
+    if (depth > TEXT_DEPTH_MAX)
+        return -EBADMSG;
+    while (p < end) {
+        uint64_t key, n;
+        if (!read_varint(&p, end, &key))
+            return -EBADMSG;
+        switch (key & 7) {
+        case 0:
+            if (!read_varint(&p, end, &n))
+                return -EBADMSG;
+            continue;
+        case 1:
+        case 5:
+            n = (key & 7) == 1 ? 8 : 4;
+            if ((uint64_t)(end - p) < n)
+                return -EBADMSG;
+            p += n;
+            continue;
+        case 2:
+            break;
+        default: /* groups do not exist in proto3; 6 and 7 are not wire types */
+            return -EBADMSG;
+        }
+        if (!read_varint(&p, end, &n) || n > (uint64_t)(end - p))
+            return -EBADMSG;
+        const uint8_t *v = p;
+        p += n;
+        const ProtobufCFieldDescriptor *f =
+            key >> 3 <= UINT32_MAX
+                ? protobuf_c_message_descriptor_get_field(desc, (unsigned)(key >> 3))
+                : NULL;
+        if (!f)
+            continue; /* an unknown field: protobuf-c keeps it, nobody reads it */
+        if (f->type == PROTOBUF_C_TYPE_MESSAGE) {
+            int rc = check_text(f->descriptor, v, v + n, depth + 1, f->name, why, cap);
+            if (rc)
+                return rc;
+        } else if (f->type == PROTOBUF_C_TYPE_STRING && !text_valid((const char *)v, n)) {
+            snprintf(why, cap, "%s%s%s %s", outer ? outer : "", outer ? "." : "", f->name,
+                     memchr(v, 0, n) ? "holds a NUL byte" : "is not valid UTF-8");
+            return -EILSEQ;
+        }
+    }
+    return 0;
+}
+
+int wire_check_text(const ProtobufCMessageDescriptor *desc, const void *buf, size_t len, char *why,
+                    size_t cap)
+{
+    const uint8_t *p = buf;
+    if (cap)
+        why[0] = 0;
+    return check_text(desc, p, p + len, 0, NULL, why, cap);
 }
 
 const char *wire_status_name(grpc_status_code code)

@@ -62,9 +62,20 @@ size_t wire_gap_pack(struct cursor c, uint64_t missed, Events__V1__GapReason rea
  * -EBADMSG when bb is NULL or unreadable. */
 int wire_read_all(grpc_byte_buffer *bb, grpc_slice *out);
 
-/* Unpacks a WatchRequest. Returns 0 or -EBADMSG; free *out with
+/* Unpacks a WatchRequest after wire_check_text(). Returns 0; -EILSEQ (a
+ * string field that is not valid UTF-8 or holds a NUL) or -EBADMSG, with a
+ * message for the client in why. Free *out with
  * events__v1__watch_request__free_unpacked(*out, NULL). */
-int wire_read_request(grpc_byte_buffer *bb, Events__V1__WatchRequest **out);
+int wire_read_request(grpc_byte_buffer *bb, Events__V1__WatchRequest **out, char *why, size_t cap);
+
+/* Checks every `string` field of the protobuf message in buf (fields of
+ * desc, sub-messages included, repeated entries each) with text_valid().
+ * Returns 0; -EILSEQ with the field named in why ("keys holds a NUL byte",
+ * "request.topic is not valid UTF-8"); or -EBADMSG when the bytes do not
+ * frame as protobuf. protobuf-c checks neither, so every request whose
+ * strings tickfan stores, matches or sends passes through here first. */
+int wire_check_text(const ProtobufCMessageDescriptor *desc, const void *buf, size_t len, char *why,
+                    size_t cap);
 
 /* "NOT_FOUND" etc. for a status code; "UNKNOWN_STATUS" for others. */
 const char *wire_status_name(grpc_status_code code);

@@ -1,6 +1,7 @@
 /* feedframe: encode/decode round trip, and every way a frame is rejected. */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -71,13 +72,18 @@ static void malformed_headers_are_rejected_with_their_reason(void **state)
         {7, 0x10, FEEDFRAME_OVERSIZE},   /* length beyond 1 MiB */
         {32, 0, FEEDFRAME_BAD_LENGTH},   /* empty topic */
         {40, '/', FEEDFRAME_BAD_TOPIC},  /* invalid character, length intact */
+        {44, 0, FEEDFRAME_BAD_TEXT},     /* a NUL in the kind */
+        {49, 0xff, FEEDFRAME_BAD_TEXT},  /* the key not UTF-8 */
+        {51, 0xc3, FEEDFRAME_BAD_TEXT},  /* the key ends inside a sequence */
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         memcpy(buf, good, n);
         buf[cases[i].off] = cases[i].val;
         assert_int_equal(feedframe_decode(buf, n, &f, &len), cases[i].want);
-        /* only a bad topic leaves a length that can be trusted to skip */
-        assert_int_equal(len, cases[i].want == FEEDFRAME_BAD_TOPIC ? n : 0);
+        /* only a bad topic or text leaves a length that can be trusted */
+        bool skippable =
+            cases[i].want == FEEDFRAME_BAD_TOPIC || cases[i].want == FEEDFRAME_BAD_TEXT;
+        assert_int_equal(len, skippable ? n : 0);
     }
 }
 
