@@ -152,6 +152,23 @@ static void finish(struct watch *w, grpc_status_code code, const char *details, 
     }
 }
 
+/* Ends the stream now with a status, abandoning the send in flight: for a
+ * stream whose send flow control holds. A status batch would wait behind
+ * that message (HTTP/2 trailers follow the data), so the call is cancelled
+ * with the status instead: gRPC writes it as a HEADERS frame, which flow
+ * control does not hold, then RST_STREAM. That path carries the code and
+ * the message only, no trailing metadata. */
+static void cancel_with_status(struct watch *w, grpc_status_code code, const char *details)
+{
+    shard_unlist(w->shard, w);
+    w->end_pending = false;
+    w->status_started = true;
+    w->close_reason = wire_status_name(code);
+    if ((unsigned)code < 17)
+        counter_add(&w->shard->ctr.status[code], 1);
+    grpc_call_cancel_with_status(w->call, code, details, NULL);
+}
+
 /* Starts the one send of the stream. flags: GRPC_WRITE_BUFFER_HINT when the
  * next message is already known to follow (a hinted send with nothing after
  * it would never be flushed). */
@@ -174,6 +191,8 @@ static void start_send_flags(struct watch *w, grpc_byte_buffer *bb, uint32_t fla
     n++;
     w->send_bb = bb;
     w->send_busy = true;
+    w->send_seq = w->it.seq - 1;
+    w->send_hinted = flags & GRPC_WRITE_BUFFER_HINT;
     counter_add(&w->shard->ctr.sent, 1);
     w->refs++;
     grpc_call_error e = grpc_call_start_batch(w->call, ops, n, &w->t_send, NULL);
@@ -194,8 +213,13 @@ static void start_send(struct watch *w, grpc_byte_buffer *bb)
 
 static size_t snapset_add_cache(struct watch *w, struct keyset *set, uint64_t before);
 
-/* The subscriber is over its lag budget, or was lapped: apply its policy. */
-static void overflow(struct watch *w)
+/* The subscriber is over its lag budget, or was lapped: apply its policy.
+ * stalled: its send is held by flow control (the client does not read).
+ * DISCONNECT then ends it at once, the message in flight abandoned, with
+ * the cursor of the last message it surely holds whole; DROP and CONFLATE
+ * move it to the head now and queue the Gap, the first thing it gets when
+ * it reads again. */
+static void overflow(struct watch *w, bool stalled)
 {
     ringlog_t *log = w->topic->log;
     struct cursor from = cursor_of(w);
@@ -205,6 +229,8 @@ static void overflow(struct watch *w)
         uint64_t lag_events, lag_bytes, max_events = lag_budget_events(w),
                                         max_bytes = lag_budget(w);
         lag_of(w, &lag_events, &lag_bytes);
+        if (stalled)
+            from.seq = w->done_seq;
         cursor_format(from, text);
         /* name the budget crossed; neither: lapped while replaying */
         if (max_events && lag_events > max_events)
@@ -224,10 +250,13 @@ static void overflow(struct watch *w)
                      "slow consumer: the log of topic '%s' overwrote events before they were "
                      "read (retention); resume from cursor %s",
                      w->topic->name, text);
-        log_info("msg=slow_consumer id=%llu topic=%s policy=disconnect cursor=%s",
-                 (unsigned long long)w->id, w->topic->name, text);
+        log_info("msg=slow_consumer id=%llu topic=%s policy=disconnect cursor=%s stalled=%d",
+                 (unsigned long long)w->id, w->topic->name, text, stalled);
         counter_add(&w->shard->ctr.slow[EVENTS__V1__OVERFLOW_POLICY__OVERFLOW_DISCONNECT], 1);
-        finish(w, GRPC_STATUS_RESOURCE_EXHAUSTED, msg, "tickfan-cursor", text);
+        if (stalled)
+            cancel_with_status(w, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
+        else
+            finish(w, GRPC_STATUS_RESOURCE_EXHAUSTED, msg, "tickfan-cursor", text);
         return;
     }
     /* OVERFLOW_DROP / CONFLATE: skip to the head, counting the matching
@@ -243,6 +272,13 @@ static void overflow(struct watch *w)
     struct ringlog_iter target;
     ringlog_seek_head(log, &target);
     uint64_t missed = 0;
+    if (w->slow_gap_pending) { /* not sent yet: one Gap for both */
+        from = w->slow_gap_from;
+        missed = w->slow_gap_missed;
+        grpc_byte_buffer_destroy(w->pending);
+        w->pending = NULL;
+    }
+    uint64_t missed_before = missed;
     while (w->it.seq < target.seq) {
         struct ringlog_view v;
         int rc = ringlog_peek(log, &w->it, &v);
@@ -269,14 +305,22 @@ static void overflow(struct watch *w)
         ringlog_advance(&w->it, &v);
     }
     w->it = target;
-    w->dropped += missed;
-    counter_add(&w->shard->ctr.slow[w->overflow], 1);
-    counter_add(&w->shard->ctr.dropped_events, missed);
-    counter_add(&w->shard->ctr.gaps, 1);
-    log_info("msg=slow_consumer id=%llu topic=%s policy=%s missed=%llu conflated_keys=%zu",
-             (unsigned long long)w->id, w->topic->name, conflate ? "conflate" : "drop",
-             (unsigned long long)missed, conflate && w->snapset ? w->snapset->count : (size_t)0);
+    w->dropped += missed - missed_before;
+    counter_add(&w->shard->ctr.dropped_events, missed - missed_before);
+    /* a Gap widened before it could be sent is the same loss, told once */
+    if (!w->slow_gap_pending) {
+        counter_add(&w->shard->ctr.slow[w->overflow], 1);
+        counter_add(&w->shard->ctr.gaps, 1);
+        log_info("msg=slow_consumer id=%llu topic=%s policy=%s missed=%llu conflated_keys=%zu "
+                 "stalled=%d",
+                 (unsigned long long)w->id, w->topic->name, conflate ? "conflate" : "drop",
+                 (unsigned long long)(missed - missed_before),
+                 conflate && w->snapset ? w->snapset->count : (size_t)0, stalled);
+    }
     w->pending = wire_gap(cursor_of(w), missed, EVENTS__V1__GAP_REASON__GAP_SLOW_CONSUMER, from);
+    w->slow_gap_pending = w->pending != NULL;
+    w->slow_gap_from = from;
+    w->slow_gap_missed = missed;
     if (conflate && missed) {
         /* then the latest value of each pair that changed in the skipped
          * range, read back from the log (the lag budget is below the log
@@ -336,7 +380,7 @@ static bool lapped_in_backlog(struct watch *w)
         return true;
     }
     if (w->overflow == EVENTS__V1__OVERFLOW_POLICY__OVERFLOW_DISCONNECT) {
-        overflow(w);
+        overflow(w, false);
         return false;
     }
     seek_oldest(log, &w->it);
@@ -356,7 +400,7 @@ static bool lapped_in_backlog(struct watch *w)
 static bool fell_behind(struct watch *w)
 {
     if (w->eob_sent) {
-        overflow(w);
+        overflow(w, false);
         return false;
     }
     return lapped_in_backlog(w);
@@ -566,6 +610,7 @@ void watch_pump(struct watch *w)
     if (w->pending) {
         grpc_byte_buffer *bb = w->pending;
         w->pending = NULL;
+        w->slow_gap_pending = false;
         start_send(w, bb);
         return;
     }
@@ -576,7 +621,7 @@ void watch_pump(struct watch *w)
         /* The lag budget is for live subscribers: one replaying the backlog
          * is behind by design, and only being lapped stops it. */
         if (w->eob_sent && over_budget(w)) {
-            overflow(w);
+            overflow(w, false);
             watch_pump(w);
             return;
         }
@@ -634,9 +679,28 @@ void watch_pump(struct watch *w)
     shard_set_ready(w->shard, w); /* more to scan: come back after others */
 }
 
+/* A live stream whose send is held (the client does not read, so HTTP/2
+ * flow control holds the send) is over its budget just the same: its policy
+ * applies now, not when the client reads again. Not once a conflation
+ * replay has begun (bounded, and its pairs would be sent twice), nor with a
+ * Gap of another kind still to send; a slow-consumer Gap not sent yet is
+ * widened, its conflation set grown. */
+static void check_stalled(struct watch *w)
+{
+    if (!is_live(w) || !w->eob_sent || w->end_pending ||
+        (w->snap_active && !w->slow_gap_pending) || (w->pending && !w->slow_gap_pending) ||
+        !over_budget(w))
+        return;
+    overflow(w, true);
+}
+
 void watch_tick(struct watch *w, int64_t now_us)
 {
-    if (w->send_busy || !is_live(w) || w->pending)
+    if (w->send_busy) {
+        check_stalled(w);
+        return;
+    }
+    if (!is_live(w) || w->pending)
         return;
     if (now_us - w->last_send_us <
         atomic_load_explicit(&w->topic->heartbeat_us, memory_order_relaxed))
@@ -662,6 +726,8 @@ void watch_on_send(struct watch *w, bool ok)
     grpc_byte_buffer_destroy(w->send_bb);
     w->send_bb = NULL;
     w->last_send_us = log_now_mono_us();
+    if (ok && !w->send_hinted)
+        w->done_seq = w->send_seq;
     if (!ok && is_live(w)) {
         /* The transport refused the message: the stream cannot go on. End
          * the call so the client sees it (and resumes) instead of waiting. */
@@ -816,8 +882,10 @@ static bool setup(struct watch *w, grpc_byte_buffer *payload)
         goto out;
     }
     ok = position(w, req);
-    if (ok)
+    if (ok) {
         w->backlog_end = ringlog_head_seq(w->topic->log);
+        w->done_seq = w->it.seq - 1;
+    }
     if (ok && req->snapshot) {
         /* the state as of where the stream starts: every pair's last value
          * before it, then the events from it on */

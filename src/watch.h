@@ -67,6 +67,18 @@ struct watch {
 
     /* an event to send before anything else (Gap) */
     grpc_byte_buffer *pending;
+    /* pending is a slow-consumer Gap: a later overflow before it is sent
+     * widens it (from the same cursor, the counts added) */
+    bool slow_gap_pending;
+    struct cursor slow_gap_from;
+    uint64_t slow_gap_missed;
+    /* cursor seqs: of the message in flight, and of the last one the
+     * client surely holds whole: an unhinted send completes once its bytes
+     * (and all before them) passed flow control, a hinted one up to 64 KiB
+     * before that, so only unhinted completions move done_seq */
+    uint64_t send_seq;
+    bool send_hinted; /* the send in flight has GRPC_WRITE_BUFFER_HINT */
+    uint64_t done_seq;
     /* status to send once the send in flight completes */
     bool end_pending;
     grpc_status_code end_code;
@@ -101,7 +113,9 @@ void watch_on_status(struct watch *w);
 /* Sends what is next for the stream if nothing is in flight: pending Gap,
  * Data, EndOfBacklog. Called when data may have arrived. */
 void watch_pump(struct watch *w);
-/* Heartbeat if idle for the cadence (now: monotonic us). */
+/* Heartbeat if idle for the cadence (now: monotonic us). With a send in
+ * flight, checks the lag budget instead: a send held by flow control does
+ * not hide a stream from its overflow policy. */
 void watch_tick(struct watch *w, int64_t now_us);
 /* Ends the stream with UNAVAILABLE and its cursor (drain). */
 void watch_drain(struct watch *w);

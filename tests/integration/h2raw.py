@@ -83,6 +83,7 @@ class Stream:
         self.buf = b""
         self.messages = []  # gRPC messages, protobuf bytes each
         self.data_bytes = 0
+        self.unacked = 0  # flow-controlled bytes not yet granted back
 
     @property
     def ended(self):
@@ -166,6 +167,31 @@ class Conn:
         self.h2.send_data(st.id, grpc_frame(message), end_stream=end_stream)
         self.flush()
 
+    def grant_window(self, st):
+        """Gives back the window of what `st` received (WINDOW_UPDATE)."""
+        if st.unacked and not st.ended:
+            try:
+                self.h2.acknowledge_received_data(st.unacked, st.id)
+            except h2.exceptions.StreamClosedError:
+                pass
+        st.unacked = 0
+
+    def start_reading(self, extra=1 << 20):
+        """A stalled reader starts reading: grants back everything it held,
+        widens every window by `extra` bytes so it can keep up, and keeps
+        granting from now on."""
+        self.grant = True
+        for st in self.streams.values():
+            self.grant_window(st)
+            if extra and not st.ended:
+                try:
+                    self.h2.increment_flow_control_window(extra, stream_id=st.id)
+                except h2.exceptions.StreamClosedError:
+                    pass
+        if extra:
+            self.h2.increment_flow_control_window(extra)
+        self.flush()
+
     def reset(self, st, code=8):
         """RST_STREAM(code), CANCEL by default."""
         self.h2.reset_stream(st.id, error_code=code)
@@ -212,8 +238,9 @@ class Conn:
             st.trailers = dict(ev.headers)
         elif isinstance(ev, h2.events.DataReceived) and st:
             st._data(ev.data)
+            st.unacked += ev.flow_controlled_length
             if self.grant:
-                self.h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                self.grant_window(st)
         elif isinstance(ev, h2.events.StreamReset) and st:
             st.reset = ev.error_code
         elif isinstance(ev, h2.events.ConnectionTerminated):
