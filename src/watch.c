@@ -96,23 +96,11 @@ static void maybe_free(struct watch *w)
     free(w);
 }
 
-/* Ends the stream with a status. If a send is in flight, the status follows
- * its completion (one batch of each kind at a time, and in order). */
-static void finish(struct watch *w, grpc_status_code code, const char *details, const char *md_key,
-                   const char *md_value)
+/* Starts the status batch now. With a send in flight (a batch of another
+ * kind) HTTP/2 writes the trailers after that message's data. */
+static void send_status(struct watch *w, grpc_status_code code, const char *details,
+                        const char *md_key, const char *md_value)
 {
-    if (!is_live(w))
-        return;
-    if (w->send_busy) {
-        if (!w->end_pending) {
-            w->end_pending = true;
-            w->end_code = code;
-            snprintf(w->end_details, sizeof(w->end_details), "%s", details);
-            w->end_md_key = md_key;
-            snprintf(w->end_md_value, sizeof(w->end_md_value), "%s", md_value ? md_value : "");
-        }
-        return;
-    }
     shard_unlist(w->shard, w);
     if (w->pending) {
         grpc_byte_buffer_destroy(w->pending);
@@ -152,21 +140,49 @@ static void finish(struct watch *w, grpc_status_code code, const char *details, 
     }
 }
 
-/* Ends the stream now with a status, abandoning the send in flight: for a
- * stream whose send flow control holds. A status batch would wait behind
- * that message (HTTP/2 trailers follow the data), so the call is cancelled
- * with the status instead: gRPC writes it as a HEADERS frame, which flow
- * control does not hold, then RST_STREAM. That path carries the code and
- * the message only, no trailing metadata. */
-static void cancel_with_status(struct watch *w, grpc_status_code code, const char *details)
+/* Ends the stream with a status. If a send is in flight, the status follows
+ * its completion (one batch of each kind at a time, and in order). */
+static void finish(struct watch *w, grpc_status_code code, const char *details, const char *md_key,
+                   const char *md_value)
 {
-    shard_unlist(w->shard, w);
-    w->end_pending = false;
-    w->status_started = true;
-    w->close_reason = wire_status_name(code);
-    if ((unsigned)code < 17)
-        counter_add(&w->shard->ctr.status[code], 1);
-    grpc_call_cancel_with_status(w->call, code, details, NULL);
+    if (!is_live(w))
+        return;
+    if (w->send_busy) {
+        if (!w->end_pending) {
+            w->end_pending = true;
+            w->end_code = code;
+            snprintf(w->end_details, sizeof(w->end_details), "%s", details);
+            w->end_md_key = md_key;
+            snprintf(w->end_md_value, sizeof(w->end_md_value), "%s", md_value ? md_value : "");
+        }
+        return;
+    }
+    send_status(w, code, details, md_key, md_value);
+}
+
+/* How long a stream ended while its send was held may keep the client's
+ * trailers waiting behind that send: three heartbeat cadences, when a
+ * client's own watchdog gives the stream up anyway. */
+static int64_t held_status_grace_us(const struct watch *w)
+{
+    return 3 * atomic_load_explicit(&w->topic->heartbeat_us, memory_order_relaxed);
+}
+
+/* The status of a stream ended while its send was held never left: the
+ * client has not read for the grace period. Cancel the call with the status
+ * instead: gRPC then writes it as a HEADERS frame, which flow control does
+ * not hold, and RST_STREAM. That path carries the code and message only
+ * (no trailing metadata), so the message names the cursor of the last
+ * message the client surely holds whole; the one in flight is abandoned. */
+static void cancel_held(struct watch *w)
+{
+    char text[CURSOR_TEXT_MAX], msg[384];
+    w->held_deadline_us = 0;
+    cursor_format((struct cursor){.epoch = ringlog_epoch(w->topic->log), .seq = w->done_seq}, text);
+    snprintf(msg, sizeof(msg), "%s; resume from cursor %s", w->held_details, text);
+    log_info("msg=stream_cancelled id=%llu topic=%s reason=held_status_not_read cursor=%s",
+             (unsigned long long)w->id, w->topic->name, text);
+    grpc_call_cancel_with_status(w->call, w->held_code, msg, NULL);
 }
 
 /* Starts the one send of the stream. flags: GRPC_WRITE_BUFFER_HINT when the
@@ -215,8 +231,9 @@ static size_t snapset_add_cache(struct watch *w, struct keyset *set, uint64_t be
 
 /* The subscriber is over its lag budget, or was lapped: apply its policy.
  * stalled: its send is held by flow control (the client does not read).
- * DISCONNECT then ends it at once, the message in flight abandoned, with
- * the cursor of the last message it surely holds whole; DROP and CONFLATE
+ * DISCONNECT then ends it at once: the status and its trailers go after
+ * the held message, and if the client does not read them within the grace
+ * period the call is cancelled with the status (cancel_held); DROP and CONFLATE
  * move it to the head now and queue the Gap, the first thing it gets when
  * it reads again. */
 static void overflow(struct watch *w, bool stalled)
@@ -229,8 +246,6 @@ static void overflow(struct watch *w, bool stalled)
         uint64_t lag_events, lag_bytes, max_events = lag_budget_events(w),
                                         max_bytes = lag_budget(w);
         lag_of(w, &lag_events, &lag_bytes);
-        if (stalled)
-            from.seq = w->done_seq;
         cursor_format(from, text);
         /* name the budget crossed; neither: lapped while replaying */
         if (max_events && lag_events > max_events)
@@ -253,10 +268,17 @@ static void overflow(struct watch *w, bool stalled)
         log_info("msg=slow_consumer id=%llu topic=%s policy=disconnect cursor=%s stalled=%d",
                  (unsigned long long)w->id, w->topic->name, text, stalled);
         counter_add(&w->shard->ctr.slow[EVENTS__V1__OVERFLOW_POLICY__OVERFLOW_DISCONNECT], 1);
-        if (stalled)
-            cancel_with_status(w, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
-        else
+        if (stalled) {
+            /* the trailers follow the held message if the client reads
+             * within the grace period; else cancel_held() */
+            send_status(w, GRPC_STATUS_RESOURCE_EXHAUSTED, msg, "tickfan-cursor", text);
+            w->held_code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+            size_t keep = strcspn(msg, ";"); /* the message without its cursor */
+            snprintf(w->held_details, sizeof(w->held_details), "%.*s", (int)keep, msg);
+            w->held_deadline_us = log_now_mono_us() + held_status_grace_us(w);
+        } else {
             finish(w, GRPC_STATUS_RESOURCE_EXHAUSTED, msg, "tickfan-cursor", text);
+        }
         return;
     }
     /* OVERFLOW_DROP / CONFLATE: skip to the head, counting the matching
@@ -318,6 +340,8 @@ static void overflow(struct watch *w, bool stalled)
                  conflate && w->snapset ? w->snapset->count : (size_t)0, stalled);
     }
     w->pending = wire_gap(cursor_of(w), missed, EVENTS__V1__GAP_REASON__GAP_SLOW_CONSUMER, from);
+    if (!w->slow_gap_pending)
+        w->slow_gap_stalled = stalled;
     w->slow_gap_pending = w->pending != NULL;
     w->slow_gap_from = from;
     w->slow_gap_missed = missed;
@@ -610,6 +634,12 @@ void watch_pump(struct watch *w)
     if (w->pending) {
         grpc_byte_buffer *bb = w->pending;
         w->pending = NULL;
+        if (w->slow_gap_pending && w->slow_gap_stalled)
+            /* the line at the crossing said what was skipped then; this one
+             * the episode's total, the count in the Gap */
+            log_info("msg=slow_consumer_told id=%llu topic=%s missed=%llu",
+                     (unsigned long long)w->id, w->topic->name,
+                     (unsigned long long)w->slow_gap_missed);
         w->slow_gap_pending = false;
         start_send(w, bb);
         return;
@@ -687,15 +717,18 @@ void watch_pump(struct watch *w)
  * widened, its conflation set grown. */
 static void check_stalled(struct watch *w)
 {
-    if (!is_live(w) || !w->eob_sent || w->end_pending ||
-        (w->snap_active && !w->slow_gap_pending) || (w->pending && !w->slow_gap_pending) ||
-        !over_budget(w))
+    if (!is_live(w) || !w->eob_sent || w->end_pending || (w->snap_active && !w->slow_gap_pending) ||
+        (w->pending && !w->slow_gap_pending) || !over_budget(w))
         return;
     overflow(w, true);
 }
 
 void watch_tick(struct watch *w, int64_t now_us)
 {
+    if (w->held_deadline_us && !w->closed && now_us >= w->held_deadline_us) {
+        cancel_held(w);
+        return;
+    }
     if (w->send_busy) {
         check_stalled(w);
         return;

@@ -70,8 +70,14 @@ struct watch {
     /* pending is a slow-consumer Gap: a later overflow before it is sent
      * widens it (from the same cursor, the counts added) */
     bool slow_gap_pending;
+    bool slow_gap_stalled; /* its episode began while the send was held */
     struct cursor slow_gap_from;
     uint64_t slow_gap_missed;
+    /* a status sent while the send was held: cancel the call with it at
+     * this time (monotonic) if the client has not read it by then */
+    int64_t held_deadline_us;
+    grpc_status_code held_code;
+    char held_details[320];
     /* cursor seqs: of the message in flight, and of the last one the
      * client surely holds whole: an unhinted send completes once its bytes
      * (and all before them) passed flow control, a hinted one up to 64 KiB

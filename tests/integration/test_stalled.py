@@ -31,7 +31,11 @@ CONNS = 3
 BUDGET = 1000
 KEYS = 7
 FLAGS = ("--feed", "none", "--topic", "pub", "--max-lag-events", str(BUDGET),
-         "--heartbeat-ms", "60000", "--metrics-listen", "127.0.0.1:0")
+         "--metrics-listen", "127.0.0.1:0")
+# A DISCONNECT stream's status waits behind its held message for three
+# heartbeat cadences, then the call is cancelled with it.
+NO_READ = FLAGS + ("--heartbeat-ms", "300")  # 0.9 s
+READS_SOON = FLAGS + ("--heartbeat-ms", "5000")  # 15 s
 
 
 class Publisher:
@@ -90,8 +94,9 @@ def seq_of(cursor):
     return int(cursor.rsplit("-", 1)[1])
 
 
-def test_a_stalled_disconnect_stream_ends_at_once_with_a_cursor_it_holds(tickfand):
-    srv = tickfand(*FLAGS)
+def test_a_stalled_disconnect_stream_that_never_reads_is_cancelled_with_a_cursor_it_holds(
+        tickfand):
+    srv = tickfand(*NO_READ)
     conns, streams = stalled_streams(srv, DISCONNECT)
     try:
         Publisher(srv).publish(3 * BUDGET)
@@ -110,6 +115,35 @@ def test_a_stalled_disconnect_stream_ends_at_once_with_a_cursor_it_holds(tickfan
             assert m.group(1) in held, (m.group(1), held)
         m = scrape(srv)
         assert value(m, "tickfan_slow_consumer_total", policy="disconnect") == STREAMS
+        assert value(m, "tickfan_stream_status_total", code="RESOURCE_EXHAUSTED") == STREAMS
+    finally:
+        for c in conns:
+            c.close()
+
+
+def test_a_stalled_disconnect_stream_that_reads_again_gets_its_trailers_and_cursor(tickfand):
+    """Ended when the budget is crossed; the status and its tickfan-cursor
+    trailer follow the held message, so a reader that comes back within
+    the grace period gets every message sent and then the status."""
+    srv = tickfand(*READS_SOON)
+    conns, streams = stalled_streams(srv, DISCONNECT)
+    try:
+        Publisher(srv).publish(3 * BUDGET)
+        lines = wait_slow(srv, conns, DISCONNECT, STREAMS)
+        assert all(kv["stalled"] == "1" for kv in lines), lines
+        pump_all(conns, 0.5)
+        assert not any(st.ended for _, st in streams)  # held behind the message
+        for c in conns:
+            c.start_reading()
+        for c, st in streams:
+            c.pump_until(lambda: st.ended, 10.0)
+            code, msg, trailers = st.status()
+            assert code == 8, (code, msg)
+            got = events(st)
+            assert trailers.get("tickfan-cursor") == got[-1].cursor, (trailers, got[-1])
+            assert msg.endswith(f"resume from cursor {got[-1].cursor}"), msg
+            seqs = [e.data.seq for e in got if e.WhichOneof("payload") == "data"]
+            assert seqs == list(range(1, len(seqs) + 1))
     finally:
         for c in conns:
             c.close()
@@ -118,7 +152,7 @@ def test_a_stalled_disconnect_stream_ends_at_once_with_a_cursor_it_holds(tickfan
 @pytest.mark.parametrize("policy", [DROP, CONFLATE], ids=["drop", "conflate"])
 def test_a_stalled_drop_or_conflate_stream_is_counted_now_and_told_exactly_later(
         tickfand, policy):
-    srv = tickfand(*FLAGS)
+    srv = tickfand(*READS_SOON)
     conns, streams = stalled_streams(srv, policy)
     pub = Publisher(srv)
     try:
