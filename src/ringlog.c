@@ -669,17 +669,22 @@ int ringlog_open(ringlog_t **out, const char *path, const char *topic,
             goto out_free;
         }
     }
-    if ((uint64_t)st.st_size < log->map_len) {
-        /* Preallocate: a full disk fails now, not as SIGBUS in the hot path. */
-        rc = posix_fallocate(log->fd, 0, (off_t)log->map_len);
-        if (rc) {
-            snprintf(err, errlen, "%s: cannot allocate %zu bytes: %s", path, log->map_len,
-                     strerror(rc));
-            if (rep->created)
-                unlink(path);
-            rc = -rc;
-            goto out_free;
-        }
+    /* Reserve every block on every open, before anything is mapped: a file
+     * of full length can still have holes (a sparse copy, a disk that filled
+     * while it was written), and touching a hole of the map on a full
+     * filesystem raises SIGBUS, in recovery or later in the hot path. For
+     * blocks already allocated this is a no-op. posix_fallocate returns the
+     * error number; it does not set errno. */
+    rc = posix_fallocate(log->fd, 0, (off_t)log->map_len);
+    if (rc) {
+        snprintf(err, errlen,
+                 "%s: cannot reserve the %zu bytes of the log on disk: %s (free space on its "
+                 "filesystem)",
+                 path, log->map_len, strerror(rc));
+        if (rep->created)
+            unlink(path);
+        rc = -rc;
+        goto out_free;
     }
     log->map = mmap(NULL, log->map_len, PROT_READ | PROT_WRITE, MAP_SHARED, log->fd, 0);
     if (log->map == MAP_FAILED) {

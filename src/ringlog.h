@@ -79,8 +79,10 @@ struct ringlog_recovery {
     char moved_to[4200]; /* a damaged file was renamed to this (else empty) */
 };
 
-/* Opens (creating if missing) the durable log of `topic` at `path`. A new
- * file is preallocated, so a full disk fails here (-ENOSPC), never later.
+/* Opens (creating if missing) the durable log of `topic` at `path`. Every
+ * block of the file is reserved before it is mapped, on every open (a new
+ * file, a short one, or one with holes), so a full disk fails here
+ * (-ENOSPC; an existing file keeps its contents), never later as SIGBUS.
  * Returns 0, or -errno with a message in err (naming the path and what is
  * wrong, e.g. a capacity different from the file's). */
 int ringlog_open(ringlog_t **out, const char *path, const char *topic,
