@@ -478,15 +478,12 @@ static void snapset_add_scan(struct watch *w, struct keyset *set, uint64_t befor
 {
     ringlog_t *log = w->topic->log;
     struct ringlog_iter it;
-    for (int attempt = 0; attempt < 64; attempt++)
-        if (ringlog_seek(log, ringlog_first_seq(log), &it) == 0)
-            break;
+    seek_oldest(log, &it);
     while (it.seq < before) {
         struct ringlog_view v;
         int rc = ringlog_peek(log, &it, &v);
         if (rc == -ESTALE) {
-            if (ringlog_seek(log, ringlog_first_seq(log), &it) != 0)
-                return;
+            seek_oldest(log, &it); /* lapped: what is left (the head when nothing is) */
             continue;
         }
         if (rc != 0 || v.seq >= before)
