@@ -579,6 +579,9 @@ static void recover(ringlog_t *log, struct ringlog_recovery *rep)
         }
         pos += h->len;
     }
+    /* A pair's first record in what is left need not be its first value. */
+    if (rep->first_seq > 1)
+        lvc_forget_births(log->lvc);
 }
 
 int ringlog_open(ringlog_t **out, const char *path, const char *topic,
