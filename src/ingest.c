@@ -43,6 +43,7 @@
 #define SIM_BATCH 4096             /* simulated events per loop at most */
 #define FILE_BATCH 4096            /* replayed frames per loop at most */
 #define MAX_WAIT_NS (20 * 1000000)
+#define ACCEPT_RETRY_MS 100 /* a listener that cannot accept (EMFILE ...) tries again after */
 
 enum src_type { SRC_SIM, SRC_UDP, SRC_TCP, SRC_LISTEN, SRC_CONN, SRC_FILE, SRC_WAKE };
 enum op_kind { OP_UDP, OP_UDP_MS, OP_RECV, OP_ACCEPT, OP_CONNECT, OP_WAKE };
@@ -105,6 +106,10 @@ struct source {
     size_t br_bytes;
     int bgid;
     uint8_t *ms_bufs;
+
+    /* TCP listener: accepting again at this time after a failure (0: armed) */
+    int64_t accept_at_ns;
+    struct log_ratelimit accept_rl;
 
     /* TCP client */
     struct sockaddr_storage addr;
@@ -573,6 +578,7 @@ static struct source *source_new(struct ingest *in, enum src_type type, const ch
     s->in = in;
     s->spec = strdup(spec);
     s->rl = (struct log_ratelimit){.interval_us = 1000000, .burst = 5};
+    s->accept_rl = (struct log_ratelimit){.interval_us = 10000000, .burst = 1};
     s->recv_op = (struct op){.kind = OP_RECV, .src = s};
     s->accept_op = (struct op){.kind = OP_ACCEPT, .src = s};
     s->connect_op = (struct op){.kind = OP_CONNECT, .src = s};
@@ -871,6 +877,39 @@ static void accepted(struct ingest *in, struct source *l, int fd)
         epoll_watch(in, c, EPOLLIN);
 }
 
+/* An accept on listener `l` failed with `err` (an errno). Errors of one
+ * connection (reset before it was taken, refused by a firewall) leave the
+ * listener armed: returns true. Anything else (EMFILE, ENFILE, ENOBUFS,
+ * ENOMEM ...) would fail again at once and spin the thread: the listener
+ * rests ACCEPT_RETRY_MS (run_timers arms it again), with a rate-limited
+ * line, and this returns false. */
+static bool accept_failed(struct source *l, int err)
+{
+    switch (err) {
+    case EAGAIN:
+    case EINTR:
+    case ECONNABORTED:
+    case EPERM:
+    case EPROTO:
+    case ENOPROTOOPT:
+    case ENETDOWN:
+    case ENETUNREACH:
+    case EHOSTDOWN:
+    case EHOSTUNREACH:
+    case ENONET:
+    case EOPNOTSUPP:
+        return true;
+    default:
+        break;
+    }
+    l->accept_at_ns = log_now_mono_ns() + (int64_t)ACCEPT_RETRY_MS * 1000000;
+    uint64_t suppressed;
+    if (log_ratelimit_allow(&l->accept_rl, log_now_mono_us(), &suppressed))
+        log_warn("msg=feed_accept_failed source=\"%s\" error=\"%s\" retry_ms=%d suppressed=%llu",
+                 l->spec, strerror(err), ACCEPT_RETRY_MS, (unsigned long long)suppressed);
+    return false;
+}
+
 /* ---- timers: simulator, file replay, reconnects --------------------------- */
 
 /* Runs what is due; returns the nanoseconds until the next due time. */
@@ -992,6 +1031,16 @@ static int64_t run_timers(struct ingest *in)
                 tcp_connect(in, s);
             else if (s->reconnect_at_ns - now < wait)
                 wait = s->reconnect_at_ns - now;
+        } else if (s->type == SRC_LISTEN && s->accept_at_ns) {
+            if (now >= s->accept_at_ns) {
+                s->accept_at_ns = 0;
+                if (in->ring_ok)
+                    uring_accept_arm(in, s);
+                else
+                    epoll_watch(in, s, EPOLLIN);
+            } else if (s->accept_at_ns - now < wait) {
+                wait = s->accept_at_ns - now;
+            }
         }
     }
     return wait < 0 ? 0 : wait;
@@ -1086,7 +1135,9 @@ static void uring_complete(struct ingest *in, struct io_uring_cqe *cqe)
     case OP_ACCEPT:
         if (res >= 0)
             accepted(in, s, res);
-        uring_accept_arm(in, s);
+        if (!atomic_load_explicit(&in->stop, memory_order_relaxed) &&
+            (res >= 0 || accept_failed(s, -res)))
+            uring_accept_arm(in, s);
         break;
     case OP_CONNECT:
         tcp_connected(in, s, res);
@@ -1152,9 +1203,15 @@ static void epoll_ready(struct ingest *in, struct source *s, uint32_t events)
     } else if (s->type == SRC_LISTEN) {
         for (;;) {
             int fd = accept4(s->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-            if (fd < 0)
-                break;
-            accepted(in, s, fd);
+            if (fd >= 0) {
+                accepted(in, s, fd);
+                continue;
+            }
+            /* level-triggered: a lasting error would be reported at once
+             * again, so the listener leaves the set until run_timers */
+            if (errno != EWOULDBLOCK && !accept_failed(s, errno))
+                epoll_ctl(in->epfd, EPOLL_CTL_DEL, s->fd, NULL);
+            break;
         }
     } else if (s->connecting) {
         int soerr = 0;
