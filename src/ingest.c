@@ -489,8 +489,9 @@ static int open_udp(struct source *s, const char *rest, const struct ingest_opti
     }
     return 0;
 out_errno:
-    snprintf(err, errlen, "--feed '%s': %s", s->spec, strerror(errno));
-    return -errno;
+    rc = -errno; /* before snprintf, which may change errno */
+    snprintf(err, errlen, "--feed '%s': %s", s->spec, strerror(-rc));
+    return rc;
 }
 
 static int open_listen(struct source *s, const char *rest, char *err, size_t errlen)
@@ -502,8 +503,9 @@ static int open_listen(struct source *s, const char *rest, char *err, size_t err
     int one = 1;
     if (s->fd < 0 || setsockopt(s->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
         bind(s->fd, (struct sockaddr *)&s->addr, s->addrlen) || listen(s->fd, 128)) {
-        snprintf(err, errlen, "--feed '%s': %s", s->spec, strerror(errno));
-        return -errno;
+        rc = -errno;
+        snprintf(err, errlen, "--feed '%s': %s", s->spec, strerror(-rc));
+        return rc;
     }
     return 0;
 }
@@ -536,8 +538,9 @@ static int open_file(struct source *s, const char *rest, char *err, size_t errle
     }
     s->fd = open(path, O_RDONLY | O_CLOEXEC);
     if (s->fd < 0) {
-        snprintf(err, errlen, "--feed '%s': cannot open '%s': %s", s->spec, path, strerror(errno));
-        return -errno;
+        int rc = -errno;
+        snprintf(err, errlen, "--feed '%s': cannot open '%s': %s", s->spec, path, strerror(-rc));
+        return rc;
     }
     uint8_t hdr[FEEDCAP_HDR];
     if (read(s->fd, hdr, sizeof(hdr)) != (ssize_t)sizeof(hdr) ||
@@ -1324,14 +1327,16 @@ int ingest_create(ingest_t **out, char **specs, const struct ingest_options *opt
     atomic_init(&in->jobs, NULL);
     in->wake_op = (struct op){.kind = OP_WAKE};
     in->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    int wake_err = in->wake_fd < 0 ? errno : 0;
     in->wake_src = calloc(1, sizeof(*in->wake_src));
     if (in->wake_fd < 0 || !in->wake_src) {
-        snprintf(err, errlen, "eventfd: %s", strerror(errno));
+        int rc = wake_err ? -wake_err : -ENOMEM;
+        snprintf(err, errlen, "eventfd: %s", strerror(-rc));
         if (in->wake_fd >= 0)
             close(in->wake_fd);
         free(in->wake_src);
         free(in);
-        return -ENOMEM;
+        return rc;
     }
     in->wake_src->type = SRC_WAKE;
     in->wake_src->fd = -1;
@@ -1377,7 +1382,7 @@ int ingest_create(ingest_t **out, char **specs, const struct ingest_options *opt
         in->epfd = epoll_create1(EPOLL_CLOEXEC);
         if (in->epfd < 0) {
             rc = -errno;
-            snprintf(err, errlen, "epoll: %s", strerror(errno));
+            snprintf(err, errlen, "epoll: %s", strerror(-rc));
             goto out_free;
         }
     }
