@@ -84,6 +84,7 @@ struct source {
 
     /* counters (relaxed: read by ingest_get_stats) */
     _Atomic uint64_t frames, rejected, unknown_topic, gaps, missed, duplicates, rxq_ovfl;
+    _Atomic uint64_t append_failed;
     uint32_t last_ovfl;
     uint64_t offset; /* bytes (streams, files) or datagrams (UDP) consumed */
     struct log_ratelimit rl;
@@ -156,6 +157,7 @@ struct ingest {
     struct op wake_op;
     /* totals over all sources, for ingest_get_stats from any thread */
     _Atomic uint64_t frames, rejected, unknown_topic, gaps, missed, duplicates, rxq_ovfl;
+    _Atomic uint64_t append_failed;
     counter_t reasons[FEEDFRAME_NREASONS];
 };
 
@@ -180,7 +182,7 @@ static int64_t ingest_now_us(struct ingest *in)
 
 /* ---- appending ----------------------------------------------------------- */
 
-uint64_t ingest_append(struct topic *t, struct wire_data *d)
+int ingest_append(struct topic *t, struct wire_data *d)
 {
     ringlog_t *log = t->log;
     struct cursor c = {.epoch = ringlog_epoch(log), .seq = ringlog_head_seq(log) + 1};
@@ -188,16 +190,17 @@ uint64_t ingest_append(struct topic *t, struct wire_data *d)
     struct wire_data_msg m; /* built once: sized, then packed straight into the log */
     size_t n = wire_data_msg_init(&m, d, c);
     struct ringlog_slot slot;
-    if (ringlog_reserve(log, RINGLOG_DATA, d->kind_len, d->key_len, n, d->ingested_us, &slot))
-        return 0;
+    int rc = ringlog_reserve(log, RINGLOG_DATA, d->kind_len, d->key_len, n, d->ingested_us, &slot);
+    if (rc)
+        return rc;
     memcpy(slot.kind, d->kind, d->kind_len);
     memcpy(slot.key, d->key, d->key_len);
     wire_data_msg_pack(&m, slot.event);
     ringlog_commit(log, &slot);
-    return slot.seq;
+    return 0;
 }
 
-uint64_t ingest_append_gap(struct topic *t, uint64_t missed, int64_t now_us)
+int ingest_append_gap(struct topic *t, uint64_t missed, int64_t now_us)
 {
     ringlog_t *log = t->log;
     struct cursor at = {.epoch = ringlog_epoch(log), .seq = ringlog_head_seq(log) + 1};
@@ -205,12 +208,15 @@ uint64_t ingest_append_gap(struct topic *t, uint64_t missed, int64_t now_us)
     uint8_t buf[256];
     size_t n = wire_gap_pack(at, missed, EVENTS__V1__GAP_REASON__GAP_UPSTREAM_LOSS, from, buf,
                              sizeof(buf));
+    if (!n)
+        return -EMSGSIZE;
     struct ringlog_slot slot;
-    if (!n || ringlog_reserve(log, RINGLOG_GAP, 0, 0, n, now_us, &slot))
-        return 0;
+    int rc = ringlog_reserve(log, RINGLOG_GAP, 0, 0, n, now_us, &slot);
+    if (rc)
+        return rc;
     memcpy(slot.event, buf, n);
     ringlog_commit(log, &slot);
-    return slot.seq;
+    return 0;
 }
 
 /* ---- published batches --------------------------------------------------- */
@@ -241,6 +247,7 @@ static void run_jobs(struct ingest *in)
         struct ingest_job *job = fifo;
         fifo = job->next;
         job->appended = 0;
+        job->error = 0;
         for (size_t i = 0; i < job->n; i++) {
             const struct ingest_record *r = &job->recs[i];
             int64_t now_us = ingest_now_us(in);
@@ -254,10 +261,12 @@ static void run_jobs(struct ingest *in)
                 .emitted_us = r->emitted_us ? r->emitted_us : now_us,
                 .ingested_us = now_us,
             };
-            uint64_t seq = ingest_append(r->topic, &d);
-            if (!seq)
-                break; /* too large for the topic's log: the caller reports it */
-            job->last = (struct cursor){.epoch = ringlog_epoch(r->topic->log), .seq = seq};
+            int rc = ingest_append(r->topic, &d);
+            if (rc) {
+                job->error = rc; /* the caller reports it */
+                break;
+            }
+            job->last = (struct cursor){.epoch = ringlog_epoch(r->topic->log), .seq = d.seq};
             job->appended++;
             in->appended_batch++;
             counter_add(&in->frames, 1);
@@ -277,6 +286,22 @@ static void reject(struct source *s, enum feedframe_error why)
         log_warn("msg=feed_reject source=\"%s\" reason=%s offset=%llu suppressed=%llu", s->spec,
                  feedframe_reason(why), (unsigned long long)s->offset,
                  (unsigned long long)suppressed);
+}
+
+/* A valid frame (or the Gap of an upstream loss) that the topic's log could
+ * not take: too large for it (counted as an oversize frame), or an error of
+ * the log itself (out of memory, the disk). */
+static void append_failed(struct source *s, const struct topic *t, int err)
+{
+    if (err == -EMSGSIZE) {
+        reject(s, FEEDFRAME_OVERSIZE); /* larger than half the topic's log */
+        return;
+    }
+    count(s, append_failed, 1);
+    uint64_t suppressed;
+    if (log_ratelimit_allow(&s->rl, log_now_mono_us(), &suppressed))
+        log_warn("msg=feed_append_failed source=\"%s\" topic=%s error=\"%s\" suppressed=%llu",
+                 s->spec, t->name, strerror(-err), (unsigned long long)suppressed);
 }
 
 static struct channel_state *channel_of(struct source *s, uint32_t channel)
@@ -323,7 +348,10 @@ static void handle_frame(struct source *s, const struct feedframe *f)
                          "expected=%llu got=%llu",
                          s->spec, f->channel, t->name, (unsigned long long)missed,
                          (unsigned long long)ch->next, (unsigned long long)f->source_seq);
-                if (ingest_append_gap(t, missed, now_us))
+                int rc = ingest_append_gap(t, missed, now_us);
+                if (rc)
+                    append_failed(s, t, rc);
+                else
                     in->appended_batch++;
             } else if (f->source_seq == 1) {
                 log_info("msg=feed_restarted source=\"%s\" channel=%u expected=%llu", s->spec,
@@ -346,12 +374,13 @@ static void handle_frame(struct source *s, const struct feedframe *f)
         .emitted_us = f->source_time_us,
         .ingested_us = now_us,
     };
-    if (ingest_append(t, &d)) {
-        count(s, frames, 1);
-        in->appended_batch++;
-    } else {
-        reject(s, FEEDFRAME_OVERSIZE); /* larger than half the topic's log */
+    int rc = ingest_append(t, &d);
+    if (rc) {
+        append_failed(s, t, rc);
+        return;
     }
+    count(s, frames, 1);
+    in->appended_batch++;
 }
 
 /* A datagram: whole frames back to back. */
@@ -943,7 +972,10 @@ static int64_t run_timers(struct ingest *in)
                     .emitted_us = now_us,
                     .ingested_us = now_us,
                 };
-                if (ingest_append(s->topic, &d)) {
+                int rc = ingest_append(s->topic, &d);
+                if (rc) {
+                    append_failed(s, s->topic, rc);
+                } else {
                     count(s, frames, 1);
                     in->appended_batch++;
                 }
@@ -1496,6 +1528,7 @@ void ingest_get_stats(const ingest_t *in, struct ingest_stats *out)
     out->missed = atomic_load_explicit(&in->missed, memory_order_relaxed);
     out->duplicates = atomic_load_explicit(&in->duplicates, memory_order_relaxed);
     out->rxq_ovfl = atomic_load_explicit(&in->rxq_ovfl, memory_order_relaxed);
+    out->append_failed = atomic_load_explicit(&in->append_failed, memory_order_relaxed);
     for (size_t i = 0; i < FEEDFRAME_NREASONS; i++)
         out->rejected_by_reason[i] = counter_get(&in->reasons[i]);
 }

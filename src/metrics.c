@@ -65,6 +65,9 @@ void metrics_render(FILE *out, struct server *srv, struct topics *topics, ingest
     family(out, "tickfan_ingest_duplicates_total", "counter",
            "Feed frames dropped as duplicate or reordered.");
     fprintf(out, "tickfan_ingest_duplicates_total %llu\n", (unsigned long long)st.duplicates);
+    family(out, "tickfan_ingest_append_failed_total", "counter",
+           "Valid feed frames the topic log could not store (out of memory, disk errors).");
+    fprintf(out, "tickfan_ingest_append_failed_total %llu\n", (unsigned long long)st.append_failed);
     family(out, "tickfan_upstream_gaps_total", "counter", "Upstream sequence gaps detected.");
     fprintf(out, "tickfan_upstream_gaps_total %llu\n", (unsigned long long)st.gaps);
     family(out, "tickfan_upstream_missed_events_total", "counter",
