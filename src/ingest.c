@@ -196,8 +196,7 @@ int ingest_append(struct topic *t, struct wire_data *d)
     memcpy(slot.kind, d->kind, d->kind_len);
     memcpy(slot.key, d->key, d->key_len);
     wire_data_msg_pack(&m, slot.event);
-    ringlog_commit(log, &slot);
-    return 0;
+    return ringlog_commit(log, &slot);
 }
 
 int ingest_append_gap(struct topic *t, uint64_t missed, int64_t now_us)
@@ -215,8 +214,7 @@ int ingest_append_gap(struct topic *t, uint64_t missed, int64_t now_us)
     if (rc)
         return rc;
     memcpy(slot.event, buf, n);
-    ringlog_commit(log, &slot);
-    return 0;
+    return ringlog_commit(log, &slot);
 }
 
 /* ---- published batches --------------------------------------------------- */

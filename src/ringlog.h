@@ -132,8 +132,11 @@ struct ringlog_slot {
  * open at a time. */
 int ringlog_reserve(ringlog_t *log, enum ringlog_type type, size_t kind_len, size_t key_len,
                     size_t event_len, int64_t ingest_us, struct ringlog_slot *slot);
-/* Publishes the reserved record to readers. */
-void ringlog_commit(ringlog_t *log, struct ringlog_slot *slot);
+/* Publishes the reserved record to readers. Returns 0, or with sync_every
+ * the -errno of an msync that failed: the record is then not published (no
+ * reader sees it, a recovery does not find it) and the next reservation
+ * reuses its place and sequence number. */
+int ringlog_commit(ringlog_t *log, struct ringlog_slot *slot);
 
 /* ---- readers ----------------------------------------------------------- */
 
