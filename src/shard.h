@@ -165,7 +165,10 @@ struct shard {
     int64_t tick_us;
 };
 
-int shard_create(struct shard **out, struct server *srv, size_t index);
+/* Creates shard `index` of `srv` (its queue registered with srv->grpc, its
+ * doorbell, not yet started). Returns 0, or -ENOMEM, or -EIO when gRPC
+ * refuses the queue or the doorbell, with a message in err. */
+int shard_create(struct shard **out, struct server *srv, size_t index, char *err, size_t errlen);
 int shard_start(struct shard *sh);
 /* Ends a call this shard cannot take (e.g. out of memory) with `code` and
  * `msg`, and drops our reference. Shard thread. */
