@@ -175,9 +175,11 @@ void ringlog_seek_head(const ringlog_t *log, struct ringlog_iter *it);
  * (the live head when none). */
 void ringlog_seek_time(const ringlog_t *log, int64_t unix_us, struct ringlog_iter *it);
 
-/* Reads the record at `it` without moving it. Returns 0, -EAGAIN when `it` is
- * at the live head, or -ESTALE when the writer has overwritten the record
- * (the reader was lapped; ringlog_first_seq tells what is left). */
+/* Reads the record at `it`. `it` does not move past it (ringlog_advance
+ * does), but it may move forward over the pad or short tail at the end of
+ * the ring to where the record starts. Returns 0, -EAGAIN when `it` is at
+ * the live head, or -ESTALE when the writer has overwritten the record (the
+ * reader was lapped; ringlog_first_seq tells what is left). */
 int ringlog_peek(const ringlog_t *log, struct ringlog_iter *it, struct ringlog_view *view);
 /* True when the bytes of the record at `it` were not overwritten up to now:
  * call after using view bytes, before trusting what was read. */
