@@ -122,9 +122,9 @@ grpc_byte_buffer *shard_event_buffer(struct shard *sh, const struct topic *t,
             grpc_slice_unref(e->slice);
         e->slice = s;
         e->seq = v->seq;
-        sh->slice_copies++;
+        counter_add(&sh->ctr.slice_copies, 1);
     } else {
-        sh->slice_shares++;
+        counter_add(&sh->ctr.slice_shares, 1);
     }
     return grpc_raw_byte_buffer_create(&e->slice, 1);
 }
