@@ -3,8 +3,9 @@
  * topic: for market data, the last quote and the last trade of every symbol.
  *
  * Threading: one writer (the ingest thread, the topic's log writer) calls
- * lvc_update for every Data event *before* committing it to the log, so any
- * event a reader can see in the log is already in the cache. Any number of
+ * lvc_update for every Data event *before* the log publishes it (in
+ * ringlog_commit), so any event a reader can see in the log is already in
+ * the cache. Any number of
  * readers (shards, on subscribe) copy entries lock-free: every entry is a
  * seqlock, and entries are never moved or freed while the cache lives.
  *
