@@ -138,8 +138,9 @@ static int open_udp(struct feedout *o, const char *hp, const struct feedout_opti
                 return -EINVAL;
             }
             if (setsockopt(o->fd, IPPROTO_IP, IP_MULTICAST_IF, &ifa, sizeof(ifa))) {
-                snprintf(err, errlen, "--iface '%s': %s", opts->iface, strerror(errno));
-                return -errno;
+                rc = -errno; /* before snprintf, which may change errno */
+                snprintf(err, errlen, "--iface '%s': %s", opts->iface, strerror(-rc));
+                return rc;
             }
         }
         if (opts->ttl >= 0) {

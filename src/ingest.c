@@ -43,6 +43,7 @@
 #define SIM_BATCH 4096             /* simulated events per loop at most */
 #define FILE_BATCH 4096            /* replayed frames per loop at most */
 #define MAX_WAIT_NS (20 * 1000000)
+#define ACCEPT_RETRY_MS 100 /* a listener that cannot accept (EMFILE ...) tries again after */
 
 enum src_type { SRC_SIM, SRC_UDP, SRC_TCP, SRC_LISTEN, SRC_CONN, SRC_FILE, SRC_WAKE };
 enum op_kind { OP_UDP, OP_UDP_MS, OP_RECV, OP_ACCEPT, OP_CONNECT, OP_WAKE };
@@ -83,6 +84,7 @@ struct source {
 
     /* counters (relaxed: read by ingest_get_stats) */
     _Atomic uint64_t frames, rejected, unknown_topic, gaps, missed, duplicates, rxq_ovfl;
+    _Atomic uint64_t append_failed;
     uint32_t last_ovfl;
     uint64_t offset; /* bytes (streams, files) or datagrams (UDP) consumed */
     struct log_ratelimit rl;
@@ -105,6 +107,10 @@ struct source {
     size_t br_bytes;
     int bgid;
     uint8_t *ms_bufs;
+
+    /* TCP listener: accepting again at this time after a failure (0: armed) */
+    int64_t accept_at_ns;
+    struct log_ratelimit accept_rl;
 
     /* TCP client */
     struct sockaddr_storage addr;
@@ -151,6 +157,7 @@ struct ingest {
     struct op wake_op;
     /* totals over all sources, for ingest_get_stats from any thread */
     _Atomic uint64_t frames, rejected, unknown_topic, gaps, missed, duplicates, rxq_ovfl;
+    _Atomic uint64_t append_failed;
     counter_t reasons[FEEDFRAME_NREASONS];
 };
 
@@ -175,7 +182,7 @@ static int64_t ingest_now_us(struct ingest *in)
 
 /* ---- appending ----------------------------------------------------------- */
 
-uint64_t ingest_append(struct topic *t, struct wire_data *d)
+int ingest_append(struct topic *t, struct wire_data *d)
 {
     ringlog_t *log = t->log;
     struct cursor c = {.epoch = ringlog_epoch(log), .seq = ringlog_head_seq(log) + 1};
@@ -183,16 +190,16 @@ uint64_t ingest_append(struct topic *t, struct wire_data *d)
     struct wire_data_msg m; /* built once: sized, then packed straight into the log */
     size_t n = wire_data_msg_init(&m, d, c);
     struct ringlog_slot slot;
-    if (ringlog_reserve(log, RINGLOG_DATA, d->kind_len, d->key_len, n, d->ingested_us, &slot))
-        return 0;
+    int rc = ringlog_reserve(log, RINGLOG_DATA, d->kind_len, d->key_len, n, d->ingested_us, &slot);
+    if (rc)
+        return rc;
     memcpy(slot.kind, d->kind, d->kind_len);
     memcpy(slot.key, d->key, d->key_len);
     wire_data_msg_pack(&m, slot.event);
-    ringlog_commit(log, &slot);
-    return slot.seq;
+    return ringlog_commit(log, &slot);
 }
 
-uint64_t ingest_append_gap(struct topic *t, uint64_t missed, int64_t now_us)
+int ingest_append_gap(struct topic *t, uint64_t missed, int64_t now_us)
 {
     ringlog_t *log = t->log;
     struct cursor at = {.epoch = ringlog_epoch(log), .seq = ringlog_head_seq(log) + 1};
@@ -200,12 +207,14 @@ uint64_t ingest_append_gap(struct topic *t, uint64_t missed, int64_t now_us)
     uint8_t buf[256];
     size_t n = wire_gap_pack(at, missed, EVENTS__V1__GAP_REASON__GAP_UPSTREAM_LOSS, from, buf,
                              sizeof(buf));
+    if (!n)
+        return -EMSGSIZE;
     struct ringlog_slot slot;
-    if (!n || ringlog_reserve(log, RINGLOG_GAP, 0, 0, n, now_us, &slot))
-        return 0;
+    int rc = ringlog_reserve(log, RINGLOG_GAP, 0, 0, n, now_us, &slot);
+    if (rc)
+        return rc;
     memcpy(slot.event, buf, n);
-    ringlog_commit(log, &slot);
-    return slot.seq;
+    return ringlog_commit(log, &slot);
 }
 
 /* ---- published batches --------------------------------------------------- */
@@ -236,6 +245,7 @@ static void run_jobs(struct ingest *in)
         struct ingest_job *job = fifo;
         fifo = job->next;
         job->appended = 0;
+        job->error = 0;
         for (size_t i = 0; i < job->n; i++) {
             const struct ingest_record *r = &job->recs[i];
             int64_t now_us = ingest_now_us(in);
@@ -249,10 +259,12 @@ static void run_jobs(struct ingest *in)
                 .emitted_us = r->emitted_us ? r->emitted_us : now_us,
                 .ingested_us = now_us,
             };
-            uint64_t seq = ingest_append(r->topic, &d);
-            if (!seq)
-                break; /* too large for the topic's log: the caller reports it */
-            job->last = (struct cursor){.epoch = ringlog_epoch(r->topic->log), .seq = seq};
+            int rc = ingest_append(r->topic, &d);
+            if (rc) {
+                job->error = rc; /* the caller reports it */
+                break;
+            }
+            job->last = (struct cursor){.epoch = ringlog_epoch(r->topic->log), .seq = d.seq};
             job->appended++;
             in->appended_batch++;
             counter_add(&in->frames, 1);
@@ -272,6 +284,22 @@ static void reject(struct source *s, enum feedframe_error why)
         log_warn("msg=feed_reject source=\"%s\" reason=%s offset=%llu suppressed=%llu", s->spec,
                  feedframe_reason(why), (unsigned long long)s->offset,
                  (unsigned long long)suppressed);
+}
+
+/* A valid frame (or the Gap of an upstream loss) that the topic's log could
+ * not take: too large for it (counted as an oversize frame), or an error of
+ * the log itself (out of memory, the disk). */
+static void append_failed(struct source *s, const struct topic *t, int err)
+{
+    if (err == -EMSGSIZE) {
+        reject(s, FEEDFRAME_OVERSIZE); /* larger than half the topic's log */
+        return;
+    }
+    count(s, append_failed, 1);
+    uint64_t suppressed;
+    if (log_ratelimit_allow(&s->rl, log_now_mono_us(), &suppressed))
+        log_warn("msg=feed_append_failed source=\"%s\" topic=%s error=\"%s\" suppressed=%llu",
+                 s->spec, t->name, strerror(-err), (unsigned long long)suppressed);
 }
 
 static struct channel_state *channel_of(struct source *s, uint32_t channel)
@@ -318,7 +346,10 @@ static void handle_frame(struct source *s, const struct feedframe *f)
                          "expected=%llu got=%llu",
                          s->spec, f->channel, t->name, (unsigned long long)missed,
                          (unsigned long long)ch->next, (unsigned long long)f->source_seq);
-                if (ingest_append_gap(t, missed, now_us))
+                int rc = ingest_append_gap(t, missed, now_us);
+                if (rc)
+                    append_failed(s, t, rc);
+                else
                     in->appended_batch++;
             } else if (f->source_seq == 1) {
                 log_info("msg=feed_restarted source=\"%s\" channel=%u expected=%llu", s->spec,
@@ -341,12 +372,13 @@ static void handle_frame(struct source *s, const struct feedframe *f)
         .emitted_us = f->source_time_us,
         .ingested_us = now_us,
     };
-    if (ingest_append(t, &d)) {
-        count(s, frames, 1);
-        in->appended_batch++;
-    } else {
-        reject(s, FEEDFRAME_OVERSIZE); /* larger than half the topic's log */
+    int rc = ingest_append(t, &d);
+    if (rc) {
+        append_failed(s, t, rc);
+        return;
     }
+    count(s, frames, 1);
+    in->appended_batch++;
 }
 
 /* A datagram: whole frames back to back. */
@@ -484,8 +516,9 @@ static int open_udp(struct source *s, const char *rest, const struct ingest_opti
     }
     return 0;
 out_errno:
-    snprintf(err, errlen, "--feed '%s': %s", s->spec, strerror(errno));
-    return -errno;
+    rc = -errno; /* before snprintf, which may change errno */
+    snprintf(err, errlen, "--feed '%s': %s", s->spec, strerror(-rc));
+    return rc;
 }
 
 static int open_listen(struct source *s, const char *rest, char *err, size_t errlen)
@@ -497,8 +530,9 @@ static int open_listen(struct source *s, const char *rest, char *err, size_t err
     int one = 1;
     if (s->fd < 0 || setsockopt(s->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
         bind(s->fd, (struct sockaddr *)&s->addr, s->addrlen) || listen(s->fd, 128)) {
-        snprintf(err, errlen, "--feed '%s': %s", s->spec, strerror(errno));
-        return -errno;
+        rc = -errno;
+        snprintf(err, errlen, "--feed '%s': %s", s->spec, strerror(-rc));
+        return rc;
     }
     return 0;
 }
@@ -531,8 +565,9 @@ static int open_file(struct source *s, const char *rest, char *err, size_t errle
     }
     s->fd = open(path, O_RDONLY | O_CLOEXEC);
     if (s->fd < 0) {
-        snprintf(err, errlen, "--feed '%s': cannot open '%s': %s", s->spec, path, strerror(errno));
-        return -errno;
+        int rc = -errno;
+        snprintf(err, errlen, "--feed '%s': cannot open '%s': %s", s->spec, path, strerror(-rc));
+        return rc;
     }
     uint8_t hdr[FEEDCAP_HDR];
     if (read(s->fd, hdr, sizeof(hdr)) != (ssize_t)sizeof(hdr) ||
@@ -573,6 +608,7 @@ static struct source *source_new(struct ingest *in, enum src_type type, const ch
     s->in = in;
     s->spec = strdup(spec);
     s->rl = (struct log_ratelimit){.interval_us = 1000000, .burst = 5};
+    s->accept_rl = (struct log_ratelimit){.interval_us = 10000000, .burst = 1};
     s->recv_op = (struct op){.kind = OP_RECV, .src = s};
     s->accept_op = (struct op){.kind = OP_ACCEPT, .src = s};
     s->connect_op = (struct op){.kind = OP_CONNECT, .src = s};
@@ -871,6 +907,39 @@ static void accepted(struct ingest *in, struct source *l, int fd)
         epoll_watch(in, c, EPOLLIN);
 }
 
+/* An accept on listener `l` failed with `err` (an errno). Errors of one
+ * connection (reset before it was taken, refused by a firewall) leave the
+ * listener armed: returns true. Anything else (EMFILE, ENFILE, ENOBUFS,
+ * ENOMEM ...) would fail again at once and spin the thread: the listener
+ * rests ACCEPT_RETRY_MS (run_timers arms it again), with a rate-limited
+ * line, and this returns false. */
+static bool accept_failed(struct source *l, int err)
+{
+    switch (err) {
+    case EAGAIN:
+    case EINTR:
+    case ECONNABORTED:
+    case EPERM:
+    case EPROTO:
+    case ENOPROTOOPT:
+    case ENETDOWN:
+    case ENETUNREACH:
+    case EHOSTDOWN:
+    case EHOSTUNREACH:
+    case ENONET:
+    case EOPNOTSUPP:
+        return true;
+    default:
+        break;
+    }
+    l->accept_at_ns = log_now_mono_ns() + (int64_t)ACCEPT_RETRY_MS * 1000000;
+    uint64_t suppressed;
+    if (log_ratelimit_allow(&l->accept_rl, log_now_mono_us(), &suppressed))
+        log_warn("msg=feed_accept_failed source=\"%s\" error=\"%s\" retry_ms=%d suppressed=%llu",
+                 l->spec, strerror(err), ACCEPT_RETRY_MS, (unsigned long long)suppressed);
+    return false;
+}
+
 /* ---- timers: simulator, file replay, reconnects --------------------------- */
 
 /* Runs what is due; returns the nanoseconds until the next due time. */
@@ -901,7 +970,10 @@ static int64_t run_timers(struct ingest *in)
                     .emitted_us = now_us,
                     .ingested_us = now_us,
                 };
-                if (ingest_append(s->topic, &d)) {
+                int rc = ingest_append(s->topic, &d);
+                if (rc) {
+                    append_failed(s, s->topic, rc);
+                } else {
                     count(s, frames, 1);
                     in->appended_batch++;
                 }
@@ -992,6 +1064,16 @@ static int64_t run_timers(struct ingest *in)
                 tcp_connect(in, s);
             else if (s->reconnect_at_ns - now < wait)
                 wait = s->reconnect_at_ns - now;
+        } else if (s->type == SRC_LISTEN && s->accept_at_ns) {
+            if (now >= s->accept_at_ns) {
+                s->accept_at_ns = 0;
+                if (in->ring_ok)
+                    uring_accept_arm(in, s);
+                else
+                    epoll_watch(in, s, EPOLLIN);
+            } else if (s->accept_at_ns - now < wait) {
+                wait = s->accept_at_ns - now;
+            }
         }
     }
     return wait < 0 ? 0 : wait;
@@ -1086,7 +1168,9 @@ static void uring_complete(struct ingest *in, struct io_uring_cqe *cqe)
     case OP_ACCEPT:
         if (res >= 0)
             accepted(in, s, res);
-        uring_accept_arm(in, s);
+        if (!atomic_load_explicit(&in->stop, memory_order_relaxed) &&
+            (res >= 0 || accept_failed(s, -res)))
+            uring_accept_arm(in, s);
         break;
     case OP_CONNECT:
         tcp_connected(in, s, res);
@@ -1152,9 +1236,15 @@ static void epoll_ready(struct ingest *in, struct source *s, uint32_t events)
     } else if (s->type == SRC_LISTEN) {
         for (;;) {
             int fd = accept4(s->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-            if (fd < 0)
-                break;
-            accepted(in, s, fd);
+            if (fd >= 0) {
+                accepted(in, s, fd);
+                continue;
+            }
+            /* level-triggered: a lasting error would be reported at once
+             * again, so the listener leaves the set until run_timers */
+            if (errno != EWOULDBLOCK && !accept_failed(s, errno))
+                epoll_ctl(in->epfd, EPOLL_CTL_DEL, s->fd, NULL);
+            break;
         }
     } else if (s->connecting) {
         int soerr = 0;
@@ -1267,14 +1357,16 @@ int ingest_create(ingest_t **out, char **specs, const struct ingest_options *opt
     atomic_init(&in->jobs, NULL);
     in->wake_op = (struct op){.kind = OP_WAKE};
     in->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    int wake_err = in->wake_fd < 0 ? errno : 0;
     in->wake_src = calloc(1, sizeof(*in->wake_src));
     if (in->wake_fd < 0 || !in->wake_src) {
-        snprintf(err, errlen, "eventfd: %s", strerror(errno));
+        int rc = wake_err ? -wake_err : -ENOMEM;
+        snprintf(err, errlen, "eventfd: %s", strerror(-rc));
         if (in->wake_fd >= 0)
             close(in->wake_fd);
         free(in->wake_src);
         free(in);
-        return -ENOMEM;
+        return rc;
     }
     in->wake_src->type = SRC_WAKE;
     in->wake_src->fd = -1;
@@ -1320,7 +1412,7 @@ int ingest_create(ingest_t **out, char **specs, const struct ingest_options *opt
         in->epfd = epoll_create1(EPOLL_CLOEXEC);
         if (in->epfd < 0) {
             rc = -errno;
-            snprintf(err, errlen, "epoll: %s", strerror(errno));
+            snprintf(err, errlen, "epoll: %s", strerror(-rc));
             goto out_free;
         }
     }
@@ -1434,6 +1526,7 @@ void ingest_get_stats(const ingest_t *in, struct ingest_stats *out)
     out->missed = atomic_load_explicit(&in->missed, memory_order_relaxed);
     out->duplicates = atomic_load_explicit(&in->duplicates, memory_order_relaxed);
     out->rxq_ovfl = atomic_load_explicit(&in->rxq_ovfl, memory_order_relaxed);
+    out->append_failed = atomic_load_explicit(&in->append_failed, memory_order_relaxed);
     for (size_t i = 0; i < FEEDFRAME_NREASONS; i++)
         out->rejected_by_reason[i] = counter_get(&in->reasons[i]);
 }

@@ -56,11 +56,14 @@ void ingest_destroy(ingest_t *in);
 const char *ingest_io_name(const ingest_t *in);
 
 /* Appends a Data event to `t`'s log: sets d->seq, encodes, commits. Ingest
- * thread only (the single writer). Returns the sequence number, or 0 when
- * the event cannot fit the log (too large). */
-uint64_t ingest_append(struct topic *t, struct wire_data *d);
-/* Appends a Gap{GAP_UPSTREAM_LOSS, missed} event. Ingest thread only. */
-uint64_t ingest_append_gap(struct topic *t, uint64_t missed, int64_t now_us);
+ * thread only (the single writer). Returns 0 (the event is d->seq), or
+ * -EMSGSIZE when it cannot fit the log (too large), -ENOMEM, or the log's
+ * write error (see ringlog_reserve, ringlog_commit); nothing is appended
+ * then. */
+int ingest_append(struct topic *t, struct wire_data *d);
+/* Appends a Gap{GAP_UPSTREAM_LOSS, missed} event. Ingest thread only.
+ * Returns 0 or -errno as ingest_append. */
+int ingest_append_gap(struct topic *t, uint64_t missed, int64_t now_us);
 
 /* A batch of published records, handed from a shard to the ingest thread
  * (the single writer) and back. The shard owns it; the ingest thread only
@@ -83,6 +86,7 @@ struct ingest_job {
     size_t n;
     /* results */
     size_t appended;    /* the first `appended` records are in their logs */
+    int error;          /* why record `appended` was not: -errno of ingest_append; 0 */
     struct cursor last; /* of the last one appended */
     void (*done)(struct ingest_job *job);
     void *arg;
@@ -100,6 +104,7 @@ struct ingest_stats {
     uint64_t missed;        /* frames lost upstream, summed over the gaps */
     uint64_t duplicates;    /* frames dropped as duplicate or reordered */
     uint64_t rxq_ovfl;      /* datagrams the kernel dropped (SO_RXQ_OVFL) */
+    uint64_t append_failed; /* valid frames the log could not take (memory, disk) */
     uint64_t rejected_by_reason[FEEDFRAME_NREASONS]; /* by feedframe_error */
 };
 void ingest_get_stats(const ingest_t *in, struct ingest_stats *out);

@@ -26,6 +26,7 @@ struct entry {
     uint32_t event_len;
     uint64_t seq;
     uint64_t pos;
+    uint64_t born; /* seq of the pair's first value; 0: unknown */
     bool inline_event;
     _Alignas(8) char key[LVC_KEY_MAX + 1];
     _Alignas(8) char kind[LVC_KEY_MAX + 1];
@@ -138,6 +139,8 @@ bool lvc_update(lvc_t *c, const char *key, size_t key_len, const char *kind, siz
     seqcopy_to(e->key, key, key_len);
     STORE(e->kind_len, (uint16_t)kind_len);
     seqcopy_to(e->kind, kind, kind_len);
+    if (is_new)
+        STORE(e->born, seq);
     STORE(e->seq, seq);
     STORE(e->pos, pos);
     STORE(e->event_len, (uint32_t)event_len);
@@ -165,6 +168,7 @@ void lvc_read(const lvc_t *c, size_t i, struct lvc_value *out)
         /* a torn read may give any lengths: bound them to the arrays */
         out->seq = LOAD(e->seq);
         out->pos = LOAD(e->pos);
+        out->born = LOAD(e->born);
         uint16_t key_len = LOAD(e->key_len), kind_len = LOAD(e->kind_len);
         out->key_len = key_len < LVC_KEY_MAX ? key_len : LVC_KEY_MAX;
         out->kind_len = kind_len < LVC_KEY_MAX ? kind_len : LVC_KEY_MAX;
@@ -181,6 +185,13 @@ void lvc_read(const lvc_t *c, size_t i, struct lvc_value *out)
     }
     out->key[out->key_len] = 0;
     out->kind[out->kind_len] = 0;
+}
+
+void lvc_forget_births(lvc_t *c)
+{
+    size_t count = atomic_load_explicit(&c->count, memory_order_relaxed);
+    for (size_t i = 0; i < count; i++)
+        STORE(entry_at(c, i)->born, 0);
 }
 
 uint64_t lvc_rejected(const lvc_t *c)

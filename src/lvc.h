@@ -3,14 +3,19 @@
  * topic: for market data, the last quote and the last trade of every symbol.
  *
  * Threading: one writer (the ingest thread, the topic's log writer) calls
- * lvc_update for every Data event *before* committing it to the log, so any
- * event a reader can see in the log is already in the cache. Any number of
+ * lvc_update for every Data event *before* the log publishes it (in
+ * ringlog_commit), so any event a reader can see in the log is already in
+ * the cache. Any number of
  * readers (shards, on subscribe) copy entries lock-free: every entry is a
  * seqlock, and entries are never moved or freed while the cache lives.
  *
  * Values up to LVC_VALUE_MAX bytes are copied into the entry; a larger one
  * is remembered only by its log position and is lost from the cache once the
- * log no longer retains it (counted in lvc_spilled).
+ * log no longer retains it (a snapshot then counts it as lost).
+ *
+ * Each entry also remembers when its pair first appeared (`born`), so a
+ * snapshot as of an older position can tell a pair that did not exist yet
+ * from one whose value as of then the cache no longer holds.
  */
 #ifndef TICKFAN_LVC_H
 #define TICKFAN_LVC_H
@@ -40,6 +45,7 @@ bool lvc_update(lvc_t *c, const char *key, size_t key_len, const char *kind, siz
 struct lvc_value {
     uint64_t seq;
     uint64_t pos;
+    uint64_t born; /* seq of the pair's first value; 0: unknown (lvc_forget_births) */
     size_t key_len, kind_len, event_len;
     bool inline_event; /* false: only `pos` is known (event too large) */
     char key[LVC_KEY_MAX + 1];
@@ -51,6 +57,11 @@ struct lvc_value {
 size_t lvc_count(const lvc_t *c);
 /* Reader: copies entry i consistently. */
 void lvc_read(const lvc_t *c, size_t i, struct lvc_value *out);
+
+/* Writer, before any reader: the births recorded so far are not known to be
+ * the first values of their pairs (a cache rebuilt from a log that had
+ * already dropped its oldest records). */
+void lvc_forget_births(lvc_t *c);
 
 uint64_t lvc_rejected(const lvc_t *c); /* new keys refused (cache full) */
 

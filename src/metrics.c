@@ -65,6 +65,9 @@ void metrics_render(FILE *out, struct server *srv, struct topics *topics, ingest
     family(out, "tickfan_ingest_duplicates_total", "counter",
            "Feed frames dropped as duplicate or reordered.");
     fprintf(out, "tickfan_ingest_duplicates_total %llu\n", (unsigned long long)st.duplicates);
+    family(out, "tickfan_ingest_append_failed_total", "counter",
+           "Valid feed frames the topic log could not store (out of memory, disk errors).");
+    fprintf(out, "tickfan_ingest_append_failed_total %llu\n", (unsigned long long)st.append_failed);
     family(out, "tickfan_upstream_gaps_total", "counter", "Upstream sequence gaps detected.");
     fprintf(out, "tickfan_upstream_gaps_total %llu\n", (unsigned long long)st.gaps);
     family(out, "tickfan_upstream_missed_events_total", "counter",
@@ -118,6 +121,17 @@ void metrics_render(FILE *out, struct server *srv, struct topics *topics, ingest
     family(out, "tickfan_heartbeats_sent_total", "counter", "Heartbeats sent.");
     fprintf(out, "tickfan_heartbeats_sent_total %llu\n",
             (unsigned long long)SHARD_SUM(srv, heartbeats));
+    family(out, "tickfan_subscriber_gaps_total", "counter",
+           "Gap events made for Watch streams (slow consumer, retention, incomplete snapshot).");
+    fprintf(out, "tickfan_subscriber_gaps_total %llu\n", (unsigned long long)SHARD_SUM(srv, gaps));
+    family(out, "tickfan_event_slice_copies_total", "counter",
+           "Events copied out of a topic log into a shard's shared slice.");
+    fprintf(out, "tickfan_event_slice_copies_total %llu\n",
+            (unsigned long long)SHARD_SUM(srv, slice_copies));
+    family(out, "tickfan_event_slice_shares_total", "counter",
+           "Sends that reused a shard's shared slice of an event instead of copying it.");
+    fprintf(out, "tickfan_event_slice_shares_total %llu\n",
+            (unsigned long long)SHARD_SUM(srv, slice_shares));
     family(out, "tickfan_subscriber_dropped_events_total", "counter",
            "Events subscribers did not get (slow consumer, retention), each told by a Gap.");
     fprintf(out, "tickfan_subscriber_dropped_events_total %llu\n",

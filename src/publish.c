@@ -317,8 +317,18 @@ void publish_on_ack(struct shard *sh, struct ingest_job *job)
     }
     if (job->appended < job->n) {
         uint64_t i = pc->index - pc->batches[pc->filling].n - (job->n - job->appended);
-        fail(pc, GRPC_STATUS_INVALID_ARGUMENT, "record %llu: too large for the log of topic '%s'",
-             (unsigned long long)i, b->recs[job->appended].topic->name);
+        const char *topic = b->recs[job->appended].topic->name;
+        if (job->error == -EMSGSIZE)
+            fail(pc, GRPC_STATUS_INVALID_ARGUMENT,
+                 "record %llu: too large for the log of topic '%s'", (unsigned long long)i, topic);
+        else if (job->error == -ENOMEM)
+            fail(pc, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                 "record %llu: out of memory appending to topic '%s'; publish it again later",
+                 (unsigned long long)i, topic);
+        else
+            fail(pc, GRPC_STATUS_UNAVAILABLE,
+                 "record %llu: the log of topic '%s' could not store it: %s; publish it again",
+                 (unsigned long long)i, topic, strerror(-job->error));
         free_batch(&pc->batches[pc->filling]); /* after the failed one: not appended */
     }
     free_batch(b);

@@ -376,17 +376,20 @@ int ringlog_reserve(ringlog_t *log, enum ringlog_type type, size_t kind_len, siz
     return 0;
 }
 
-/* msync the ring bytes [from, to) (absolute positions, at most one lap). */
-static void sync_range(ringlog_t *log, uint64_t from, uint64_t to)
+/* msync the ring bytes [from, to) (absolute positions, at most one lap).
+ * Returns 0 or -errno of the first msync that failed. */
+static int sync_range(ringlog_t *log, uint64_t from, uint64_t to)
 {
     uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
     while (from < to) {
         uint64_t off = from % log->cap;
         uint64_t n = to - from < log->cap - off ? to - from : log->cap - off;
         uint64_t start = FILE_HDR_SIZE + off, aligned = start & ~(page - 1);
-        msync(log->map + aligned, start + n - aligned, MS_SYNC);
+        if (msync(log->map + aligned, start + n - aligned, MS_SYNC))
+            return -errno;
         from += n;
     }
+    return 0;
 }
 
 static void index_record(ringlog_t *log, uint64_t seq, uint64_t pos, int64_t ingest_us)
@@ -409,22 +412,35 @@ static void publish(ringlog_t *log, uint64_t end_pos, uint64_t end_seq)
     atomic_store_explicit(&log->head_gen, gen + 2, memory_order_release);
 }
 
-void ringlog_commit(ringlog_t *log, struct ringlog_slot *slot)
+int ringlog_commit(ringlog_t *log, struct ringlog_slot *slot)
 {
     struct rec_hdr *h = (struct rec_hdr *)log->stage;
     h->crc = record_crc(h);
+    /* Lapped readers may still be reading these bytes: atomic word stores. */
+    seqcopy_to(hdr_at(log, slot->pos), log->stage, slot->len);
+    if (log->sync_every) {
+        int rc = sync_range(log, slot->from, slot->pos + slot->len);
+        if (rc) {
+            /* Not on the disk: never published. Its header is cleared so a
+             * recovery cannot find it, and the next reservation takes its
+             * place and its sequence number. */
+            struct rec_hdr none;
+            memset(&none, 0, sizeof(none));
+            seqcopy_to(hdr_at(log, slot->pos), &none, sizeof(none));
+            log->w_pos = slot->from;
+            log->w_seq = slot->seq - 1;
+            return rc;
+        }
+    }
     index_record(log, slot->seq, slot->pos, h->ingest_us);
-    /* The cache first: whatever a reader can see in the log is in it. */
+    /* The cache before the head: whatever a reader can see in the log is in it. */
     if (h->type == RINGLOG_DATA)
         lvc_update(log->lvc, slot->key, h->key_len, slot->kind, h->kind_len, slot->seq, slot->pos,
                    slot->event, h->event_len);
-    /* Lapped readers may still be reading these bytes: atomic word stores. */
-    seqcopy_to(hdr_at(log, slot->pos), log->stage, slot->len);
-    if (log->sync_every)
-        sync_range(log, slot->from, slot->pos + slot->len);
     if (atomic_load_explicit(&log->head_seq, memory_order_relaxed) == 0)
         atomic_store_explicit(&log->first_seq, slot->seq, memory_order_relaxed);
     publish(log, slot->pos + slot->len, slot->seq);
+    return 0;
 }
 
 /* ---- the durable file ---------------------------------------------------- */
@@ -579,6 +595,9 @@ static void recover(ringlog_t *log, struct ringlog_recovery *rep)
         }
         pos += h->len;
     }
+    /* A pair's first record in what is left need not be its first value. */
+    if (rep->first_seq > 1)
+        lvc_forget_births(log->lvc);
 }
 
 int ringlog_open(ringlog_t **out, const char *path, const char *topic,
@@ -669,17 +688,22 @@ int ringlog_open(ringlog_t **out, const char *path, const char *topic,
             goto out_free;
         }
     }
-    if ((uint64_t)st.st_size < log->map_len) {
-        /* Preallocate: a full disk fails now, not as SIGBUS in the hot path. */
-        rc = posix_fallocate(log->fd, 0, (off_t)log->map_len);
-        if (rc) {
-            snprintf(err, errlen, "%s: cannot allocate %zu bytes: %s", path, log->map_len,
-                     strerror(rc));
-            if (rep->created)
-                unlink(path);
-            rc = -rc;
-            goto out_free;
-        }
+    /* Reserve every block on every open, before anything is mapped: a file
+     * of full length can still have holes (a sparse copy, a disk that filled
+     * while it was written), and touching a hole of the map on a full
+     * filesystem raises SIGBUS, in recovery or later in the hot path. For
+     * blocks already allocated this is a no-op. posix_fallocate returns the
+     * error number; it does not set errno. */
+    rc = posix_fallocate(log->fd, 0, (off_t)log->map_len);
+    if (rc) {
+        snprintf(err, errlen,
+                 "%s: cannot reserve the %zu bytes of the log on disk: %s (free space on its "
+                 "filesystem)",
+                 path, log->map_len, strerror(rc));
+        if (rep->created)
+            unlink(path);
+        rc = -rc;
+        goto out_free;
     }
     log->map = mmap(NULL, log->map_len, PROT_READ | PROT_WRITE, MAP_SHARED, log->fd, 0);
     if (log->map == MAP_FAILED) {

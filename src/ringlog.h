@@ -79,8 +79,10 @@ struct ringlog_recovery {
     char moved_to[4200]; /* a damaged file was renamed to this (else empty) */
 };
 
-/* Opens (creating if missing) the durable log of `topic` at `path`. A new
- * file is preallocated, so a full disk fails here (-ENOSPC), never later.
+/* Opens (creating if missing) the durable log of `topic` at `path`. Every
+ * block of the file is reserved before it is mapped, on every open (a new
+ * file, a short one, or one with holes), so a full disk fails here
+ * (-ENOSPC; an existing file keeps its contents), never later as SIGBUS.
  * Returns 0, or -errno with a message in err (naming the path and what is
  * wrong, e.g. a capacity different from the file's). */
 int ringlog_open(ringlog_t **out, const char *path, const char *topic,
@@ -130,8 +132,11 @@ struct ringlog_slot {
  * open at a time. */
 int ringlog_reserve(ringlog_t *log, enum ringlog_type type, size_t kind_len, size_t key_len,
                     size_t event_len, int64_t ingest_us, struct ringlog_slot *slot);
-/* Publishes the reserved record to readers. */
-void ringlog_commit(ringlog_t *log, struct ringlog_slot *slot);
+/* Publishes the reserved record to readers. Returns 0, or with sync_every
+ * the -errno of an msync that failed: the record is then not published (no
+ * reader sees it, a recovery does not find it) and the next reservation
+ * reuses its place and sequence number. */
+int ringlog_commit(ringlog_t *log, struct ringlog_slot *slot);
 
 /* ---- readers ----------------------------------------------------------- */
 
@@ -170,9 +175,11 @@ void ringlog_seek_head(const ringlog_t *log, struct ringlog_iter *it);
  * (the live head when none). */
 void ringlog_seek_time(const ringlog_t *log, int64_t unix_us, struct ringlog_iter *it);
 
-/* Reads the record at `it` without moving it. Returns 0, -EAGAIN when `it` is
- * at the live head, or -ESTALE when the writer has overwritten the record
- * (the reader was lapped; ringlog_first_seq tells what is left). */
+/* Reads the record at `it`. `it` does not move past it (ringlog_advance
+ * does), but it may move forward over the pad or short tail at the end of
+ * the ring to where the record starts. Returns 0, -EAGAIN when `it` is at
+ * the live head, or -ESTALE when the writer has overwritten the record (the
+ * reader was lapped; ringlog_first_seq tells what is left). */
 int ringlog_peek(const ringlog_t *log, struct ringlog_iter *it, struct ringlog_view *view);
 /* True when the bytes of the record at `it` were not overwritten up to now:
  * call after using view bytes, before trusting what was read. */

@@ -98,33 +98,65 @@ int server_create(struct server **out, const struct config *cfg, struct topics *
         {GRPC_ARG_INTEGER, GRPC_ARG_MAX_METADATA_SIZE, {.integer = 16 * 1024}},
     };
     grpc_channel_args chargs = {.num_args = sizeof(args) / sizeof(args[0]), .args = args};
-    srv->grpc = grpc_server_create(&chargs, NULL);
-    srv->watch_method = grpc_server_register_method(srv->grpc, "/events.v1.Watcher/Watch", NULL,
-                                                    GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
     srv->ingest = ingest;
+    int rc;
     const struct service_method *(*const providers[])(size_t *) = {
         health_methods, publish_methods, reflection_methods, admin_methods};
     for (size_t p = 0; p < sizeof(providers) / sizeof(providers[0]); p++) {
         size_t n;
         const struct service_method *m = providers[p](&n);
-        for (size_t i = 0; i < n && srv->nmethods < SHARD_MAX_METHODS; i++)
+        if (n > SHARD_MAX_METHODS - srv->nmethods) {
+            snprintf(err, errlen,
+                     "the services have more than SHARD_MAX_METHODS (%d) methods (%s is one "
+                     "too many); raise it in shard.h",
+                     SHARD_MAX_METHODS, m[SHARD_MAX_METHODS - srv->nmethods].path);
+            rc = -E2BIG;
+            goto out_destroy;
+        }
+        for (size_t i = 0; i < n; i++)
             srv->methods[srv->nmethods++] = m[i];
     }
-    for (size_t i = 0; i < srv->nmethods; i++)
+    srv->grpc = grpc_server_create(&chargs, NULL);
+    srv->ctl_cq = grpc_completion_queue_create_for_next(NULL);
+    if (!srv->grpc || !srv->ctl_cq) {
+        snprintf(err, errlen, "cannot create the gRPC server%s",
+                 srv->grpc ? " (its completion queue)" : "");
+        if (srv->grpc)
+            grpc_server_destroy(srv->grpc); /* nothing registered on it yet */
+        srv->grpc = NULL;
+        rc = -EIO;
+        goto out_destroy;
+    }
+    grpc_server_register_completion_queue(srv->grpc, srv->ctl_cq, NULL);
+    srv->watch_method = grpc_server_register_method(srv->grpc, "/events.v1.Watcher/Watch", NULL,
+                                                    GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+    if (!srv->watch_method) {
+        snprintf(err, errlen, "gRPC refused to register method /events.v1.Watcher/Watch");
+        rc = -EIO;
+        goto out_destroy;
+    }
+    for (size_t i = 0; i < srv->nmethods; i++) {
         srv->method_handles[i] = grpc_server_register_method(
             srv->grpc, srv->methods[i].path, NULL,
             srv->methods[i].read_payload ? GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER
                                          : GRPC_SRM_PAYLOAD_NONE,
             0);
-    srv->ctl_cq = grpc_completion_queue_create_for_next(NULL);
-    grpc_server_register_completion_queue(srv->grpc, srv->ctl_cq, NULL);
+        if (!srv->method_handles[i]) {
+            snprintf(err, errlen, "gRPC refused to register method %s (registered twice?)",
+                     srv->methods[i].path);
+            rc = -EIO;
+            goto out_destroy;
+        }
+    }
 
     srv->shards = calloc(srv->nshards, sizeof(*srv->shards));
     if (!srv->shards)
         goto out_nomem;
-    for (size_t i = 0; i < srv->nshards; i++)
-        if (shard_create(&srv->shards[i], srv, i))
-            goto out_nomem;
+    for (size_t i = 0; i < srv->nshards; i++) {
+        rc = shard_create(&srv->shards[i], srv, i, err, errlen);
+        if (rc)
+            goto out_destroy;
+    }
 
     grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
     srv->port = grpc_server_add_http2_port(srv->grpc, cfg->listen, creds);
@@ -137,7 +169,7 @@ int server_create(struct server **out, const struct config *cfg, struct topics *
     }
     grpc_server_start(srv->grpc);
     for (size_t i = 0; i < srv->nshards; i++) {
-        int rc = shard_start(srv->shards[i]);
+        rc = shard_start(srv->shards[i]);
         if (rc) {
             snprintf(err, errlen, "cannot start shard thread: %s", strerror(-rc));
             server_drain_begin(srv);
@@ -151,8 +183,10 @@ int server_create(struct server **out, const struct config *cfg, struct topics *
 
 out_nomem:
     snprintf(err, errlen, "out of memory");
+    rc = -ENOMEM;
+out_destroy:
     server_destroy(srv);
-    return -ENOMEM;
+    return rc;
 }
 
 void server_drain_begin(struct server *srv)

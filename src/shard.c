@@ -122,9 +122,9 @@ grpc_byte_buffer *shard_event_buffer(struct shard *sh, const struct topic *t,
             grpc_slice_unref(e->slice);
         e->slice = s;
         e->seq = v->seq;
-        sh->slice_copies++;
+        counter_add(&sh->ctr.slice_copies, 1);
     } else {
-        sh->slice_shares++;
+        counter_add(&sh->ctr.slice_shares, 1);
     }
     return grpc_raw_byte_buffer_create(&e->slice, 1);
 }
@@ -577,28 +577,51 @@ static void *shard_main(void *p)
 
 /* ---- life cycle ---------------------------------------------------------- */
 
-int shard_create(struct shard **out, struct server *srv, size_t index)
+int shard_create(struct shard **out, struct server *srv, size_t index, char *err, size_t errlen)
 {
     *out = NULL;
     struct shard *sh = calloc(1, sizeof(*sh));
-    if (!sh)
+    if (!sh) {
+        snprintf(err, errlen, "shard %zu: out of memory", index);
         return -ENOMEM;
+    }
+    int rc = -ENOMEM;
     sh->srv = srv;
     sh->index = index;
     /* per topic index, for every topic there may ever be */
     sh->waiting = calloc(TOPICS_MAX, sizeof(*sh->waiting));
     sh->seen_head = calloc(TOPICS_MAX, sizeof(*sh->seen_head));
     sh->slices = calloc(TOPICS_MAX, sizeof(*sh->slices));
-    if (!sh->waiting || !sh->seen_head || !sh->slices)
+    if (!sh->waiting || !sh->seen_head || !sh->slices) {
+        snprintf(err, errlen, "shard %zu: out of memory", index);
         goto out_free;
+    }
+    rc = -EIO; /* from here on, gRPC refused */
     sh->cq = grpc_completion_queue_create_for_next(NULL);
-    grpc_server_register_completion_queue(srv->grpc, sh->cq, NULL);
+    if (!sh->cq) {
+        snprintf(err, errlen, "shard %zu: cannot create its gRPC completion queue", index);
+        goto out_free;
+    }
 
+    /* The doorbell before the queue is the server's: a failure here leaves
+     * nothing registered to undo. */
     sh->bell_tag = (struct tag){.kind = TAG_BELL, .obj = sh};
     sh->bell_channel = grpc_lame_client_channel_create(NULL, GRPC_STATUS_UNAVAILABLE, "doorbell");
+    if (!sh->bell_channel) {
+        snprintf(err, errlen, "shard %zu: cannot create its doorbell (a lame gRPC channel)", index);
+        goto out_cq;
+    }
     sh->bell_call = grpc_channel_create_call(sh->bell_channel, NULL, GRPC_PROPAGATE_DEFAULTS,
                                              sh->cq, grpc_slice_from_static_string("/doorbell"),
                                              NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    if (!sh->bell_call) {
+        snprintf(err, errlen,
+                 "shard %zu: cannot create its doorbell (a call on a lame gRPC "
+                 "channel)",
+                 index);
+        goto out_channel;
+    }
+    grpc_server_register_completion_queue(srv->grpc, sh->cq, NULL);
     atomic_init(&sh->bell_armed, false);
     atomic_init(&sh->wants_data, false);
     atomic_init(&sh->inbox, NULL);
@@ -621,12 +644,17 @@ int shard_create(struct shard **out, struct server *srv, size_t index)
     *out = sh;
     return 0;
 
+out_channel:
+    grpc_channel_destroy(sh->bell_channel);
+out_cq:
+    shutdown_cq(sh);
+    grpc_completion_queue_destroy(sh->cq);
 out_free:
     free(sh->waiting);
     free(sh->seen_head);
     free(sh->slices);
     free(sh);
-    return -ENOMEM;
+    return rc;
 }
 
 int shard_start(struct shard *sh)

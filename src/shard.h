@@ -103,6 +103,8 @@ struct shard_counters {
     counter_t status[17];             /* statuses Watch ended with, by code */
     counter_t lag[SHARD_LAG_BUCKETS]; /* live streams per lag bucket, as of the last tick */
     counter_t lag_sum;                /* their lag in bytes, summed, as of the last tick */
+    counter_t slice_copies;           /* events copied out of the logs into shared slices */
+    counter_t slice_shares;           /* sends that reused a shared slice */
 };
 
 /* One stream as the admin view shows it (copied at a shard tick). */
@@ -147,8 +149,6 @@ struct shard {
     uint64_t *seen_head;               /* per topic index: head_pos when last checked */
     struct watch *ready, *ready_tail;  /* streams with more to scan */
     struct slice_cache_entry **slices; /* per topic index: SHARD_SLICE_CACHE, on first use */
-    uint64_t slice_copies;             /* events copied out of the logs */
-    uint64_t slice_shares;             /* sends that reused a cached slice */
     _Atomic int64_t streams;
 
     struct shard_counters ctr;
@@ -165,7 +165,10 @@ struct shard {
     int64_t tick_us;
 };
 
-int shard_create(struct shard **out, struct server *srv, size_t index);
+/* Creates shard `index` of `srv` (its queue registered with srv->grpc, its
+ * doorbell, not yet started). Returns 0, or -ENOMEM, or -EIO when gRPC
+ * refuses the queue or the doorbell, with a message in err. */
+int shard_create(struct shard **out, struct server *srv, size_t index, char *err, size_t errlen);
 int shard_start(struct shard *sh);
 /* Ends a call this shard cannot take (e.g. out of memory) with `code` and
  * `msg`, and drops our reference. Shard thread. */

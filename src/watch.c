@@ -227,7 +227,8 @@ static void start_send(struct watch *w, grpc_byte_buffer *bb)
     start_send_flags(w, bb, 0);
 }
 
-static size_t snapset_add_cache(struct watch *w, struct keyset *set, uint64_t before);
+static size_t snapset_add_cache(struct watch *w, struct keyset *set, uint64_t before,
+                                bool note_late);
 
 /* The subscriber is over its lag budget, or was lapped: apply its policy.
  * stalled: its send is held by flow control (the client does not read).
@@ -351,7 +352,7 @@ static void overflow(struct watch *w, bool stalled)
          * size, so it still holds them); if some keys are unknown (lapped),
          * every matching pair's last value before the head from the cache */
         if (keys_lost && w->snapset)
-            snapset_add_cache(w, w->snapset, target.seq);
+            snapset_add_cache(w, w->snapset, target.seq, false);
         w->snap_active = w->snapset != NULL;
         w->snap_index = 0;
     }
@@ -486,6 +487,8 @@ static grpc_byte_buffer *snapshot_value(struct watch *w, const struct keyset_ent
     ringlog_t *log = w->topic->log;
     struct ringlog_iter it;
     struct ringlog_view v;
+    if (!e->value)
+        return NULL; /* a late pair the scan did not find: its value is gone */
     if (ringlog_seek(log, e->value, &it) == 0 && ringlog_peek(log, &it, &v) == 0 &&
         v.seq == e->value) {
         uint8_t *copy = malloc(v.event_len);
@@ -514,10 +517,14 @@ static grpc_byte_buffer *snapshot_value(struct watch *w, const struct keyset_ent
 }
 
 /* Adds every matching pair whose cached value is older than `before`, with
- * that value's sequence number. Returns how many matching pairs have a
- * cached value at or past `before` (their value as of `before` is not in the
- * cache any more). */
-static size_t snapset_add_cache(struct watch *w, struct keyset *set, uint64_t before)
+ * that value's sequence number. Returns how many matching pairs that
+ * existed before `before` have a cached value at or past it (their value as
+ * of `before` is not in the cache any more); with note_late they are added
+ * too, with value 0 (unknown: the scan of the log fills it in, else the
+ * snapshot counts it as lost). Pairs born at or after `before` are not part
+ * of a snapshot as of it. */
+static size_t snapset_add_cache(struct watch *w, struct keyset *set, uint64_t before,
+                                bool note_late)
 {
     const lvc_t *cache = ringlog_lvc(w->topic->log);
     size_t count = lvc_count(cache), late = 0;
@@ -529,7 +536,11 @@ static size_t snapset_add_cache(struct watch *w, struct keyset *set, uint64_t be
         if (w->has_filter && !filter_match(&w->filter, v->kind, v->kind_len, v->key, v->key_len))
             continue;
         if (v->seq >= before) {
+            if (v->born >= before)
+                continue; /* born after: not in it (born 0 is unknown: may have been) */
             late++;
+            if (note_late)
+                keyset_put(set, v->kind, v->kind_len, v->key, v->key_len, 0);
             continue;
         }
         struct keyset_entry *e = keyset_put(set, v->kind, v->kind_len, v->key, v->key_len, v->seq);
@@ -546,15 +557,12 @@ static void snapset_add_scan(struct watch *w, struct keyset *set, uint64_t befor
 {
     ringlog_t *log = w->topic->log;
     struct ringlog_iter it;
-    for (int attempt = 0; attempt < 64; attempt++)
-        if (ringlog_seek(log, ringlog_first_seq(log), &it) == 0)
-            break;
+    seek_oldest(log, &it);
     while (it.seq < before) {
         struct ringlog_view v;
         int rc = ringlog_peek(log, &it, &v);
         if (rc == -ESTALE) {
-            if (ringlog_seek(log, ringlog_first_seq(log), &it) != 0)
-                return;
+            seek_oldest(log, &it); /* lapped: what is left (the head when nothing is) */
             continue;
         }
         if (rc != 0 || v.seq >= before)
@@ -571,20 +579,33 @@ static void snapset_add_scan(struct watch *w, struct keyset *set, uint64_t befor
     }
 }
 
+#define SNAPSHOT_LIVE_ATTEMPTS 8 /* positions a live snapshot tries before it scans */
+
 /* The snapshot as of the stream's position, exactly: the value every
  * matching pair had just before w->it. A live start may move the position
  * forward to one where the cache is consistent; any other start is fixed,
- * and pairs that changed since come from a scan of the log up to it. */
+ * and pairs that changed since come from a scan of the log up to it. A live
+ * start whose every position was overtaken keeps the last one and its
+ * cached values, and scans too: the pairs that only the cache holds any
+ * more are in the snapshot whatever the writer does. A pair that existed
+ * before the position but whose value as of it neither the log nor the
+ * cache holds any more stays in the set with value 0: counted as lost, and
+ * told by the Gap that ends the snapshot. */
 static bool snapshot_prepare(struct watch *w, bool live)
 {
     w->snapset = calloc(1, sizeof(*w->snapset));
     if (!w->snapset)
         return false;
     size_t late = 0;
-    for (int attempt = 0; attempt < 8; attempt++) {
-        late = snapset_add_cache(w, w->snapset, w->it.seq);
+    for (int attempt = 1;; attempt++) {
+        late = snapset_add_cache(w, w->snapset, w->it.seq, true);
         if (!late || !live)
             break;
+        if (attempt == SNAPSHOT_LIVE_ATTEMPTS) {
+            log_debug("msg=snapshot_overtaken id=%llu topic=%s attempts=%d late=%zu action=scan",
+                      (unsigned long long)w->id, w->topic->name, attempt, late);
+            break;
+        }
         keyset_free(w->snapset); /* the cache moved past us: take a newer position */
         ringlog_seek_head(w->topic->log, &w->it);
         w->backlog_end = w->it.seq - 1;
@@ -592,6 +613,7 @@ static bool snapshot_prepare(struct watch *w, bool live)
     if (late)
         snapset_add_scan(w, w->snapset, w->it.seq);
     w->snap_active = true;
+    w->snap_initial = true;
     w->snap_index = 0;
     return true;
 }
@@ -599,6 +621,7 @@ static bool snapshot_prepare(struct watch *w, bool live)
 static void end_snapshot(struct watch *w)
 {
     w->snap_active = false;
+    w->snap_initial = false;
     if (w->snapset) {
         keyset_free(w->snapset);
         free(w->snapset);
@@ -607,7 +630,9 @@ static void end_snapshot(struct watch *w)
 }
 
 /* Sends the next value of the snapshot (or conflation). Returns true when a
- * send started; false when the snapshot is complete. */
+ * send started; false when the snapshot is complete. The request's snapshot
+ * ends with a Gap when values were lost, so the client knows its state is
+ * short of them; a conflation's Gap has already told what was skipped. */
 static bool pump_snapshot(struct watch *w)
 {
     while (w->snap_index < w->snapset->cap) {
@@ -623,8 +648,19 @@ static bool pump_snapshot(struct watch *w)
         start_send(w, bb);
         return true;
     }
+    bool told = w->snap_initial && w->snap_lost;
     end_snapshot(w);
-    return false;
+    if (!told)
+        return false;
+    log_info("msg=snapshot_incomplete id=%llu topic=%s sent=%llu lost=%llu",
+             (unsigned long long)w->id, w->topic->name, (unsigned long long)w->snap_sent,
+             (unsigned long long)w->snap_lost);
+    w->dropped += w->snap_lost;
+    counter_add(&w->shard->ctr.dropped_events, w->snap_lost);
+    counter_add(&w->shard->ctr.gaps, 1);
+    start_send(w, wire_gap(cursor_of(w), w->snap_lost, EVENTS__V1__GAP_REASON__GAP_RETENTION,
+                           cursor_of(w)));
+    return true;
 }
 
 void watch_pump(struct watch *w)

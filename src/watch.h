@@ -60,6 +60,7 @@ struct watch {
      * of its value as of the stream's position (aux: its cache index + 1),
      * sent one per send before the stream goes on from it.seq */
     bool snap_active;
+    bool snap_initial; /* the request's snapshot (told a Gap if values are lost) */
     struct keyset *snapset;
     size_t snap_index; /* next slot of snapset to send */
     uint64_t snap_sent;

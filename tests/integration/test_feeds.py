@@ -10,6 +10,7 @@ tickfan-feed is found at $TICKFAN_BIN_DIR/feed/tickfan-feed.
 """
 import os
 import queue
+import resource
 import socket
 import struct
 import subprocess
@@ -591,3 +592,64 @@ def test_frames_for_an_undeclared_topic_are_counted_and_others_delivered(tickfan
     assert datas[0].key == "U2"
     check_ticks(datas[1:], expected_ticks(tmp_path, 30, 4))
     assert not rejects(srv, "udp://")
+
+
+# ---- running out of file descriptors -----------------------------------------
+
+def cpu_seconds(pid):
+    """User + system CPU time of a process (/proc/PID/stat fields 14, 15)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.parametrize("io", ["uring", "epoll"])
+def test_tcp_listen_out_of_fds_backs_off_then_accepts_again(tickfand, io):
+    """With no descriptor left for a new connection (EMFILE) tickfand must
+    not spin on accept: it waits and retries, says so in a rate-limited line,
+    and takes connections again once descriptors are free."""
+    port = free_port(socket.SOCK_STREAM)
+    spec = f"tcp-listen://127.0.0.1:{port}"
+    try:
+        srv = tickfand(*SERVER_FLAGS, "--io", io, "--topic", TOPIC, "--feed", spec)
+    except AssertionError as e:
+        if io == "uring" and "io_uring is not available" in str(e):
+            pytest.skip(f"SKIPPED LOUDLY: --io uring cannot start here: {e}")
+        raise
+    pid = srv.proc.pid
+    limits = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    conns = []
+    try:
+        # room for two connections, then EMFILE
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (len(os.listdir(f"/proc/{pid}/fd")) + 2,
+                                                       limits[1]))
+        mark = srv.mark()
+        for _ in range(8):
+            conns.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        for _ in range(2):
+            _, mark = srv.wait_event("feed_connected", since=mark)
+            mark += 1
+        time.sleep(0.5)  # accept fails from here on
+        before = cpu_seconds(pid)
+        time.sleep(2.0)
+        used = cpu_seconds(pid) - before
+        assert used < 0.5, f"tickfand used {used:.2f} s of CPU in 2 s while out of descriptors"
+        kv, _ = srv.wait_event("feed_accept_failed", timeout=2)
+        assert kv["error"] == "Too many open files" and kv["source"] == spec, kv
+        assert sum("msg=feed_accept_failed" in ln for ln in srv.lines) <= 2, \
+            "the accept failure is not rate-limited"
+        for c in conns:
+            c.close()
+        conns = []
+        # the backlog drains as descriptors come back; then a new sender works
+        time.sleep(1.0)
+        mark = srv.mark()
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+            me = c.getsockname()[1]
+            c.sendall(good("AFTER"))
+            srv.wait_log(rf"msg=feed_connected source=\S+:{me}\"", timeout=5, since=mark)
+            assert [d.key for d in data_of(collect(srv, 1))] == ["AFTER"]
+    finally:
+        for c in conns:
+            c.close()
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, limits)

@@ -52,6 +52,10 @@ def test_metrics_parse_and_count_streams_resumes_statuses_and_ingest(tickfand):
     assert value(after, "tickfan_topic_head_seq", topic="sim") >= first.data.seq
     assert value(after, "tickfan_topic_cached_keys", topic="sim") > 0
     assert value(after, "tickfan_subscriber_lag_bytes_count") >= 2
+    # two streams read the same events on their shards: copied once per shard, maybe shared
+    assert value(after, "tickfan_event_slice_copies_total") > 0
+    assert ("tickfan_event_slice_shares_total", ()) in after
+    assert ("tickfan_subscriber_gaps_total", ()) in after
     for x in (w, w2, wq):
         x.cancel()
 

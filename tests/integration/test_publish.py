@@ -89,3 +89,22 @@ def test_an_empty_publish_accepts_nothing(tickfand):
     stub = ppb_grpc.PublisherStub(grpc.insecure_channel(srv.addr))
     resp = stub.Publish(iter(()), timeout=10)
     assert resp.accepted == 0 and resp.last_cursor == ""
+
+
+def test_a_record_too_large_for_the_topic_log_is_invalid_with_its_index(tickfand):
+    """Within the request size limit but over half the topic's log: the log
+    refuses it (EMSGSIZE), the call ends INVALID_ARGUMENT naming it, and the
+    records before it are kept."""
+    srv = tickfand("--feed", "none", "--topic", "pub", "--log-size", "64K")
+    stub = ppb_grpc.PublisherStub(grpc.insecure_channel(srv.addr))
+
+    def stream():
+        yield from records(3)
+        yield ppb.PublishRequest(topic="pub", kind="quote", key="BIG", body=b"x" * 40000)
+        yield from records(2, start=4)
+
+    with pytest.raises(grpc.RpcError) as e:
+        stub.Publish(stream(), timeout=10)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, e.value
+    assert "record 3: too large for the log of topic 'pub'" in e.value.details(), e.value
+    assert dict(e.value.trailing_metadata())["tickfan-accepted"] == "3"

@@ -2,7 +2,17 @@
 matching (kind, key) as of the start position, marked snapshot and carrying
 the start position's cursor; then the events from the start position on, in
 order, EndOfBacklog at the head, then live."""
-from tickfan_harness import Watch, cursor_parts, pb, plain, read_contiguous
+import socket
+import struct
+import threading
+import time
+
+import grpc
+import pytest
+
+from tickfan_harness import Watch, cursor_parts, first_data, pb, plain, read_contiguous
+from events.v1 import publisher_pb2 as ppb  # noqa: E402
+from events.v1 import publisher_pb2_grpc as ppb_grpc  # noqa: E402
 
 SYMBOLS = "AAPL,MSFT,GOOG"
 # 3 symbols at 2000 ticks/s: every (kind, key) changes every few ms, so a
@@ -279,3 +289,103 @@ def test_snapshot_after_kill9_restart_is_the_recovered_last_values(tickfand):
     finally:
         w.cancel()
     history.close()
+
+
+def test_a_snapshot_value_neither_the_log_nor_the_cache_holds_is_told_by_a_gap(tickfand):
+    """A value too large for the cache (which then keeps only its log
+    position) that the log has overwritten since cannot be sent: the
+    snapshot is every value there is, then a Gap{GAP_RETENTION} counting
+    the ones lost, at the snapshot's position, then the stream goes on."""
+    srv = tickfand("--feed", "none", "--topic", "pub", "--log-size", "64K")
+    pub = ppb_grpc.PublisherStub(grpc.insecure_channel(srv.addr))
+
+    def records():
+        yield ppb.PublishRequest(topic="pub", kind="quote", key="BIG", body=b"x" * 1000)
+        for i in range(2000):  # ~180 KB: BIG is long gone from the 64 KiB log
+            yield ppb.PublishRequest(topic="pub", kind="quote", key=f"S{i % 5}",
+                                     body=f"small-{i}".encode())
+
+    assert pub.Publish(records(), timeout=30).accepted == 2001
+    w = Watch(srv.stub(), topic="pub", start=pb.START_LIVE, snapshot=True)
+    try:
+        values, first = read_snapshot(w)
+        assert sorted(v.data.key for v in values) == [f"S{i}" for i in range(5)], values
+        assert first.WhichOneof("payload") == "gap", \
+            f"after a snapshot short of one value: {first} (no Gap tells the loss)"
+        assert first.gap.reason == pb.GAP_RETENTION and first.gap.missed == 1, first
+        assert first.cursor == values[0].cursor == first.gap.from_cursor, (first, values[0])
+        assert w.next().WhichOneof("payload") == "end_of_backlog"
+    finally:
+        w.cancel()
+    kv, _ = srv.wait_event("snapshot_incomplete", topic="pub")
+    assert kv["lost"] == "1" and kv["sent"] == "5", kv
+
+
+HDR = struct.Struct("<2sBBIIIQqBBHI")  # feed/FORMAT.md
+
+
+def feed_frame(topic, kind, key, body):
+    t, k, y = topic.encode(), kind.encode(), key.encode()
+    n = HDR.size + len(t) + len(k) + len(y) + len(body)
+    return HDR.pack(b"TF", 1, 1, n, 0, 0, 0, 0, len(t), len(k), len(y), len(body)) + t + k + y + body
+
+
+def test_live_snapshot_overtaken_by_the_writer_keeps_the_pairs_only_the_cache_holds(tickfand):
+    """A START_LIVE snapshot retries newer positions while the writer keeps
+    changing matching pairs as the cache is read. When every retry is
+    overtaken it must still carry the pairs whose value only the cache holds
+    any more (the log overwrote them long ago): every matching pair is sent
+    or counted in a Gap. Made real with 60,000 cold pairs (a long cache walk)
+    and 10 hot pairs, created last so they are read last, that a TCP feed
+    changes as fast as the ingest thread appends."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = tickfand("--feed", f"tcp-listen://127.0.0.1:{port}", "--topic", "hot", "--log-size",
+                   "1M", "--log-level", "debug")
+    n_cold, hot = 60000, [f"H{i}" for i in range(10)]
+    feed = socket.create_connection(("127.0.0.1", port), timeout=10)
+    feed.sendall(b"".join(feed_frame("hot", "quote", f"C{i}", b"cold-%d" % i)
+                          for i in range(n_cold)))
+    hot_burst = b"".join(feed_frame("hot", "quote", hot[i % len(hot)], b"hot-%06d" % i)
+                         for i in range(2000))
+    stop = threading.Event()
+
+    def keep_changing():
+        while not stop.is_set():
+            try:
+                feed.sendall(hot_burst)
+            except OSError:
+                return
+
+    writer = threading.Thread(target=keep_changing, daemon=True)
+    writer.start()
+    stub = srv.stub()
+    try:
+        deadline = time.monotonic() + 30
+        while first_data(stub, topic="hot").data.seq <= n_cold:  # cold pairs: cache only
+            assert time.monotonic() < deadline, "the log still holds cold records after 30 s"
+            time.sleep(0.2)
+        cold = [f"C{i}" for i in range(0, n_cold, 600)]
+        mark = srv.mark()
+        w = Watch(stub, topic="hot", start=pb.START_LIVE, snapshot=True, keys=cold + hot)
+        try:
+            values, first = read_snapshot(w)
+        finally:
+            w.cancel()
+    finally:
+        stop.set()
+        writer.join(timeout=10)
+        feed.close()
+    got = {v.data.key for v in values}
+    missing = sorted(set(cold) - got, key=lambda k: int(k[1:]))
+    assert not missing, f"{len(missing)} pairs only the cache held are not in the snapshot " \
+                        f"(first {missing[:5]}); got {len(values)} values, then {first}"
+    lost = first.gap.missed if first.WhichOneof("payload") == "gap" else 0
+    assert len(got & set(hot)) + lost == len(hot), (sorted(got & set(hot)), first)
+    assert len({v.cursor for v in values}) == 1
+    try:
+        srv.wait_log(r"msg=snapshot_overtaken .*action=scan", timeout=2, since=mark)
+    except AssertionError:
+        pytest.skip("SKIPPED LOUDLY: the writer did not overtake the live snapshot on every "
+                    "attempt; the case was NOT exercised")
