@@ -243,7 +243,7 @@ static void accept_list(struct shard *sh, grpc_call *call, grpc_byte_buffer *pay
         return;
     }
     int64_t now = log_now_mono_us();
-    ac->tag = (struct tag){TAG_CALLBACK, ac, call_done};
+    ac->tag = (struct tag){.kind = TAG_CALLBACK, .obj = ac, .fn = call_done};
     ac->call = call;
     ac->requested_us = now;
     ac->details = grpc_empty_slice();

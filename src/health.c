@@ -93,7 +93,7 @@ static void accept_check(struct shard *sh, grpc_call *call, grpc_byte_buffer *pa
         shard_refuse(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
         return;
     }
-    hc->tag = (struct tag){TAG_CALLBACK, hc, check_done};
+    hc->tag = (struct tag){.kind = TAG_CALLBACK, .obj = hc, .fn = check_done};
     hc->call = call;
     grpc_status_code code = GRPC_STATUS_OK;
     char msg[300] = "";
@@ -232,8 +232,8 @@ static void accept_watch(struct shard *sh, grpc_call *call, grpc_byte_buffer *pa
     }
     hw->shard = sh;
     hw->call = call;
-    hw->t_send = (struct tag){TAG_CALLBACK, hw, watch_on_send};
-    hw->t_close = (struct tag){TAG_CALLBACK, hw, watch_on_close};
+    hw->t_send = (struct tag){.kind = TAG_CALLBACK, .obj = hw, .fn = watch_on_send};
+    hw->t_close = (struct tag){.kind = TAG_CALLBACK, .obj = hw, .fn = watch_on_close};
     hw->next = sh->health_watches;
     if (hw->next)
         hw->next->prev = hw;

@@ -128,6 +128,11 @@ void metrics_render(FILE *out, struct server *srv, struct topics *topics, ingest
            "Events copied out of a topic log into a shard's shared slice.");
     fprintf(out, "tickfan_event_slice_copies_total %llu\n",
             (unsigned long long)SHARD_SUM(srv, slice_copies));
+    family(out, "tickfan_cq_cached_completions_total", "counter",
+           "Completions that came back inside grpc_call_start_batch (--cq-thread-cache), "
+           "without the completion queue.");
+    fprintf(out, "tickfan_cq_cached_completions_total %llu\n",
+            (unsigned long long)SHARD_SUM(srv, cq_cached));
     family(out, "tickfan_event_slice_shares_total", "counter",
            "Sends that reused a shard's shared slice of an event instead of copying it.");
     fprintf(out, "tickfan_event_slice_shares_total %llu\n",

@@ -362,9 +362,9 @@ static void accept_publish(struct shard *sh, grpc_call *call, grpc_byte_buffer *
     }
     pc->shard = sh;
     pc->call = call;
-    pc->t_recv = (struct tag){TAG_CALLBACK, pc, on_recv};
-    pc->t_close = (struct tag){TAG_CALLBACK, pc, on_close};
-    pc->t_end = (struct tag){TAG_CALLBACK, pc, on_end};
+    pc->t_recv = (struct tag){.kind = TAG_CALLBACK, .obj = pc, .fn = on_recv};
+    pc->t_close = (struct tag){.kind = TAG_CALLBACK, .obj = pc, .fn = on_close};
+    pc->t_end = (struct tag){.kind = TAG_CALLBACK, .obj = pc, .fn = on_end};
     pc->next = sh->publish_calls;
     if (pc->next)
         pc->next->prev = pc;

@@ -420,10 +420,10 @@ static void accept_reflection(struct shard *sh, grpc_call *call, grpc_byte_buffe
     }
     rc->shard = sh;
     rc->call = call;
-    rc->t_recv = (struct tag){TAG_CALLBACK, rc, on_recv};
-    rc->t_send = (struct tag){TAG_CALLBACK, rc, on_send};
-    rc->t_close = (struct tag){TAG_CALLBACK, rc, on_close};
-    rc->t_end = (struct tag){TAG_CALLBACK, rc, on_end};
+    rc->t_recv = (struct tag){.kind = TAG_CALLBACK, .obj = rc, .fn = on_recv};
+    rc->t_send = (struct tag){.kind = TAG_CALLBACK, .obj = rc, .fn = on_send};
+    rc->t_close = (struct tag){.kind = TAG_CALLBACK, .obj = rc, .fn = on_close};
+    rc->t_end = (struct tag){.kind = TAG_CALLBACK, .obj = rc, .fn = on_end};
     sh->calls_live++;
     grpc_op ops[2];
     memset(ops, 0, sizeof(ops));

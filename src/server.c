@@ -76,6 +76,7 @@ int server_create(struct server **out, const struct config *cfg, struct topics *
     srv->topics = topics;
     srv->max_streams = cfg->max_streams;
     srv->write_coalescing = cfg->write_coalescing;
+    srv->cq_thread_cache = cfg->cq_thread_cache;
     atomic_init(&srv->draining, false);
     atomic_init(&srv->stopping, false);
     atomic_init(&srv->streams_live, 0);
@@ -96,8 +97,15 @@ int server_create(struct server **out, const struct config *cfg, struct topics *
          {.integer = 10000}},
         {GRPC_ARG_INTEGER, GRPC_ARG_HTTP2_MAX_PING_STRIKES, {.integer = 2}},
         {GRPC_ARG_INTEGER, GRPC_ARG_MAX_METADATA_SIZE, {.integer = 16 * 1024}},
+        /* last: dropped from the list when --grpc-lean-filters=false. Each
+         * filter left out is a step less per message of every call; the
+         * message-size filter (MINIMAL_STACK would drop it too) stays. */
+        {GRPC_ARG_INTEGER, GRPC_ARG_ENABLE_PER_MESSAGE_COMPRESSION, {.integer = 0}},
+        {GRPC_ARG_INTEGER, GRPC_ARG_ENABLE_PER_MESSAGE_DECOMPRESSION, {.integer = 0}},
+        {GRPC_ARG_INTEGER, GRPC_ARG_ENABLE_DEADLINE_CHECKS, {.integer = 0}},
     };
-    grpc_channel_args chargs = {.num_args = sizeof(args) / sizeof(args[0]), .args = args};
+    size_t nargs = sizeof(args) / sizeof(args[0]) - (cfg->grpc_lean_filters ? 0 : 3);
+    grpc_channel_args chargs = {.num_args = nargs, .args = args};
     srv->ingest = ingest;
     int rc;
     const struct service_method *(*const providers[])(size_t *) = {

@@ -129,6 +129,29 @@ grpc_byte_buffer *shard_event_buffer(struct shard *sh, const struct topic *t,
     return grpc_raw_byte_buffer_create(&e->slice, 1);
 }
 
+grpc_call_error shard_start_batch(struct shard *sh, grpc_call *call, const grpc_op *ops,
+                                  size_t nops, struct tag *t)
+{
+    if (!sh->srv->cq_thread_cache)
+        return grpc_call_start_batch(call, ops, nops, t, NULL);
+    grpc_completion_queue_thread_local_cache_init(sh->cq);
+    grpc_call_error e = grpc_call_start_batch(call, ops, nops, t, NULL);
+    void *tag;
+    int ok;
+    if (grpc_completion_queue_thread_local_cache_flush(sh->cq, &tag, &ok)) {
+        struct tag *done = tag; /* this batch's, or another of this queue's */
+        done->done_ok = ok;
+        done->done_next = NULL;
+        if (sh->done_tail)
+            sh->done_tail->done_next = done;
+        else
+            sh->done = done;
+        sh->done_tail = done;
+        counter_add(&sh->ctr.cq_cached, 1);
+    }
+    return e;
+}
+
 void shard_refuse(grpc_call *call, grpc_status_code code, const char *msg)
 {
     grpc_call_cancel_with_status(call, code, msg, NULL);
@@ -457,6 +480,18 @@ static bool heads_moved(const struct shard *sh)
     return false;
 }
 
+/* Dispatches the completions shard_start_batch took from the cache. */
+static void run_done(struct shard *sh)
+{
+    struct tag *t = sh->done;
+    sh->done = sh->done_tail = NULL;
+    while (t) {
+        struct tag *next = t->done_next;
+        dispatch(sh, t, t->done_ok);
+        t = next;
+    }
+}
+
 static void run_ready(struct shard *sh)
 {
     struct watch *w = sh->ready;
@@ -506,6 +541,7 @@ static void *shard_main(void *p)
         run_inbox(sh);
         wake_topics(sh);
         run_ready(sh);
+        run_done(sh);
         int64_t now = log_now_mono_us();
         if (now >= sh->next_tick_us) {
             uint64_t lag[SHARD_LAG_BUCKETS] = {0}, lag_sum = 0;
@@ -544,7 +580,7 @@ static void *shard_main(void *p)
         }
         atomic_thread_fence(memory_order_seq_cst);
         gpr_timespec deadline;
-        if (sh->ready || heads_moved(sh) || atomic_load(&sh->inbox) ||
+        if (sh->ready || sh->done || heads_moved(sh) || atomic_load(&sh->inbox) ||
             (!sh->drain_seen && atomic_load(&srv->draining)))
             deadline = gpr_time_0(GPR_CLOCK_MONOTONIC);
         else

@@ -48,6 +48,9 @@ struct tag {
     enum tag_kind kind;
     void *obj;
     void (*fn)(struct shard *sh, void *obj, bool ok); /* TAG_CALLBACK */
+    /* a completion taken from the thread-local cache, waiting for the loop */
+    struct tag *done_next;
+    bool done_ok;
 };
 
 /* A method served by a module other than watch (health, ...). `accept`
@@ -105,6 +108,7 @@ struct shard_counters {
     counter_t lag_sum;                /* their lag in bytes, summed, as of the last tick */
     counter_t slice_copies;           /* events copied out of the logs into shared slices */
     counter_t slice_shares;           /* sends that reused a shared slice */
+    counter_t cq_cached;              /* completions taken from the thread-local cache */
 };
 
 /* One stream as the admin view shows it (copied at a shard tick). */
@@ -148,6 +152,7 @@ struct shard {
     struct watch **waiting;            /* per topic index: streams at the live head */
     uint64_t *seen_head;               /* per topic index: head_pos when last checked */
     struct watch *ready, *ready_tail;  /* streams with more to scan */
+    struct tag *done, *done_tail;      /* completions from shard_start_batch */
     struct slice_cache_entry **slices; /* per topic index: SHARD_SLICE_CACHE, on first use */
     _Atomic int64_t streams;
 
@@ -172,6 +177,15 @@ int shard_create(struct shard **out, struct server *srv, size_t index, char *err
 int shard_start(struct shard *sh);
 /* Ends a call this shard cannot take (e.g. out of memory) with `code` and
  * `msg`, and drops our reference. Shard thread. */
+/* grpc_call_start_batch for a call of this shard, from its thread. With
+ * --cq-thread-cache, a batch that completes inside the call (a send the
+ * transport writes at once) comes back through gRPC's thread-local cache
+ * instead of the completion queue: no queue push, kick or pop. Its tag is
+ * then dispatched by the shard loop, never from inside this call, so the
+ * caller's state is as after any start_batch. */
+grpc_call_error shard_start_batch(struct shard *sh, grpc_call *call, const grpc_op *ops,
+                                  size_t nops, struct tag *t);
+
 void shard_refuse(grpc_call *call, grpc_status_code code, const char *msg);
 
 /* Wakes the shard if it is idle. Any thread. */

@@ -21,6 +21,7 @@
 #include <jemalloc/jemalloc.h>
 #endif
 
+#include "abslmutex.h"
 #include "config.h"
 #include "ingest.h"
 #include "log.h"
@@ -262,6 +263,8 @@ int main(int argc, char **argv, char **envp)
         goto out;
     }
 
+    /* before gRPC's own threads start taking absl::Mutex locks */
+    abslmutex_deadlock_detection(cfg.grpc_deadlock_detection);
     grpc_init();
     rc = server_create(&srv, &cfg, &topics, ingest, err, sizeof(err));
     if (rc) {

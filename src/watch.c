@@ -211,7 +211,7 @@ static void start_send_flags(struct watch *w, grpc_byte_buffer *bb, uint32_t fla
     w->send_hinted = flags & GRPC_WRITE_BUFFER_HINT;
     counter_add(&w->shard->ctr.sent, 1);
     w->refs++;
-    grpc_call_error e = grpc_call_start_batch(w->call, ops, n, &w->t_send, NULL);
+    grpc_call_error e = shard_start_batch(w->shard, w->call, ops, n, &w->t_send);
     if (e != GRPC_CALL_OK) {
         log_error("msg=start_batch_failed op=send id=%llu error=%d", (unsigned long long)w->id, e);
         w->refs--;
