@@ -84,6 +84,11 @@ static const struct opt_def opts[] = {
      "send a stream's message with GRPC_WRITE_BUFFER_HINT when its next one is already queued "
      "(at most 16 in a row), so gRPC writes them together; false: every message is written on "
      "its own (for measuring the difference, see perf/README.md)"},
+    {"shard-balance", OPT_ENUM, "stream", 0, 0, "connection|stream", "TICKFAN_SHARD_BALANCE",
+     OFF(shard_balance),
+     "what is spread evenly over the shards: connections (each connection's streams stay on "
+     "one shard, so its completions never cross threads) or streams (one connection's streams "
+     "spread over every shard; for clients with many streams on few connections)"},
     {"cq-thread-cache", OPT_BOOL, "true", 0, 1, NULL, "TICKFAN_CQ_THREAD_CACHE",
      OFF(cq_thread_cache),
      "take a send that completes inside grpc_call_start_batch back on the shard thread from "

@@ -56,6 +56,7 @@ struct config {
     int64_t write_coalescing;        /* bool */
     int64_t grpc_lean_filters;       /* bool */
     int64_t cq_thread_cache;         /* bool */
+    char *shard_balance;             /* connection|stream */
     int64_t grpc_deadlock_detection; /* bool */
 };
 

@@ -77,6 +77,7 @@ int server_create(struct server **out, const struct config *cfg, struct topics *
     srv->max_streams = cfg->max_streams;
     srv->write_coalescing = cfg->write_coalescing;
     srv->cq_thread_cache = cfg->cq_thread_cache;
+    srv->balance_streams = strcmp(cfg->shard_balance, "stream") == 0;
     atomic_init(&srv->draining, false);
     atomic_init(&srv->stopping, false);
     atomic_init(&srv->streams_live, 0);

@@ -38,6 +38,7 @@ struct server {
     int64_t max_streams;
     bool write_coalescing; /* --write-coalescing */
     bool cq_thread_cache;  /* --cq-thread-cache */
+    bool balance_streams;  /* --shard-balance=stream */
 
     atomic_bool draining;                  /* SIGTERM: end every stream with UNAVAILABLE */
     _Atomic uint64_t health_generation;    /* bumped when the serving status changes */

@@ -249,15 +249,23 @@ static void arm_other_request(struct shard *sh)
     slot->armed = true;
 }
 
-/* gRPC binds a new call to whichever queue has a matching request, and a
- * call never moves; with requests armed everywhere the split can be very
- * uneven. So a shard keeps requests armed only while it serves no more than
- * BALANCE_SLACK streams above the least loaded shard. The least loaded one
- * always qualifies, so some shard is always accepting. */
+/* gRPC gives each connection a completion queue round-robin when it is
+ * accepted and binds a new call to that queue if it has a matching request
+ * armed, else to another queue that has one; a call never moves.
+ * --shard-balance=connection keeps requests armed on every shard, so a
+ * connection's calls stay on the shard of its queue (its completions never
+ * cross threads) and gRPC's round-robin balances connections. =stream
+ * balances streams instead, for clients that put many streams on few
+ * connections: a shard keeps requests armed only while it serves no more
+ * than BALANCE_SLACK streams above the least loaded shard (the least loaded
+ * one always qualifies, so some shard is always accepting), which spreads
+ * one connection's calls over every shard. */
 #define BALANCE_SLACK 8
 
 static bool below_share(const struct shard *sh)
 {
+    if (!sh->srv->balance_streams)
+        return true;
     int64_t mine = atomic_load_explicit(&sh->streams, memory_order_relaxed);
     int64_t least = mine;
     for (size_t i = 0; i < sh->srv->nshards; i++) {
