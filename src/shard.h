@@ -153,6 +153,7 @@ struct shard {
     uint64_t *seen_head;               /* per topic index: head_pos when last checked */
     struct watch *ready, *ready_tail;  /* streams with more to scan */
     struct tag *done, *done_tail;      /* completions from shard_start_batch */
+    int done_streak;                   /* loop rounds without polling the queue */
     struct slice_cache_entry **slices; /* per topic index: SHARD_SLICE_CACHE, on first use */
     _Atomic int64_t streams;
 
