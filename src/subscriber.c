@@ -35,6 +35,7 @@
 /* Upper bound of the time options, so that no arithmetic overflows. */
 #define MAX_OPTION_MS (24LL * 3600 * 1000)
 #define TRAILER_CURSOR "tickfan-cursor"
+#define SLOW_CONSUMER_PREFIX "slow consumer: " /* a slow consumer's RESOURCE_EXHAUSTED */
 #define TRAILER_EARLIEST "tickfan-earliest-cursor"
 
 _Static_assert(ATOMIC_INT_LOCK_FREE == 2, "cancel and reconnect must be async-signal-safe");
@@ -565,7 +566,13 @@ static void keep_status(struct tickfan_sub *s, watchclient_t *wc)
     s->details = strdup(details);
     earliest = watchclient_trailer(wc, TRAILER_EARLIEST);
     s->earliest = earliest ? strdup(earliest) : NULL;
-    s->resume_trailer = watchclient_trailer(wc, TRAILER_CURSOR) != NULL;
+    /* A slow consumer's disconnect: the trailer, or (a stream that had
+     * stopped reading, cancelled with the status, which carries no
+     * trailing metadata) the message alone. */
+    s->resume_trailer =
+        watchclient_trailer(wc, TRAILER_CURSOR) != NULL ||
+        (s->status == GRPC_STATUS_RESOURCE_EXHAUSTED && s->details &&
+         strncmp(s->details, SLOW_CONSUMER_PREFIX, strlen(SLOW_CONSUMER_PREFIX)) == 0);
 }
 
 /* Whether a stream that ended with code may be reopened from the cursor. */

@@ -209,3 +209,4 @@ def test_a_stalled_drop_or_conflate_stream_is_counted_now_and_told_exactly_later
     finally:
         for c in conns:
             c.close()
+
