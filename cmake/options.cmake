@@ -19,3 +19,11 @@ elseif(NOT TICKFAN_SANITIZE STREQUAL "")
 endif()
 
 include(${CMAKE_CURRENT_LIST_DIR}/fuzz.cmake)
+
+# TICKFAN_GRPC_PREFIX: empty (default) links Debian's gRPC C core (pkg-config
+# grpc + gpr). A directory links that prefix's libgrpc_unsecure and libgpr
+# instead, with its headers and an RPATH to its lib/: the NDEBUG build that
+# scripts/build-grpc-ndebug installs (default /opt/tickfan-grpc-ndebug). See
+# cmake/grpc.cmake and perf/README.md "gRPC built with NDEBUG".
+set(TICKFAN_GRPC_PREFIX "" CACHE PATH
+    "Link gRPC from this prefix (libgrpc_unsecure + libgpr, see scripts/build-grpc-ndebug) instead of pkg-config's")

@@ -6,6 +6,8 @@
  * SIGTERM/SIGINT: stop ingest, drain (every stream ends with UNAVAILABLE and
  * its cursor), stop, exit 0. A second SIGTERM/SIGINT exits at once (1).
  */
+#define _GNU_SOURCE /* dladdr */
+#include <dlfcn.h>
 #include <errno.h>
 #include <grpc/grpc.h>
 #include <pthread.h>
@@ -30,6 +32,20 @@
 #include "topics.h"
 
 #define EXIT_USAGE 2
+
+#ifndef TICKFAN_GRPC_NDEBUG
+#define TICKFAN_GRPC_NDEBUG "unknown"
+#endif
+
+/* The file the gRPC core was loaded from: the loader may not take the one
+ * the build linked (LD_LIBRARY_PATH, a missing RPATH target). */
+static const char *grpc_library_path(void)
+{
+    Dl_info info;
+    if (dladdr((void *)grpc_version_string, &info) && info.dli_fname)
+        return info.dli_fname;
+    return "unknown";
+}
 
 /* The ingest is created before the server (it may add topics the server
  * must know); it notifies through this pointer once the server exists. */
@@ -295,9 +311,10 @@ int main(int argc, char **argv, char **envp)
         off += (size_t)snprintf(topic_list + off, sizeof(topic_list) - off, "%s%s", i ? "," : "",
                                 topics.items[i]->name);
     log_info("msg=listening addr=%s shards=%zu topics=%s auto_create_topics=%s heartbeat_ms=%lld "
-             "io=%s version=%s",
+             "io=%s version=%s grpc=%s grpc_ndebug=%s grpc_lib=%s",
              addr, srv->nshards, topic_list, cfg.auto_create_topics ? "true" : "false",
-             (long long)cfg.heartbeat_ms, ingest_io_name(ingest), TICKFAN_VERSION);
+             (long long)cfg.heartbeat_ms, ingest_io_name(ingest), TICKFAN_VERSION,
+             grpc_version_string(), TICKFAN_GRPC_NDEBUG, grpc_library_path());
 
     for (;;) {
         siginfo_t si;
