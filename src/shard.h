@@ -52,8 +52,10 @@ struct tag {
 
 /* A method served by a module other than watch (health, ...). `accept`
  * runs on the shard thread with the new call and, when read_payload, its
- * first request message (owned by accept, may be NULL). A module's calls
- * count in shard->calls_live while they are in flight. */
+ * first request message (owned by accept; NULL when the client half-closed
+ * without one: a call reset before its request is counted and dropped by
+ * the shard, never accepted). A module's calls count in shard->calls_live
+ * while they are in flight. */
 struct service_method {
     const char *path;
     bool read_payload;
@@ -103,6 +105,8 @@ struct shard_counters {
     counter_t status[17];             /* statuses Watch ended with, by code */
     counter_t lag[SHARD_LAG_BUCKETS]; /* live streams per lag bucket, as of the last tick */
     counter_t lag_sum;                /* their lag in bytes, summed, as of the last tick */
+    /* calls their clients reset before sending the request (shard.c) */
+    counter_t cancelled_before_request;
 };
 
 /* One stream as the admin view shows it (copied at a shard tick). */

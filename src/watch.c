@@ -776,7 +776,12 @@ static bool setup(struct watch *w, grpc_byte_buffer *payload)
     Events__V1__WatchRequest *req = NULL;
     bool ok = false;
 
-    if (!payload || wire_read_request(payload, &req) != 0) {
+    if (!payload) { /* half-closed without one (a reset before it never gets here) */
+        finish(w, GRPC_STATUS_INVALID_ARGUMENT, "no WatchRequest: the client sent none", NULL,
+               NULL);
+        goto out;
+    }
+    if (wire_read_request(payload, &req) != 0) {
         finish(w, GRPC_STATUS_INVALID_ARGUMENT, "malformed WatchRequest", NULL, NULL);
         goto out;
     }
