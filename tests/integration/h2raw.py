@@ -113,10 +113,12 @@ class Conn:
     sends WINDOW_UPDATE, so a stream stalls once the server has sent `window`
     bytes: a reader that never reads. ack_settings=False skips the handshake
     wait so requests can go out before the server's SETTINGS is acknowledged.
+    huffman=False encodes header values as plain literals: much faster for
+    python3-hpack to build when they are large (metadata-limit tests).
     """
 
     def __init__(self, addr, window=65535, grant=True, timeout=10.0, ack_settings=True,
-                 max_frame=16384):
+                 max_frame=16384, huffman=True):
         host, port = addr.rsplit(":", 1)
         self.authority = addr
         self.timeout = timeout
@@ -132,6 +134,9 @@ class Conn:
                 h2.settings.SettingCodes.MAX_FRAME_SIZE: max_frame,
                 h2.settings.SettingCodes.ENABLE_PUSH: 0,
             })
+        if not huffman:
+            encode = self.h2.encoder.encode
+            self.h2.encoder.encode = lambda headers, huffman=True: encode(headers, huffman=False)
         self.h2.initiate_connection()
         self.streams = {}
         self.goaway = None  # (error code, additional data) of a GOAWAY
