@@ -12,10 +12,12 @@ docs/operations.md "Security".
 import multiprocessing
 import time
 
+import pytest
+
 import h2raw
 from h2raw import WATCH, pb_bytes
 from tickfan_harness import (Watch, logfmt, metric, proc_cpu_seconds, proc_rss_kib,
-                             scrape_metrics)
+                             sanitizer, scrape_metrics)
 
 KEYS = ["AAPL", "MSFT"]
 # The memory freed after an attack must be back with the system (VmRSS
@@ -23,7 +25,15 @@ KEYS = ["AAPL", "MSFT"]
 RSS_SLACK_KIB = 8 * 1024
 RSS_RETURN_S = 15.0
 # After 3,000 connections some stays for good, bounded (see that test).
-CONN_SLACK_KIB = 24 * 1024
+CONN_SLACK_KIB = 28 * 1024
+
+
+def require_jemalloc():
+    """The memory tests measure jemalloc's settings; a sanitizer build runs
+    tickfand on the sanitizer's allocator (CMakeLists.txt)."""
+    if sanitizer():
+        pytest.skip(f"{sanitizer()} sanitizer build: tickfand runs without jemalloc; "
+                    "the memory test was NOT run")
 
 
 def spawn_pool(n):
@@ -89,6 +99,7 @@ def test_memory_of_a_rapid_reset_attack_goes_back_to_the_system_and_a_subscriber
     A grpcio subscriber filtering two keys stays open throughout and gets
     exactly the matching events a replay of the log gives, with no Gap."""
     h2raw.require_h2()
+    require_jemalloc()
     srv = tickfand("--sim-rate", "500", "--log-size", "4M", "--metrics-listen", "127.0.0.1:0")
     pid = srv.proc.pid
     healthy = Watch(srv.stub(), deadline=120, topic="sim", keys=KEYS)
@@ -141,7 +152,7 @@ def test_memory_of_3000_closed_connections_goes_back_to_the_system(tickfand):
     """3,000 HTTP/2 connections opened (SETTINGS exchanged), held idle, then
     closed, from 2 processes, twice. Within 15 s of each close VmRSS has
     given back at least half of what the connections took and is within
-    24 MiB of the baseline, and the second round leaves no more than the
+    28 MiB of the baseline, and the second round leaves no more than the
     first: what stays is bounded, not a leak.
 
     What stays (~17-19 MiB here, measured): Debian's abseil is a debug
@@ -152,6 +163,7 @@ def test_memory_of_3000_closed_connections_goes_back_to_the_system(tickfand):
     itself trims, as it allocates again (~6 MiB); and the slab pages those
     blocks keep from being freed. docs/operations.md "Security" says so."""
     h2raw.require_h2()
+    require_jemalloc()
     srv = tickfand("--sim-rate", "100", "--log-size", "4M")
     pid = srv.proc.pid
     time.sleep(2)
@@ -161,15 +173,17 @@ def test_memory_of_3000_closed_connections_goes_back_to_the_system(tickfand):
         results, peak = attack_and_watch(srv, [(srv.addr, 1500, 3.0)] * 2,
                                          h2raw.idle_connections)
         assert sum(results) == 3000, results
+        closed = time.monotonic()
         limit = min(base_rss + CONN_SLACK_KIB, base_rss + (peak - base_rss) // 2)
         rss, waited = rss_back(pid, limit, RSS_RETURN_S)
-        print(f"\n3000 connections, round {round_}: VmRSS baseline {base_rss / 1024:.1f} MiB, "
-              f"peak {peak / 1024:.1f} MiB, {rss / 1024:.1f} MiB {waited:.1f} s after they closed")
         assert rss <= limit, (
             f"VmRSS {rss} KiB {waited:.0f} s after the connections closed, baseline {base_rss} KiB,"
             f" peak {peak} KiB: freed memory was not given back to the system")
-        time.sleep(2)  # what comes back a little later is not the next round's
+        time.sleep(max(0.0, closed + 5 - time.monotonic()))
         after.append(proc_rss_kib(pid))
+        print(f"\n3000 connections, round {round_}: VmRSS baseline {base_rss / 1024:.1f} MiB, "
+              f"peak {peak / 1024:.1f} MiB, {rss / 1024:.1f} MiB {waited:.1f} s after they closed, "
+              f"{after[-1] / 1024:.1f} MiB 5 s after")
     assert after[1] <= after[0] + 4 * 1024, f"VmRSS after each round (KiB): {after}"
 
 
