@@ -156,6 +156,11 @@ void metrics_render(FILE *out, struct server *srv, struct topics *topics, ingest
             fprintf(out, "tickfan_stream_status_total{code=\"%s\"} %llu\n",
                     wire_status_name((grpc_status_code)code), (unsigned long long)n);
     }
+    family(out, "tickfan_calls_cancelled_before_request_total", "counter",
+           "Calls (Watch, Health, Admin) their clients reset before sending the request: "
+           "cancels, with no status and no log line of their own.");
+    fprintf(out, "tickfan_calls_cancelled_before_request_total %llu\n",
+            (unsigned long long)SHARD_SUM(srv, cancelled_before_request));
     family(out, "tickfan_subscriber_lag_bytes", "histogram",
            "Live subscribers by log bytes behind the head, as of the last shard tick.");
     uint64_t cum = 0;

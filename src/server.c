@@ -84,6 +84,8 @@ int server_create(struct server **out, const struct config *cfg, struct topics *
     atomic_init(&srv->other_streams_live, 0);
     atomic_init(&srv->admin_wanted_until_us, 0);
     atomic_init(&srv->next_stream_id, 0);
+    atomic_init(&srv->cancel_log_us, 0);
+    atomic_init(&srv->cancel_logged, 0);
     srv->nshards = cfg->shards > 0 ? (size_t)cfg->shards : server_default_shards();
 
     /* Keepalive pings reap dead peers even when no heartbeat is due; ping

@@ -47,6 +47,10 @@ struct server {
     _Atomic int64_t streams_live;
     _Atomic int64_t other_streams_live; /* long-lived calls of other services (health Watch) */
     _Atomic uint64_t next_stream_id;
+    /* the shards' one line a second about calls cancelled before their
+     * request: when it was written (monotonic) and the total it reported */
+    _Atomic int64_t cancel_log_us;
+    _Atomic uint64_t cancel_logged;
 };
 
 /* Binds, starts gRPC and the shard threads. On failure returns -errno with a

@@ -286,14 +286,58 @@ static void top_up_requests(struct shard *sh)
             arm_watch_request(sh, &sh->watch_req[i]);
 }
 
+#define CANCEL_LOG_INTERVAL_US 1000000
+
+/* At most one line a second for the whole server, whichever shard writes
+ * it, with the count since the line before: an attacker resetting streams
+ * by the thousand must not turn them into a log flood. Runs on each such
+ * call and at every shard tick, so the end of a burst is reported too. */
+static void report_cancelled(struct shard *sh, int64_t now_us)
+{
+    struct server *srv = sh->srv;
+    int64_t last = atomic_load_explicit(&srv->cancel_log_us, memory_order_relaxed);
+    if (last && now_us - last < CANCEL_LOG_INTERVAL_US)
+        return;
+    uint64_t total = 0;
+    for (size_t i = 0; i < srv->nshards; i++)
+        total += counter_get(&srv->shards[i]->ctr.cancelled_before_request);
+    uint64_t reported = atomic_load(&srv->cancel_logged);
+    if (total <= reported || !atomic_compare_exchange_strong(&srv->cancel_log_us, &last, now_us))
+        return; /* nothing new, or another shard reports it */
+    atomic_store(&srv->cancel_logged, total);
+    log_info("msg=calls_cancelled_before_request count=%llu total=%llu "
+             "detail=\"calls their clients reset before sending the request (at most one line "
+             "a second)\"",
+             (unsigned long long)(total - reported), (unsigned long long)total);
+}
+
+/* A call of a method that reads its request, handed to us without one. If
+ * the client reset the stream first (a rapid reset does that), it is a
+ * cancel, not a malformed request: count it and let the call go, nothing of
+ * ours allocated, no status, no line of its own. A client that half-closed
+ * without a message is a graceful end of stream: the method answers that.
+ * Takes the call's reference when it returns true. */
+static bool drop_if_cancelled(struct shard *sh, grpc_call *call, grpc_byte_buffer *payload)
+{
+    if (payload || !grpc_call_failed_before_recv_message(call))
+        return false;
+    counter_add(&sh->ctr.cancelled_before_request, 1);
+    grpc_call_cancel(call, NULL);
+    grpc_call_unref(call);
+    report_cancelled(sh, log_now_mono_us());
+    return true;
+}
+
 static void on_new_watch(struct shard *sh, struct request_slot *slot, bool ok)
 {
     slot->armed = false;
     grpc_metadata_array_destroy(&slot->md);
-    if (ok && slot->call)
-        watch_accept(sh, slot->call, slot->payload);
-    else if (slot->payload)
+    if (ok && slot->call) {
+        if (!drop_if_cancelled(sh, slot->call, slot->payload))
+            watch_accept(sh, slot->call, slot->payload);
+    } else if (slot->payload) {
         grpc_byte_buffer_destroy(slot->payload);
+    }
     slot->call = NULL;
     slot->payload = NULL;
     if (below_share(sh)) {
@@ -370,10 +414,13 @@ static void on_new_method(struct shard *sh, struct request_slot *slot, bool ok)
 {
     slot->armed = false;
     grpc_metadata_array_destroy(&slot->md);
-    if (ok && slot->call)
-        sh->srv->methods[slot->method].accept(sh, slot->call, slot->payload);
-    else if (slot->payload)
+    const struct service_method *m = &sh->srv->methods[slot->method];
+    if (ok && slot->call) {
+        if (!m->read_payload || !drop_if_cancelled(sh, slot->call, slot->payload))
+            m->accept(sh, slot->call, slot->payload);
+    } else if (slot->payload) {
         grpc_byte_buffer_destroy(slot->payload);
+    }
     slot->call = NULL;
     slot->payload = NULL;
     arm_method_request(sh, slot);
@@ -570,6 +617,7 @@ static void *shard_main(void *p)
                 atomic_store_explicit(&sh->ctr.lag[b], lag[b], memory_order_relaxed);
             atomic_store_explicit(&sh->ctr.lag_sum, lag_sum, memory_order_relaxed);
             admin_tick(sh, now);
+            report_cancelled(sh, now);
             sh->tick_us = shard_tick_us(srv); /* SIGHUP may change a cadence */
             sh->next_tick_us = now + sh->tick_us;
         }

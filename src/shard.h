@@ -55,8 +55,10 @@ struct tag {
 
 /* A method served by a module other than watch (health, ...). `accept`
  * runs on the shard thread with the new call and, when read_payload, its
- * first request message (owned by accept, may be NULL). A module's calls
- * count in shard->calls_live while they are in flight. */
+ * first request message (owned by accept; NULL when the client half-closed
+ * without one: a call reset before its request is counted and dropped by
+ * the shard, never accepted). A module's calls count in shard->calls_live
+ * while they are in flight. */
 struct service_method {
     const char *path;
     bool read_payload;
@@ -109,6 +111,8 @@ struct shard_counters {
     counter_t slice_copies;           /* events copied out of the logs into shared slices */
     counter_t slice_shares;           /* sends that reused a shared slice */
     counter_t cq_cached;              /* completions taken from the thread-local cache */
+    /* calls their clients reset before sending the request (shard.c) */
+    counter_t cancelled_before_request;
 };
 
 /* One stream as the admin view shows it (copied at a shard tick). */

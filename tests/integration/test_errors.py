@@ -3,6 +3,7 @@ another epoch or ahead of the log."""
 import grpc
 import pytest
 
+import h2raw
 from tickfan_harness import check_out_of_range, cursor_parts, expect_status, first_data, make_cursor
 
 
@@ -26,6 +27,21 @@ def test_malformed_request_is_invalid_argument(tickfand):
     expect_status(stub, grpc.StatusCode.INVALID_ARGUMENT, topic="")
     expect_status(stub, grpc.StatusCode.INVALID_ARGUMENT, topic="sim", kinds=[""])
     expect_status(stub, grpc.StatusCode.INVALID_ARGUMENT, topic="sim", keys=["x" * 300])
+
+
+def test_a_request_that_does_not_decode_or_never_comes_is_invalid_argument(tickfand):
+    """Not a reset, so still the client's error (raw HTTP/2): bytes that are
+    not a WatchRequest, and a call half-closed without any request."""
+    h2raw.require_h2()
+    srv = tickfand("--sim-rate", "200")
+    with h2raw.Conn(srv.addr) as c:
+        bad = c.request(h2raw.WATCH, b"\xff\xff\xff")
+        none = c.request(h2raw.WATCH, None)
+        c.pump_until(lambda: bad.ended and none.ended, 10)
+    assert bad.status()[:2] == (grpc.StatusCode.INVALID_ARGUMENT.value[0],
+                                "malformed WatchRequest"), bad.status()
+    assert none.status()[:2] == (grpc.StatusCode.INVALID_ARGUMENT.value[0],
+                                 "no WatchRequest: the client sent none"), none.status()
 
 
 def test_unknown_topic_is_not_found_and_named(tickfand):

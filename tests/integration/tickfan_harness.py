@@ -405,3 +405,41 @@ def sanitizer():
     except OSError:
         pass
     return ""
+
+
+def scrape_metrics(srv):
+    """The server's /metrics (it must run with --metrics-listen), parsed:
+    {(name, sorted label items): value}."""
+    import urllib.request
+    from prometheus_client.parser import text_string_to_metric_families
+    kv, _ = srv.wait_event("metrics_listening", timeout=5)
+    with urllib.request.urlopen(f"http://127.0.0.1:{kv['port']}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    samples = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples
+
+
+def metric(samples, name, **labels):
+    """One sample of scrape_metrics(), 0 when absent."""
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def proc_rss_kib(pid):
+    """VmRSS of a process, in KiB (/proc/PID/status)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+def proc_cpu_seconds(pid):
+    """User + system CPU time of a process so far (/proc/PID/stat fields 14
+    and 15), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # fields[0] is field 3 (state): utime and stime are fields 14 and 15
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

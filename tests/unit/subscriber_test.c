@@ -1,8 +1,10 @@
 /*
  * subscriber: options, the cursor file, and the resume loop against an
  * address where nothing listens (no server needed: the stream fails with
- * UNAVAILABLE every time). Resumes across real breaks with a real server
- * are the acceptance test's job (tests/acceptance/).
+ * UNAVAILABLE every time) or a scripted gRPC server in this process that
+ * ends each call with the status a test gives it. Resumes across real
+ * breaks with a real server are the acceptance test's job
+ * (tests/acceptance/).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -21,6 +23,9 @@
 #include <netinet/in.h>
 
 #include <cmocka.h>
+
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
 
 #include "subscriber.h"
 
@@ -349,6 +354,237 @@ static void cancel_and_reconnect_from_another_thread_act_within_a_second(void **
     tickfan_sub_destroy(p.s);
 }
 
+/* ---- a scripted server ---------------------------------------------------- */
+
+/* What the n-th call gets: a heartbeat first or not, then this status. */
+struct fake_reply {
+    bool heartbeat;
+    grpc_status_code code;
+    const char *details;
+    const char *trailer; /* "tickfan-cursor" value, or NULL */
+};
+
+struct fake_server {
+    grpc_server *server;
+    grpc_completion_queue *cq;
+    pthread_t thread;
+    char target[64];
+    const struct fake_reply *replies;
+    size_t nreplies;
+    size_t calls; /* calls answered, read after the join */
+};
+
+enum { FAKE_NEW = 1, FAKE_DONE, FAKE_SHUTDOWN };
+
+static void *fake_main(void *arg)
+{
+    struct fake_server *fs = arg;
+    grpc_call *call = NULL;
+    grpc_call_details details;
+    grpc_metadata_array md;
+    int cancelled;
+    grpc_slice status_details = grpc_empty_slice();
+    grpc_byte_buffer *bb = NULL;
+    grpc_metadata trailer;
+    grpc_call_details_init(&details);
+    grpc_metadata_array_init(&md);
+    grpc_server_request_call(fs->server, &call, &details, &md, fs->cq, fs->cq,
+                             (void *)(intptr_t)FAKE_NEW);
+    for (;;) {
+        grpc_event ev =
+            grpc_completion_queue_next(fs->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+        intptr_t tag = (intptr_t)ev.tag;
+        if (ev.type != GRPC_OP_COMPLETE || tag == FAKE_SHUTDOWN)
+            break;
+        if (tag == FAKE_NEW && ev.success) {
+            const struct fake_reply *r =
+                &fs->replies[fs->calls < fs->nreplies ? fs->calls : fs->nreplies - 1];
+            grpc_op ops[4];
+            size_t n = 0;
+            memset(ops, 0, sizeof(ops));
+            ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+            if (r->heartbeat) {
+                Events__V1__WatchEvent we = EVENTS__V1__WATCH_EVENT__INIT;
+                Events__V1__Heartbeat hb = EVENTS__V1__HEARTBEAT__INIT;
+                uint8_t buf[128];
+                we.payload_case = EVENTS__V1__WATCH_EVENT__PAYLOAD_HEARTBEAT;
+                we.heartbeat = &hb;
+                we.cursor = "1-00000000000000ab-7";
+                grpc_slice sl = grpc_slice_from_copied_buffer(
+                    (const char *)buf, events__v1__watch_event__pack(&we, buf));
+                bb = grpc_raw_byte_buffer_create(&sl, 1);
+                grpc_slice_unref(sl);
+                ops[n].op = GRPC_OP_SEND_MESSAGE;
+                ops[n++].data.send_message.send_message = bb;
+            }
+            status_details = grpc_slice_from_static_string(r->details);
+            ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+            ops[n].data.send_status_from_server.status = r->code;
+            ops[n].data.send_status_from_server.status_details = &status_details;
+            if (r->trailer) {
+                trailer.key = grpc_slice_from_static_string("tickfan-cursor");
+                trailer.value = grpc_slice_from_static_string(r->trailer);
+                ops[n].data.send_status_from_server.trailing_metadata_count = 1;
+                ops[n].data.send_status_from_server.trailing_metadata = &trailer;
+            }
+            n++;
+            ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+            ops[n++].data.recv_close_on_server.cancelled = &cancelled;
+            fs->calls++;
+            if (grpc_call_start_batch(call, ops, n, (void *)(intptr_t)FAKE_DONE, NULL) ==
+                GRPC_CALL_OK)
+                continue;
+        }
+        /* FAKE_DONE, or a call that could not be answered: the next one */
+        if (bb)
+            grpc_byte_buffer_destroy(bb);
+        bb = NULL;
+        if (call)
+            grpc_call_unref(call);
+        call = NULL;
+        grpc_call_details_destroy(&details);
+        grpc_metadata_array_destroy(&md);
+        grpc_call_details_init(&details);
+        grpc_metadata_array_init(&md);
+        if (grpc_server_request_call(fs->server, &call, &details, &md, fs->cq, fs->cq,
+                                     (void *)(intptr_t)FAKE_NEW) != GRPC_CALL_OK)
+            break;
+    }
+    if (bb)
+        grpc_byte_buffer_destroy(bb);
+    if (call)
+        grpc_call_unref(call);
+    grpc_call_details_destroy(&details);
+    grpc_metadata_array_destroy(&md);
+    return NULL;
+}
+
+static void fake_start(struct fake_server *fs, const struct fake_reply *replies, size_t n)
+{
+    memset(fs, 0, sizeof(*fs));
+    fs->replies = replies;
+    fs->nreplies = n;
+    grpc_init();
+    fs->server = grpc_server_create(NULL, NULL);
+    fs->cq = grpc_completion_queue_create_for_next(NULL);
+    grpc_server_register_completion_queue(fs->server, fs->cq, NULL);
+    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    int port = grpc_server_add_http2_port(fs->server, "127.0.0.1:0", creds);
+    grpc_server_credentials_release(creds);
+    assert_true(port > 0);
+    snprintf(fs->target, sizeof(fs->target), "127.0.0.1:%d", port);
+    grpc_server_start(fs->server);
+    assert_int_equal(pthread_create(&fs->thread, NULL, fake_main, fs), 0);
+}
+
+static void fake_stop(struct fake_server *fs)
+{
+    grpc_server_shutdown_and_notify(fs->server, fs->cq, (void *)(intptr_t)FAKE_SHUTDOWN);
+    grpc_server_cancel_all_calls(fs->server);
+    pthread_join(fs->thread, NULL);
+    grpc_server_destroy(fs->server);
+    grpc_completion_queue_shutdown(fs->cq);
+    while (grpc_completion_queue_next(fs->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL).type !=
+           GRPC_QUEUE_SHUTDOWN)
+        ;
+    grpc_completion_queue_destroy(fs->cq);
+    grpc_shutdown();
+}
+
+/* gRPC 1.51's text when another stream on the connection sent more metadata
+ * than the server takes: the transport closes the connection, and every
+ * stream on it ends with RESOURCE_EXHAUSTED and this, without our trailer
+ * (tests/integration/test_metadata_limits.py records it). */
+#define TRANSPORT_LIMIT "received initial metadata size exceeds limit"
+
+static void resource_exhausted_from_the_transport_is_resumed(void **state)
+{
+    static const struct fake_reply replies[] = {
+        {false, GRPC_STATUS_RESOURCE_EXHAUSTED, TRANSPORT_LIMIT, NULL},
+        {true, GRPC_STATUS_OK, "", NULL},
+    };
+    struct fake_server fs;
+    struct fixture f;
+    tickfan_sub_t *s;
+    struct tickfan_sub_stats st;
+    grpc_status_code code;
+
+    fake_start(&fs, replies, 2);
+    fixture_init(&f);
+    f.o.target = fs.target;
+    assert_int_equal(tickfan_sub_create(&s, &f.o), 0);
+    int rc = tickfan_sub_run(s);
+    fake_stop(&fs);
+    assert_int_equal(rc, 0);
+    assert_int_equal(tickfan_sub_status(s, &code, NULL), 0);
+    assert_int_equal(code, GRPC_STATUS_OK);
+    tickfan_sub_stats(s, &st);
+    assert_int_equal(fs.calls, 2);
+    assert_int_equal(st.streams, 2);
+    assert_int_equal(st.resumes_transport, 1);
+    assert_int_equal(st.resumes_by_status[GRPC_STATUS_RESOURCE_EXHAUSTED], 1);
+    assert_int_equal(f.events, 1);
+    tickfan_sub_destroy(s);
+}
+
+static void resource_exhausted_from_the_server_without_a_cursor_stops(void **state)
+{
+    static const struct fake_reply replies[] = {
+        {false, GRPC_STATUS_RESOURCE_EXHAUSTED,
+         "too many streams (max 2); retry later or elsewhere", NULL},
+        {true, GRPC_STATUS_OK, "", NULL},
+    };
+    struct fake_server fs;
+    struct fixture f;
+    tickfan_sub_t *s;
+    struct tickfan_sub_stats st;
+    grpc_status_code code;
+    const char *details;
+
+    fake_start(&fs, replies, 2);
+    fixture_init(&f);
+    f.o.target = fs.target;
+    assert_int_equal(tickfan_sub_create(&s, &f.o), 0);
+    int rc = tickfan_sub_run(s);
+    fake_stop(&fs);
+    assert_int_equal(rc, -EPIPE);
+    assert_int_equal(tickfan_sub_status(s, &code, &details), 0);
+    assert_int_equal(code, GRPC_STATUS_RESOURCE_EXHAUSTED);
+    assert_non_null(strstr(details, "too many streams"));
+    tickfan_sub_stats(s, &st);
+    assert_int_equal(fs.calls, 1);
+    assert_int_equal(st.streams, 1);
+    assert_int_equal(st.resumes, 0);
+    tickfan_sub_destroy(s);
+}
+
+static void resource_exhausted_with_a_cursor_is_resumed_as_the_servers(void **state)
+{
+    static const struct fake_reply replies[] = {
+        {true, GRPC_STATUS_RESOURCE_EXHAUSTED, "slow consumer: resume from cursor",
+         "1-00000000000000ab-7"},
+        {true, GRPC_STATUS_OK, "", NULL},
+    };
+    struct fake_server fs;
+    struct fixture f;
+    tickfan_sub_t *s;
+    struct tickfan_sub_stats st;
+
+    fake_start(&fs, replies, 2);
+    fixture_init(&f);
+    f.o.target = fs.target;
+    assert_int_equal(tickfan_sub_create(&s, &f.o), 0);
+    int rc = tickfan_sub_run(s);
+    fake_stop(&fs);
+    assert_int_equal(rc, 0);
+    tickfan_sub_stats(s, &st);
+    assert_int_equal(st.streams, 2);
+    assert_int_equal(st.resumes_server, 1);
+    assert_int_equal(st.resumes_transport, 0);
+    assert_int_equal(f.events, 2);
+    tickfan_sub_destroy(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -362,6 +598,9 @@ int main(void)
         cmocka_unit_test(without_resume_the_first_break_ends_run),
         cmocka_unit_test(cancel_before_run_opens_nothing),
         cmocka_unit_test(cancel_and_reconnect_from_another_thread_act_within_a_second),
+        cmocka_unit_test(resource_exhausted_from_the_transport_is_resumed),
+        cmocka_unit_test(resource_exhausted_from_the_server_without_a_cursor_stops),
+        cmocka_unit_test(resource_exhausted_with_a_cursor_is_resumed_as_the_servers),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
