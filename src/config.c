@@ -89,21 +89,23 @@ static const struct opt_def opts[] = {
      "what is spread evenly over the shards: connections (each connection's streams stay on "
      "one shard, so its completions never cross threads) or streams (one connection's streams "
      "spread over every shard; for clients with many streams on few connections)"},
-    {"cq-thread-cache", OPT_BOOL, "true", 0, 1, NULL, "TICKFAN_CQ_THREAD_CACHE",
+    {"cq-thread-cache", OPT_BOOL, "false", 0, 1, NULL, "TICKFAN_CQ_THREAD_CACHE",
      OFF(cq_thread_cache),
      "take a send that completes inside grpc_call_start_batch back on the shard thread from "
      "gRPC's thread-local cache, without the completion queue's push, kick and pop; false: "
-     "every completion through the queue (for measuring, see perf/README.md)"},
-    {"grpc-lean-filters", OPT_BOOL, "true", 0, 1, NULL, "TICKFAN_GRPC_LEAN_FILTERS",
+     "every completion through the queue, as gRPC does by default (for measuring, see "
+     "perf/README.md)"},
+    {"grpc-lean-filters", OPT_BOOL, "false", 0, 1, NULL, "TICKFAN_GRPC_LEAN_FILTERS",
      OFF(grpc_lean_filters),
      "leave gRPC's per-message compression, decompression and deadline-check filters out of "
      "every call (tickfan compresses nothing and sets no deadlines; the message-size limit "
-     "stays); false: gRPC's default filter stack (for measuring, see perf/README.md)"},
-    {"grpc-deadlock-detection", OPT_BOOL, "false", 0, 1, NULL, "TICKFAN_GRPC_DEADLOCK_DETECTION",
+     "stays); false: gRPC's default filter stack, the default until measured to pay (see "
+     "perf/README.md)"},
+    {"grpc-deadlock-detection", OPT_BOOL, "true", 0, 1, NULL, "TICKFAN_GRPC_DEADLOCK_DETECTION",
      OFF(grpc_deadlock_detection),
      "run abseil's Mutex deadlock detector under gRPC (Debian's abseil is a debug build: every "
-     "lock and unlock goes through it and one process-wide spinlock); false turns it off "
-     "(for measuring, see perf/README.md)"},
+     "lock and unlock goes through it and one process-wide spinlock), as Debian's abseil does "
+     "by default; false turns it off (for measuring, see perf/README.md)"},
     {"sim-rate", OPT_INT, "200", 1, 10000000, NULL, "TICKFAN_SIM_RATE", OFF(sim_rate),
      "built-in simulator: ticks per second over all symbols"},
     {"sim-symbols", OPT_STR, "AAPL,MSFT,GOOG,AMZN,NVDA,TSLA,META,JPM", 0, 0, NULL,
