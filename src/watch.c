@@ -667,6 +667,11 @@ void watch_pump(struct watch *w)
 {
     if (w->send_busy || !is_live(w))
         return;
+    /* A slow-consumer Gap queued while the send was held may be stale by
+     * the time the send completes: the stream fell behind again since.
+     * Widen it to the head now, so one Gap tells the whole episode. */
+    if (w->pending && w->slow_gap_pending && w->eob_sent && over_budget(w))
+        overflow(w, false);
     if (w->pending) {
         grpc_byte_buffer *bb = w->pending;
         w->pending = NULL;
