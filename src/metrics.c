@@ -33,6 +33,13 @@ static void family(FILE *out, const char *name, const char *type, const char *he
     fprintf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+/* One counter without labels: its HELP, TYPE and value. */
+static void counter(FILE *out, const char *name, const char *help, uint64_t value)
+{
+    family(out, name, "counter", help);
+    fprintf(out, "%s %llu\n", name, (unsigned long long)value);
+}
+
 static uint64_t shard_sum(struct server *srv, size_t offset)
 {
     uint64_t sum = 0;
@@ -50,43 +57,35 @@ void metrics_render(FILE *out, struct server *srv, struct topics *topics, ingest
 
     struct ingest_stats st;
     ingest_get_stats(ingest, &st);
-    family(out, "tickfan_ingest_events_total", "counter",
-           "Events appended from feeds and Publish.");
-    fprintf(out, "tickfan_ingest_events_total %llu\n", (unsigned long long)st.frames);
+    counter(out, "tickfan_ingest_events_total", "Events appended from feeds and Publish.",
+            st.frames);
     family(out, "tickfan_ingest_rejected_total", "counter",
            "Feed frames dropped as malformed, by reason.");
     for (int r = FEEDFRAME_NEED_MORE; r < FEEDFRAME_NREASONS; r++)
         fprintf(out, "tickfan_ingest_rejected_total{reason=\"%s\"} %llu\n",
                 feedframe_reason((enum feedframe_error)r),
                 (unsigned long long)st.rejected_by_reason[r]);
-    family(out, "tickfan_ingest_unknown_topic_total", "counter",
-           "Feed frames for a topic this server does not have.");
-    fprintf(out, "tickfan_ingest_unknown_topic_total %llu\n", (unsigned long long)st.unknown_topic);
-    family(out, "tickfan_ingest_duplicates_total", "counter",
-           "Feed frames dropped as duplicate or reordered.");
-    fprintf(out, "tickfan_ingest_duplicates_total %llu\n", (unsigned long long)st.duplicates);
-    family(out, "tickfan_ingest_append_failed_total", "counter",
-           "Valid feed frames the topic log could not store (out of memory, disk errors).");
-    fprintf(out, "tickfan_ingest_append_failed_total %llu\n", (unsigned long long)st.append_failed);
-    family(out, "tickfan_upstream_gaps_total", "counter", "Upstream sequence gaps detected.");
-    fprintf(out, "tickfan_upstream_gaps_total %llu\n", (unsigned long long)st.gaps);
-    family(out, "tickfan_upstream_missed_events_total", "counter",
-           "Events lost upstream, summed over the gaps.");
-    fprintf(out, "tickfan_upstream_missed_events_total %llu\n", (unsigned long long)st.missed);
-    family(out, "tickfan_udp_receive_overflows_total", "counter",
-           "Datagrams the kernel dropped on feed sockets (SO_RXQ_OVFL).");
-    fprintf(out, "tickfan_udp_receive_overflows_total %llu\n", (unsigned long long)st.rxq_ovfl);
+    counter(out, "tickfan_ingest_unknown_topic_total",
+            "Feed frames for a topic this server does not have.", st.unknown_topic);
+    counter(out, "tickfan_ingest_duplicates_total",
+            "Feed frames dropped as duplicate or reordered.", st.duplicates);
+    counter(out, "tickfan_ingest_append_failed_total",
+            "Valid feed frames the topic log could not store (out of memory, disk errors).",
+            st.append_failed);
+    counter(out, "tickfan_upstream_gaps_total", "Upstream sequence gaps detected.", st.gaps);
+    counter(out, "tickfan_upstream_missed_events_total",
+            "Events lost upstream, summed over the gaps.", st.missed);
+    counter(out, "tickfan_udp_receive_overflows_total",
+            "Datagrams the kernel dropped on feed sockets (SO_RXQ_OVFL).", st.rxq_ovfl);
 
     family(out, "tickfan_topics", "gauge", "Topics this server has.");
     fprintf(out, "tickfan_topics %zu\n", topics_count(topics));
-    family(out, "tickfan_topics_auto_created_total", "counter",
-           "Topics created because a feed or a Publish call named them (--auto-create-topics).");
-    fprintf(out, "tickfan_topics_auto_created_total %llu\n",
-            (unsigned long long)atomic_load_explicit(&topics->auto_created, memory_order_relaxed));
-    family(out, "tickfan_topics_refused_total", "counter",
-           "Times a named topic could not be created (invalid name, topic limit, log error).");
-    fprintf(out, "tickfan_topics_refused_total %llu\n",
-            (unsigned long long)atomic_load_explicit(&topics->refused, memory_order_relaxed));
+    counter(out, "tickfan_topics_auto_created_total",
+            "Topics created because a feed or a Publish call named them (--auto-create-topics).",
+            atomic_load_explicit(&topics->auto_created, memory_order_relaxed));
+    counter(out, "tickfan_topics_refused_total",
+            "Times a named topic could not be created (invalid name, topic limit, log error).",
+            atomic_load_explicit(&topics->refused, memory_order_relaxed));
     family(out, "tickfan_topic_head_seq", "gauge", "Sequence number of the newest event.");
     for (size_t i = 0, n = topics_count(topics); i < n; i++)
         fprintf(out, "tickfan_topic_head_seq{topic=\"%s\"} %llu\n", topics->items[i]->name,
@@ -112,35 +111,28 @@ void metrics_render(FILE *out, struct server *srv, struct topics *topics, ingest
     for (size_t i = 0; i < srv->nshards; i++)
         fprintf(out, "tickfan_streams{shard=\"%zu\"} %lld\n", i,
                 (long long)atomic_load(&srv->shards[i]->streams));
-    family(out, "tickfan_streams_opened_total", "counter", "Watch streams accepted.");
-    fprintf(out, "tickfan_streams_opened_total %llu\n", (unsigned long long)SHARD_SUM(srv, opened));
-    family(out, "tickfan_resumes_total", "counter", "Watch requests that carried a cursor.");
-    fprintf(out, "tickfan_resumes_total %llu\n", (unsigned long long)SHARD_SUM(srv, resumes));
-    family(out, "tickfan_messages_sent_total", "counter", "Messages sent on Watch streams.");
-    fprintf(out, "tickfan_messages_sent_total %llu\n", (unsigned long long)SHARD_SUM(srv, sent));
-    family(out, "tickfan_heartbeats_sent_total", "counter", "Heartbeats sent.");
-    fprintf(out, "tickfan_heartbeats_sent_total %llu\n",
-            (unsigned long long)SHARD_SUM(srv, heartbeats));
-    family(out, "tickfan_subscriber_gaps_total", "counter",
-           "Gap events made for Watch streams (slow consumer, retention, incomplete snapshot).");
-    fprintf(out, "tickfan_subscriber_gaps_total %llu\n", (unsigned long long)SHARD_SUM(srv, gaps));
-    family(out, "tickfan_event_slice_copies_total", "counter",
-           "Events copied out of a topic log into a shard's shared slice.");
-    fprintf(out, "tickfan_event_slice_copies_total %llu\n",
-            (unsigned long long)SHARD_SUM(srv, slice_copies));
-    family(out, "tickfan_cq_cached_completions_total", "counter",
-           "Completions that came back inside grpc_call_start_batch (--cq-thread-cache), "
-           "without the completion queue.");
-    fprintf(out, "tickfan_cq_cached_completions_total %llu\n",
-            (unsigned long long)SHARD_SUM(srv, cq_cached));
-    family(out, "tickfan_event_slice_shares_total", "counter",
-           "Sends that reused a shard's shared slice of an event instead of copying it.");
-    fprintf(out, "tickfan_event_slice_shares_total %llu\n",
-            (unsigned long long)SHARD_SUM(srv, slice_shares));
-    family(out, "tickfan_subscriber_dropped_events_total", "counter",
-           "Events subscribers did not get (slow consumer, retention), each told by a Gap.");
-    fprintf(out, "tickfan_subscriber_dropped_events_total %llu\n",
-            (unsigned long long)SHARD_SUM(srv, dropped_events));
+    counter(out, "tickfan_streams_opened_total", "Watch streams accepted.", SHARD_SUM(srv, opened));
+    counter(out, "tickfan_resumes_total", "Watch requests that carried a cursor.",
+            SHARD_SUM(srv, resumes));
+    counter(out, "tickfan_messages_sent_total", "Messages sent on Watch streams.",
+            SHARD_SUM(srv, sent));
+    counter(out, "tickfan_heartbeats_sent_total", "Heartbeats sent.", SHARD_SUM(srv, heartbeats));
+    counter(out, "tickfan_subscriber_gaps_total",
+            "Gap events made for Watch streams (slow consumer, retention, incomplete snapshot).",
+            SHARD_SUM(srv, gaps));
+    counter(out, "tickfan_event_slice_copies_total",
+            "Events copied out of a topic log into a shard's shared slice.",
+            SHARD_SUM(srv, slice_copies));
+    counter(out, "tickfan_cq_cached_completions_total",
+            "Completions that came back inside grpc_call_start_batch (--cq-thread-cache), "
+            "without the completion queue.",
+            SHARD_SUM(srv, cq_cached));
+    counter(out, "tickfan_event_slice_shares_total",
+            "Sends that reused a shard's shared slice of an event instead of copying it.",
+            SHARD_SUM(srv, slice_shares));
+    counter(out, "tickfan_subscriber_dropped_events_total",
+            "Events subscribers did not get (slow consumer, retention), each told by a Gap.",
+            SHARD_SUM(srv, dropped_events));
     family(out, "tickfan_slow_consumer_total", "counter",
            "Slow-consumer episodes, by the overflow policy applied.");
     static const char *const policies[] = {NULL, "drop", "conflate", "disconnect"};
@@ -156,11 +148,10 @@ void metrics_render(FILE *out, struct server *srv, struct topics *topics, ingest
             fprintf(out, "tickfan_stream_status_total{code=\"%s\"} %llu\n",
                     wire_status_name((grpc_status_code)code), (unsigned long long)n);
     }
-    family(out, "tickfan_calls_cancelled_before_request_total", "counter",
-           "Calls (Watch, Health, Admin) their clients reset before sending the request: "
-           "cancels, with no status and no log line of their own.");
-    fprintf(out, "tickfan_calls_cancelled_before_request_total %llu\n",
-            (unsigned long long)SHARD_SUM(srv, cancelled_before_request));
+    counter(out, "tickfan_calls_cancelled_before_request_total",
+            "Calls (Watch, Health, Admin) their clients reset before sending the request: "
+            "cancels, with no status and no log line of their own.",
+            SHARD_SUM(srv, cancelled_before_request));
     family(out, "tickfan_subscriber_lag_bytes", "histogram",
            "Live subscribers by log bytes behind the head, as of the last shard tick.");
     uint64_t cum = 0;

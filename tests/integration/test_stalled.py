@@ -86,6 +86,16 @@ def wait_slow(srv, conns, policy, n, timeout=15.0):
     return got
 
 
+def stalled_over_budget(srv, policy):
+    """STREAMS stalled streams, then 3 budgets published: each must get its
+    policy while stalled (stalled=1)."""
+    conns, streams = stalled_streams(srv, policy)
+    Publisher(srv).publish(3 * BUDGET)
+    lines = wait_slow(srv, conns, policy, STREAMS)
+    assert all(kv["stalled"] == "1" for kv in lines), lines
+    return conns, streams
+
+
 def events(st):
     return [pb.WatchEvent.FromString(m) for m in st.messages]
 
@@ -97,11 +107,8 @@ def seq_of(cursor):
 def test_a_stalled_disconnect_stream_that_never_reads_is_cancelled_with_a_cursor_it_holds(
         tickfand):
     srv = tickfand(*NO_READ)
-    conns, streams = stalled_streams(srv, DISCONNECT)
+    conns, streams = stalled_over_budget(srv, DISCONNECT)
     try:
-        Publisher(srv).publish(3 * BUDGET)
-        lines = wait_slow(srv, conns, DISCONNECT, STREAMS)
-        assert all(kv["stalled"] == "1" for kv in lines), lines
         for c, st in streams:
             c.pump_until(lambda: st.ended, 10.0)
             assert st.ended, f"stream {st.id}: no status while its send is held"
@@ -126,11 +133,8 @@ def test_a_stalled_disconnect_stream_that_reads_again_gets_its_trailers_and_curs
     trailer follow the held message, so a reader that comes back within
     the grace period gets every message sent and then the status."""
     srv = tickfand(*READS_SOON)
-    conns, streams = stalled_streams(srv, DISCONNECT)
+    conns, streams = stalled_over_budget(srv, DISCONNECT)
     try:
-        Publisher(srv).publish(3 * BUDGET)
-        lines = wait_slow(srv, conns, DISCONNECT, STREAMS)
-        assert all(kv["stalled"] == "1" for kv in lines), lines
         pump_all(conns, 0.5)
         assert not any(st.ended for _, st in streams)  # held behind the message
         for c in conns:
