@@ -7,7 +7,7 @@
  *             back until one cannot be framed. Every decoded frame lies
  *             inside the input, re-encodes to the same bytes (the reserved
  *             field aside), and every proper prefix of it decodes as
- *             NEED_MORE. A skippable error (BAD_TOPIC) claims a length
+ *             NEED_MORE. A skippable error (BAD_TOPIC, BAD_TEXT) claims a length
  *             within the input; no other error claims one.
  *   stream    the bytes arrive in chunks (sizes drawn from a hash of the
  *             input) and are framed as the TCP path frames them: the frames,
@@ -17,7 +17,8 @@
  *             bytes, any lengths in and out of bounds), encoded, and decoded
  *             back to the same fields; out-of-bounds parts are not encoded,
  *             and a topic with a character outside [A-Za-z0-9._-] decodes as
- *             BAD_TOPIC with its length intact.
+ *             BAD_TOPIC with its length intact, a kind or key that is not
+ *             UTF-8 without NUL as BAD_TEXT.
  *
  * Built with -DFEEDFRAME_FUZZ_MAKE_SEEDS instead, it writes a seed corpus
  * (main(dir)): good frames, datagrams of several, and each kind of damage.
@@ -34,6 +35,7 @@
 #include <sys/stat.h>
 
 #include "feedframe.h"
+#include "text.h"
 #include "topics.h"
 
 static void die(const char *what)
@@ -115,6 +117,10 @@ static void walk_datagram(const uint8_t *buf, size_t len)
         } else if (e == FEEDFRAME_BAD_TOPIC) {
             CHECK(n >= FEEDFRAME_HDR && n <= len - off);
             CHECK(!topics_name_valid(f.topic, f.topic_len));
+        } else if (e == FEEDFRAME_BAD_TEXT) {
+            CHECK(n >= FEEDFRAME_HDR && n <= len - off);
+            CHECK(topics_name_valid(f.topic, f.topic_len));
+            CHECK(!text_valid(f.kind, f.kind_len) || !text_valid(f.key, f.key_len));
         } else {
             CHECK(n == 0);
         }
@@ -256,7 +262,9 @@ static void fields_round_trip(const uint8_t *data, size_t size)
     size_t glen;
     enum feedframe_error e = feedframe_decode(out, n, &g, &glen);
     CHECK(glen == n);
-    CHECK(e == (topics_name_valid(f.topic, topic_len) ? FEEDFRAME_OK : FEEDFRAME_BAD_TOPIC));
+    CHECK(e == (!topics_name_valid(f.topic, topic_len)                         ? FEEDFRAME_BAD_TOPIC
+                : !text_valid(f.kind, kind_len) || !text_valid(f.key, key_len) ? FEEDFRAME_BAD_TEXT
+                                                                               : FEEDFRAME_OK));
     CHECK(g.channel == f.channel && g.source_seq == f.source_seq &&
           g.source_time_us == f.source_time_us);
     CHECK(g.topic_len == topic_len && memcmp(g.topic, f.topic, topic_len) == 0);
@@ -339,6 +347,10 @@ int main(int argc, char **argv)
     add_frame("bad topic", "quote", "X", 3, 2);
     add_frame("md", "quote", "MSFT", 30, 3);
     seed("bad_topic_between");
+    add_frame("md", "quote", "AAPL", 30, 1);
+    add_frame("md", "quote", "M\xffSFT", 3, 2); /* a key that is not UTF-8 */
+    add_frame("md", "quote", "MSFT", 30, 3);
+    seed("bad_text_between");
     add_frame("md", "quote", "AAPL", 30, 1);
     add_frame("md", "quote", "CUT", 30, 2);
     dlen -= 20;
