@@ -4,9 +4,8 @@ import time
 import urllib.request
 
 import grpc
-from prometheus_client.parser import text_string_to_metric_families
 
-from tickfan_harness import Watch, expect_status, pb, pb_grpc
+from tickfan_harness import Watch, expect_status, parse_metrics, pb, pb_grpc
 
 
 def scrape(srv):
@@ -16,11 +15,7 @@ def scrape(srv):
         assert r.status == 200
         assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
         text = r.read().decode()
-    samples = {}
-    for fam in text_string_to_metric_families(text):  # raises on invalid exposition
-        for s in fam.samples:
-            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return samples
+    return parse_metrics(text)  # raises on invalid exposition
 
 
 def value(samples, name, **labels):

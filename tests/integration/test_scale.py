@@ -44,12 +44,7 @@ def events(srv, msg):
     return [h.logfmt(ln) for ln in lines if rx.search(ln)]
 
 
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError(f"no VmRSS in /proc/{pid}/status")
+rss_kib = h.proc_rss_kib
 
 
 def ensure_fd_limit(need):

@@ -411,10 +411,15 @@ def scrape_metrics(srv):
     """The server's /metrics (it must run with --metrics-listen), parsed:
     {(name, sorted label items): value}."""
     import urllib.request
-    from prometheus_client.parser import text_string_to_metric_families
     kv, _ = srv.wait_event("metrics_listening", timeout=5)
     with urllib.request.urlopen(f"http://127.0.0.1:{kv['port']}/metrics", timeout=5) as r:
-        text = r.read().decode()
+        return parse_metrics(r.read().decode())
+
+
+def parse_metrics(text):
+    """Prometheus text exposition as {(name, sorted label items): value};
+    raises on text that does not parse."""
+    from prometheus_client.parser import text_string_to_metric_families
     samples = {}
     for fam in text_string_to_metric_families(text):
         for s in fam.samples:

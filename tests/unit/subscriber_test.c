@@ -497,34 +497,53 @@ static void fake_stop(struct fake_server *fs)
  * (tests/integration/test_metadata_limits.py records it). */
 #define TRANSPORT_LIMIT "received initial metadata size exceeds limit"
 
+/* Runs a subscriber against the fake server's replies; returns what
+ * tickfan_sub_run returned, with its stats, status and events. */
+struct run_result {
+    int rc;
+    unsigned calls;
+    struct tickfan_sub_stats st;
+    grpc_status_code code;
+    char details[200];
+    int events;
+};
+
+static void run_against(const struct fake_reply *replies, size_t n, struct run_result *r)
+{
+    struct fake_server fs;
+    struct fixture f;
+    tickfan_sub_t *s;
+    const char *details = NULL;
+
+    fake_start(&fs, replies, n);
+    fixture_init(&f);
+    f.o.target = fs.target;
+    assert_int_equal(tickfan_sub_create(&s, &f.o), 0);
+    r->rc = tickfan_sub_run(s);
+    fake_stop(&fs);
+    r->calls = fs.calls;
+    assert_int_equal(tickfan_sub_status(s, &r->code, &details), 0);
+    snprintf(r->details, sizeof(r->details), "%s", details ? details : "");
+    tickfan_sub_stats(s, &r->st);
+    r->events = f.events;
+    tickfan_sub_destroy(s);
+}
+
 static void resource_exhausted_from_the_transport_is_resumed(void **state)
 {
     static const struct fake_reply replies[] = {
         {false, GRPC_STATUS_RESOURCE_EXHAUSTED, TRANSPORT_LIMIT, NULL},
         {true, GRPC_STATUS_OK, "", NULL},
     };
-    struct fake_server fs;
-    struct fixture f;
-    tickfan_sub_t *s;
-    struct tickfan_sub_stats st;
-    grpc_status_code code;
-
-    fake_start(&fs, replies, 2);
-    fixture_init(&f);
-    f.o.target = fs.target;
-    assert_int_equal(tickfan_sub_create(&s, &f.o), 0);
-    int rc = tickfan_sub_run(s);
-    fake_stop(&fs);
-    assert_int_equal(rc, 0);
-    assert_int_equal(tickfan_sub_status(s, &code, NULL), 0);
-    assert_int_equal(code, GRPC_STATUS_OK);
-    tickfan_sub_stats(s, &st);
-    assert_int_equal(fs.calls, 2);
-    assert_int_equal(st.streams, 2);
-    assert_int_equal(st.resumes_transport, 1);
-    assert_int_equal(st.resumes_by_status[GRPC_STATUS_RESOURCE_EXHAUSTED], 1);
-    assert_int_equal(f.events, 1);
-    tickfan_sub_destroy(s);
+    struct run_result r;
+    run_against(replies, 2, &r);
+    assert_int_equal(r.rc, 0);
+    assert_int_equal(r.code, GRPC_STATUS_OK);
+    assert_int_equal(r.calls, 2);
+    assert_int_equal(r.st.streams, 2);
+    assert_int_equal(r.st.resumes_transport, 1);
+    assert_int_equal(r.st.resumes_by_status[GRPC_STATUS_RESOURCE_EXHAUSTED], 1);
+    assert_int_equal(r.events, 1);
 }
 
 static void resource_exhausted_from_the_server_without_a_cursor_stops(void **state)
@@ -534,28 +553,14 @@ static void resource_exhausted_from_the_server_without_a_cursor_stops(void **sta
          "too many streams (max 2); retry later or elsewhere", NULL},
         {true, GRPC_STATUS_OK, "", NULL},
     };
-    struct fake_server fs;
-    struct fixture f;
-    tickfan_sub_t *s;
-    struct tickfan_sub_stats st;
-    grpc_status_code code;
-    const char *details;
-
-    fake_start(&fs, replies, 2);
-    fixture_init(&f);
-    f.o.target = fs.target;
-    assert_int_equal(tickfan_sub_create(&s, &f.o), 0);
-    int rc = tickfan_sub_run(s);
-    fake_stop(&fs);
-    assert_int_equal(rc, -EPIPE);
-    assert_int_equal(tickfan_sub_status(s, &code, &details), 0);
-    assert_int_equal(code, GRPC_STATUS_RESOURCE_EXHAUSTED);
-    assert_non_null(strstr(details, "too many streams"));
-    tickfan_sub_stats(s, &st);
-    assert_int_equal(fs.calls, 1);
-    assert_int_equal(st.streams, 1);
-    assert_int_equal(st.resumes, 0);
-    tickfan_sub_destroy(s);
+    struct run_result r;
+    run_against(replies, 2, &r);
+    assert_int_equal(r.rc, -EPIPE);
+    assert_int_equal(r.code, GRPC_STATUS_RESOURCE_EXHAUSTED);
+    assert_non_null(strstr(r.details, "too many streams"));
+    assert_int_equal(r.calls, 1);
+    assert_int_equal(r.st.streams, 1);
+    assert_int_equal(r.st.resumes, 0);
 }
 
 static void resource_exhausted_with_a_cursor_is_resumed_as_the_servers(void **state)
@@ -565,24 +570,35 @@ static void resource_exhausted_with_a_cursor_is_resumed_as_the_servers(void **st
          "1-00000000000000ab-7"},
         {true, GRPC_STATUS_OK, "", NULL},
     };
-    struct fake_server fs;
-    struct fixture f;
-    tickfan_sub_t *s;
-    struct tickfan_sub_stats st;
+    struct run_result r;
+    run_against(replies, 2, &r);
+    assert_int_equal(r.rc, 0);
+    assert_int_equal(r.st.streams, 2);
+    assert_int_equal(r.st.resumes_server, 1);
+    assert_int_equal(r.st.resumes_transport, 0);
+    assert_int_equal(r.events, 2);
+}
 
-    fake_start(&fs, replies, 2);
-    fixture_init(&f);
-    f.o.target = fs.target;
-    assert_int_equal(tickfan_sub_create(&s, &f.o), 0);
-    int rc = tickfan_sub_run(s);
-    fake_stop(&fs);
-    assert_int_equal(rc, 0);
-    tickfan_sub_stats(s, &st);
-    assert_int_equal(st.streams, 2);
-    assert_int_equal(st.resumes_server, 1);
-    assert_int_equal(st.resumes_transport, 0);
-    assert_int_equal(f.events, 2);
-    tickfan_sub_destroy(s);
+/* A stream that had stopped reading is disconnected by a cancel with the
+ * status, which carries no trailing metadata: the message alone says it is
+ * a slow consumer's, and the subscriber resumes from its own cursor. */
+static void a_slow_consumer_disconnect_without_a_trailer_is_resumed(void **state)
+{
+    static const struct fake_reply replies[] = {
+        {true, GRPC_STATUS_RESOURCE_EXHAUSTED,
+         "slow consumer: 2003 events behind the head of topic 'sim', over its lag budget of "
+         "2000 events; resume from cursor 1-00000000000000ab-7",
+         NULL},
+        {true, GRPC_STATUS_OK, "", NULL},
+    };
+    struct run_result r;
+    run_against(replies, 2, &r);
+    assert_int_equal(r.rc, 0);
+    assert_int_equal(r.calls, 2);
+    assert_int_equal(r.st.streams, 2);
+    assert_int_equal(r.st.resumes_server, 1);
+    assert_int_equal(r.st.resumes_by_status[GRPC_STATUS_RESOURCE_EXHAUSTED], 1);
+    assert_int_equal(r.events, 2);
 }
 
 int main(void)
@@ -601,6 +617,7 @@ int main(void)
         cmocka_unit_test(resource_exhausted_from_the_transport_is_resumed),
         cmocka_unit_test(resource_exhausted_from_the_server_without_a_cursor_stops),
         cmocka_unit_test(resource_exhausted_with_a_cursor_is_resumed_as_the_servers),
+        cmocka_unit_test(a_slow_consumer_disconnect_without_a_trailer_is_resumed),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
