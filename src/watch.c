@@ -98,6 +98,8 @@ static void release(struct watch *w)
     }
     if (w->pending)
         grpc_byte_buffer_destroy(w->pending);
+    free(w->end_details);
+    free(w->held_details);
     if (w->call)
         grpc_call_unref(w->call);
     free(w);
@@ -178,7 +180,7 @@ static void finish(struct watch *w, grpc_status_code code, const char *details, 
         if (!w->end_pending) {
             w->end_pending = true;
             w->end_code = code;
-            snprintf(w->end_details, sizeof(w->end_details), "%s", details);
+            w->end_details = strdup(details); /* NULL: finish() says "stream ended" */
             w->end_md_key = md_key;
             snprintf(w->end_md_value, sizeof(w->end_md_value), "%s", md_value ? md_value : "");
         }
@@ -206,7 +208,8 @@ static void cancel_held(struct watch *w)
     char text[CURSOR_TEXT_MAX], msg[384];
     w->held_deadline_us = 0;
     cursor_format((struct cursor){.epoch = ringlog_epoch(w->topic->log), .seq = w->done_seq}, text);
-    snprintf(msg, sizeof(msg), "%s; resume from cursor %s", w->held_details, text);
+    snprintf(msg, sizeof(msg), "%s; resume from cursor %s",
+             w->held_details ? w->held_details : "slow consumer", text);
     log_info("msg=stream_cancelled id=%llu topic=%s reason=held_status_not_read cursor=%s",
              (unsigned long long)w->id, w->topic->name, text);
     grpc_call_cancel_with_status(w->call, w->held_code, msg, NULL);
@@ -308,7 +311,8 @@ static void overflow(struct watch *w, bool stalled)
             send_status(w, GRPC_STATUS_RESOURCE_EXHAUSTED, msg, "tickfan-cursor", text);
             w->held_code = GRPC_STATUS_RESOURCE_EXHAUSTED;
             size_t keep = strcspn(msg, ";"); /* the message without its cursor */
-            snprintf(w->held_details, sizeof(w->held_details), "%.*s", (int)keep, msg);
+            free(w->held_details);
+            w->held_details = strndup(msg, keep);
             w->held_deadline_us = log_now_mono_us() + held_status_grace_us(w);
         } else {
             finish(w, GRPC_STATUS_RESOURCE_EXHAUSTED, msg, "tickfan-cursor", text);
@@ -893,7 +897,11 @@ void watch_on_send(struct watch *w, bool ok)
     if (ok && is_live(w)) {
         if (w->end_pending) {
             w->end_pending = false;
-            finish(w, w->end_code, w->end_details, w->end_md_key, w->end_md_value);
+            char *details = w->end_details;
+            w->end_details = NULL;
+            finish(w, w->end_code, details ? details : "stream ended", w->end_md_key,
+                   w->end_md_value);
+            free(details);
         } else if (atomic_load_explicit(&w->shard->srv->draining, memory_order_relaxed)) {
             watch_drain(w);
         } else {

@@ -89,7 +89,7 @@ struct watch {
      * this time (monotonic) if the client has not read it by then */
     int64_t held_deadline_us;
     grpc_status_code held_code;
-    char held_details[320];
+    char *held_details; /* malloc'd (Watch only: subscriptions never hold one) */
     /* cursor seqs: of the message in flight, and of the last one the
      * client surely holds whole: an unhinted send completes once its bytes
      * (and all before them) passed flow control, a hinted one up to 64 KiB
@@ -100,7 +100,7 @@ struct watch {
     /* status to send once the send in flight completes */
     bool end_pending;
     grpc_status_code end_code;
-    char end_details[384]; /* the status message, as long as overflow() makes */
+    char *end_details; /* the status message, malloc'd while end_pending */
     const char *end_md_key;
     char end_md_value[CURSOR_TEXT_MAX];
 
