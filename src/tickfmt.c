@@ -319,11 +319,16 @@ static void human_data(FILE *out, const Events__V1__Data *d)
         if (d->body.len > n)
             fputs("...", out);
     }
-    fprintf(out, "  %sseq=%" PRIu64 " cursor=", d->snapshot ? "snapshot " : "", d->seq);
+    fprintf(out, "  %sseq=%" PRIu64 " ", d->snapshot ? "snapshot " : "", d->seq);
     tick_free(t);
 }
 
 int tickfmt_human(FILE *out, const Events__V1__WatchEvent *ev)
+{
+    return tickfmt_human_topic(out, NULL, ev);
+}
+
+int tickfmt_human_topic(FILE *out, const char *topic, const Events__V1__WatchEvent *ev)
 {
     char when[TICKFMT_TIME_MAX];
 
@@ -333,10 +338,10 @@ int tickfmt_human(FILE *out, const Events__V1__WatchEvent *ev)
         break;
     case EVENTS__V1__WATCH_EVENT__PAYLOAD_HEARTBEAT:
         tickfmt_time_micros(when, ev->heartbeat->server_unix_micros);
-        fprintf(out, "%s heartbeat cursor=", when);
+        fprintf(out, "%s heartbeat ", when);
         break;
     case EVENTS__V1__WATCH_EVENT__PAYLOAD_END_OF_BACKLOG:
-        fputs("end-of-backlog (caught up, live from here) cursor=", out);
+        fputs("end-of-backlog (caught up, live from here) ", out);
         break;
     case EVENTS__V1__WATCH_EVENT__PAYLOAD_GAP: {
         const Events__V1__Gap *g = ev->gap;
@@ -349,13 +354,19 @@ int tickfmt_human(FILE *out, const Events__V1__WatchEvent *ev)
             fprintf(out, "%d", (int)g->reason);
         fputs(", from_cursor=", out);
         human_str(out, g->from_cursor);
-        fputs(" cursor=", out);
+        fputc(' ', out);
         break;
     }
     default:
-        fputs("unknown event (newer server than this client) cursor=", out);
+        fputs("unknown event (newer server than this client) ", out);
         break;
     }
+    if (topic != NULL) {
+        fputs("topic=", out);
+        human_str(out, topic);
+        fputc(' ', out);
+    }
+    fputs("cursor=", out);
     human_str(out, ev->cursor);
     fputc('\n', out);
     return finish(out);
@@ -404,6 +415,11 @@ static void json_data(FILE *out, const Events__V1__Data *d)
 
 int tickfmt_json(FILE *out, const Events__V1__WatchEvent *ev)
 {
+    return tickfmt_json_topic(out, NULL, ev);
+}
+
+int tickfmt_json_topic(FILE *out, const char *topic, const Events__V1__WatchEvent *ev)
+{
     static const char *const types[] = {
         [EVENTS__V1__WATCH_EVENT__PAYLOAD_DATA] = "data",
         [EVENTS__V1__WATCH_EVENT__PAYLOAD_HEARTBEAT] = "heartbeat",
@@ -413,7 +429,13 @@ int tickfmt_json(FILE *out, const Events__V1__WatchEvent *ev)
     size_t pc = (size_t)ev->payload_case;
     const char *type = pc < sizeof(types) / sizeof(types[0]) && types[pc] ? types[pc] : "unknown";
 
-    fprintf(out, "{\"type\":\"%s\",\"cursor\":", type);
+    fprintf(out, "{\"type\":\"%s\",", type);
+    if (topic != NULL) {
+        fputs("\"topic\":", out);
+        json_str(out, topic);
+        fputc(',', out);
+    }
+    fputs("\"cursor\":", out);
     json_str(out, ev->cursor);
     switch (ev->payload_case) {
     case EVENTS__V1__WATCH_EVENT__PAYLOAD_DATA:

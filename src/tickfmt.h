@@ -45,6 +45,11 @@
  *     reason is the GapReason name (e.g. "GAP_SLOW_CONSUMER"), or its number
  *     when this build does not know it
  *   {"type":"unknown","cursor":str}   an event kind newer than this build
+ *
+ * With a topic (tickfmt_*_topic, tickfan tail with several topics), every
+ * human line has "topic=T" right before "cursor=" ("... seq=12 topic=fx
+ * cursor=C", "end-of-backlog (caught up, live from here) topic=fx
+ * cursor=C") and every JSON object "topic":str right after "type".
  */
 #ifndef TICKFAN_TICKFMT_H
 #define TICKFAN_TICKFMT_H
@@ -91,6 +96,15 @@ int tickfmt_human(FILE *out, const Events__V1__WatchEvent *ev);
 
 /* Writes one JSON object for ev, '\n' included. Returns 0 or -EIO. */
 int tickfmt_json(FILE *out, const Events__V1__WatchEvent *ev);
+
+/*
+ * The same lines for an event of topic (tickfan tail with several topics):
+ * the human line gets "topic=T " right before "cursor=", the JSON object a
+ * "topic" key right after "type". topic NULL: exactly tickfmt_human /
+ * tickfmt_json.
+ */
+int tickfmt_human_topic(FILE *out, const char *topic, const Events__V1__WatchEvent *ev);
+int tickfmt_json_topic(FILE *out, const char *topic, const Events__V1__WatchEvent *ev);
 
 /*
  * Parses a point in time for --start-time: Unix microseconds ("1795502781323766")

@@ -248,6 +248,57 @@ static void human_quote_shows_both_sides_seq_and_cursor(void **state)
     data_event_free(&de);
 }
 
+/* tickfan tail with several topics: one field more, nothing else moves. */
+static char *render_topic(int (*fn)(FILE *, const char *, const Events__V1__WatchEvent *),
+                          const char *topic, const Events__V1__WatchEvent *ev)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    assert_non_null(f);
+    assert_int_equal(fn(f, topic, ev), 0);
+    fclose(f);
+    return buf;
+}
+
+static void a_topic_goes_right_before_the_cursor_or_after_the_type(void **state)
+{
+    struct data_event de;
+    quote_event(&de, "AAPL", 1891200, 300, 1891300, 200, -4);
+    char *s = render_topic(tickfmt_human_topic, "fx", &de.ev);
+    assert_string_equal(s, "2026-11-24T10:00:01.123456Z quote AAPL  bid 189.1200 x 300  "
+                           "ask 189.1300 x 200  seq=123 topic=fx cursor=1-00000000000000ab-123\n");
+    free(s);
+    /* Without a topic, byte for byte the plain line. */
+    char *plain = render(tickfmt_human, &de.ev);
+    s = render_topic(tickfmt_human_topic, NULL, &de.ev);
+    assert_string_equal(s, plain);
+    free(s);
+    free(plain);
+    s = render_topic(tickfmt_json_topic, "fx", &de.ev);
+    assert_true(strncmp(s, "{\"type\":\"data\",\"topic\":\"fx\",\"cursor\":", 37) == 0);
+    plain = render(tickfmt_json, &de.ev);
+    /* The rest of the object is the plain one's. */
+    assert_string_equal(s + strlen("{\"type\":\"data\",\"topic\":\"fx\","),
+                        plain + strlen("{\"type\":\"data\","));
+    free(s);
+    free(plain);
+    data_event_free(&de);
+
+    Events__V1__WatchEvent ev = EVENTS__V1__WATCH_EVENT__INIT;
+    Events__V1__EndOfBacklog eob = EVENTS__V1__END_OF_BACKLOG__INIT;
+    ev.payload_case = EVENTS__V1__WATCH_EVENT__PAYLOAD_END_OF_BACKLOG;
+    ev.end_of_backlog = &eob;
+    ev.cursor = "C9";
+    s = render_topic(tickfmt_human_topic, "sim", &ev);
+    assert_string_equal(s, "end-of-backlog (caught up, live from here) topic=sim cursor=C9\n");
+    free(s);
+    s = render_topic(tickfmt_json_topic, "s\"m", &ev);
+    assert_string_equal(s,
+                        "{\"type\":\"end_of_backlog\",\"topic\":\"s\\\"m\",\"cursor\":\"C9\"}\n");
+    free(s);
+}
+
 static void human_trade_shows_price_size_and_side(void **state)
 {
     struct data_event de;
@@ -567,6 +618,7 @@ int main(void)
         cmocka_unit_test(json_end_of_backlog_has_cursor),
         cmocka_unit_test(json_gap_has_reason_name_or_number),
         cmocka_unit_test(json_unknown_payload_has_type_unknown),
+        cmocka_unit_test(a_topic_goes_right_before_the_cursor_or_after_the_type),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
