@@ -509,7 +509,8 @@ static enum stream_end handle_end(struct tickfan_mux *m, struct msub *sub,
                 sub->id, topic_of(sub), wire_status_name(code), msg, cursor_or_start(sub));
         return END_GO_ON;
     }
-    if (code != GRPC_STATUS_OK)
+    /* A final end is on_end's to report; without one, the log's. */
+    if (code != GRPC_STATUS_OK && sub->on_end == NULL)
         mux_log(m, "subscription %" PRIu32 " (topic %s) ended: %s%s%s", sub->id, topic_of(sub),
                 wire_status_name(code), msg[0] ? ": " : "", msg);
     *err = end_sub(m, sub, code, msg, e->earliest_cursor);

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "muxsub.h"
 #include "subscriber.h"
 #include "tickfan/admin/v1/admin.pb-c.h"
 #include "tickfmt.h"
@@ -40,7 +41,7 @@ static const char main_help[] =
     "    tickfan - command-line client of the tickfan market-data fanout appliance\n"
     "\n"
     "SYNOPSIS\n"
-    "    tickfan tail TOPIC [--server ADDR] [--cursor C] [--cursor-file PATH]\n"
+    "    tickfan tail TOPIC... [--server ADDR] [--cursor C] [--cursor-file PATH]\n"
     "                       [--start earliest|live] [--start-time TIME]\n"
     "                       [--kinds K,...] [--keys S,...] [--snapshot] [--count N] [--json]\n"
     "                       [--no-resume] [--heartbeat-timeout-ms MS] [--max-retries N]\n"
@@ -62,7 +63,8 @@ static const char main_help[] =
     "    With --cursor-file the cursor also survives tickfan itself.\n"
     "\n"
     "COMMANDS\n"
-    "    tail      Stream the events of a topic to stdout, one line per event.\n"
+    "    tail      Stream the events of one or more topics to stdout, one line\n"
+    "              per event.\n"
     "              See 'tickfan tail --help'.\n"
     "\n"
     "OPTIONS\n"
@@ -107,10 +109,11 @@ static const char main_help[] =
 
 static const char tail_help[] =
     "NAME\n"
-    "    tickfan tail - stream the events of a topic to stdout\n"
+    "    tickfan tail - stream the events of one or more topics to stdout\n"
     "\n"
     "SYNOPSIS\n"
     "    tickfan tail TOPIC [options]\n"
+    "    tickfan tail TOPIC TOPIC... [options]\n"
     "\n"
     "DESCRIPTION\n"
     "    Opens one Watch stream on TOPIC and prints one line per event, flushed\n"
@@ -124,18 +127,29 @@ static const char tail_help[] =
     "    on a new connection, after a backoff (see RESUMING); the output goes\n"
     "    on with the next event, none lost, none repeated.\n"
     "\n"
+    "    With several topics, tail opens one Subscribe stream carrying one\n"
+    "    subscription per topic, every filter option applying to each, and\n"
+    "    every line says its topic (see OUTPUT). Each topic keeps its own\n"
+    "    cursor: a broken stream is reopened and every topic re-added from its\n"
+    "    own last line. A topic that cannot go on (unknown, a cursor older than\n"
+    "    its retention ...) ends the tail with exit status 1, as with one topic.\n"
+    "\n"
     "OPTIONS\n"
     "    --server ADDR       Server address, host:port or a gRPC target URI.\n"
     "                        Default: $TICKFAN_SERVER, else " DEFAULT_SERVER ".\n"
     "    --cursor C          Resume right after the event that carried cursor C\n"
     "                        (as printed by an earlier run). Cursors are opaque;\n"
     "                        copy them exactly. An empty C means no cursor.\n"
+    "                        With several topics: --cursor TOPIC=C, once per\n"
+    "                        topic to resume (as printed on interrupt).\n"
     "    --cursor-file PATH  Keep the cursor in PATH: read at start when --cursor\n"
     "                        is not given (a missing file means \"no cursor\"),\n"
     "                        rewritten atomically every second, when a stream\n"
     "                        breaks and at exit. A restarted tail then continues\n"
     "                        after the last line the previous one wrote, give or\n"
     "                        take the lines of its last second (see RESUMING).\n"
+    "                        With several topics, one file per topic:\n"
+    "                        PATH.TOPIC.\n"
     "    --start earliest|live\n"
     "                        Where to start without a cursor: the oldest event\n"
     "                        the topic still retains (default), or only new\n"
@@ -150,7 +164,8 @@ static const char tail_help[] =
     "                        key as of the start (marked \"snapshot\"), then the\n"
     "                        events from the start on.\n"
     "    --count N           Stop after N data events (heartbeats and other\n"
-    "                        control events do not count) and exit 0.\n"
+    "                        control events do not count; with several topics,\n"
+    "                        of all of them) and exit 0.\n"
     "    --json              One JSON object per line instead of text.\n"
     "    --no-resume         Do not resume: the first break ends tail with exit\n"
     "                        status 1 and the cursor to resume from.\n"
@@ -185,6 +200,13 @@ static const char tail_help[] =
     "      {\"type\":\"gap\",\"cursor\":\"C\",\"missed\":42,\"reason\":\"GAP_SLOW_CONSUMER\",\n"
     "       \"from_cursor\":\"B\"}\n"
     "    Prices are strings so that no digit is lost.\n"
+    "    With several topics, a text line has topic=T right before cursor=:\n"
+    "      2026-11-24T10:00:01.123456Z trade MSFT  512.3400 x 100 BUY  seq=13 "
+    "topic=fx cursor=C\n"
+    "      end-of-backlog (caught up, live from here) topic=fx cursor=C\n"
+    "    and a JSON object \"topic\" right after \"type\":\n"
+    "      {\"type\":\"heartbeat\",\"topic\":\"fx\",\"cursor\":\"C\",\"server_unix_micros\":N}\n"
+    "    With one topic, lines have no topic field.\n"
     "\n"
     "RESUMING\n"
     "    Resumed: the server draining or restarting (UNAVAILABLE), connections\n"
@@ -207,6 +229,7 @@ static const char tail_help[] =
     "ERRORS\n"
     "    On SIGINT/SIGTERM the stream is cancelled and stderr says\n"
     "        tickfan: interrupted; resume with --cursor C\n"
+    "    (with several topics: --cursor T1=C1 --cursor T2=C2 ...)\n"
     "    When the stream ends with an error that is not resumed, stderr says\n"
     "        tickfan: STATUS: details\n"
     "    followed by either the cursor to resume from or, when the requested\n"
@@ -225,7 +248,9 @@ static const char tail_help[] =
     "    tickfan tail sim --keys AAPL --snapshot\n"
     "    tickfan tail sim --cursor 1-5f3a9c0d12e4b7a1-184467\n"
     "    tickfan tail sim --kinds trade --json --cursor-file trades.cursor >> trades.jsonl\n"
-    "    tickfan tail sim --no-resume --count 100\n";
+    "    tickfan tail sim --no-resume --count 100\n"
+    "    tickfan tail sim fx --keys AAPL,MSFT --json\n"
+    "    tickfan tail sim fx --cursor sim=1-5f3a9c0d12e4b7a1-184467 --cursor fx=1-...\n";
 
 struct strlist {
     char **items;
@@ -233,9 +258,11 @@ struct strlist {
 };
 
 struct tail_opts {
-    const char *topic;
+    const char *topic; /* the first of topics */
+    struct strlist topics;
     const char *server;
     const char *cursor;
+    struct strlist cursors; /* every --cursor, for several topics (TOPIC=C) */
     Events__V1__StartPosition start;
     int64_t start_unix_micros;
     struct strlist kinds;
@@ -252,6 +279,7 @@ struct tail_opts {
 static volatile sig_atomic_t interrupted;
 /* The running subscription, for the signal handler; see release_signals(). */
 static _Atomic(tickfan_sub_t *) signal_sub;
+static _Atomic(tickfan_mux_t *) signal_mux;
 static atomic_int in_signal_handler;
 
 /* May run on any thread (gRPC's too): only atomics and the async-signal-safe cancel. */
@@ -262,6 +290,9 @@ static void on_signal(int signo)
     tickfan_sub_t *s = atomic_load(&signal_sub);
     if (s != NULL)
         tickfan_sub_cancel(s);
+    tickfan_mux_t *m = atomic_load(&signal_mux);
+    if (m != NULL)
+        tickfan_mux_cancel(m);
     atomic_fetch_sub(&in_signal_handler, 1);
 }
 
@@ -351,11 +382,17 @@ static int parse_tail(int argc, char **argv, struct tail_opts *o)
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
         if (only_positional || arg[0] != '-' || arg[1] == '\0') {
-            if (o->topic != NULL)
-                return usage_error("unexpected argument '%s'", arg);
             if (arg[0] == '\0')
                 return usage_error("TOPIC is empty");
-            o->topic = arg;
+            for (size_t k = 0; k < o->topics.n; k++)
+                if (strcmp(o->topics.items[k], arg) == 0)
+                    return usage_error("topic '%s' given twice", arg);
+            if (strchr(arg, ',') != NULL)
+                return usage_error("TOPIC '%s': topics are separate arguments", arg);
+            int rc = strlist_add_csv(&o->topics, "TOPIC", arg);
+            if (rc < 0)
+                return rc;
+            o->topic = o->topics.items[0];
             continue;
         }
         if (strcmp(arg, "--") == 0) {
@@ -410,6 +447,17 @@ static int parse_tail(int argc, char **argv, struct tail_opts *o)
             o->server = value;
         } else if (strcmp(name, "--cursor") == 0) {
             o->cursor = value;
+            if (value[0] != '\0') {
+                /* Kept whole: a cursor may hold a comma. */
+                char **items = realloc(o->cursors.items, (o->cursors.n + 1) * sizeof(*items));
+                if (items == NULL)
+                    return -ENOMEM;
+                o->cursors.items = items;
+                o->cursors.items[o->cursors.n] = strdup(value);
+                if (o->cursors.items[o->cursors.n] == NULL)
+                    return -ENOMEM;
+                o->cursors.n++;
+            }
         } else if (strcmp(name, "--start") == 0) {
             if (strcmp(value, "earliest") == 0)
                 o->start = EVENTS__V1__START_POSITION__START_EARLIEST;
@@ -445,6 +493,20 @@ static int parse_tail(int argc, char **argv, struct tail_opts *o)
     }
     if (o->topic == NULL)
         return usage_error("missing TOPIC");
+    /* Several topics: every --cursor names its topic. */
+    for (size_t i = 0; o->topics.n > 1 && i < o->cursors.n; i++) {
+        const char *c = o->cursors.items[i];
+        const char *eq = strchr(c, '=');
+        bool known = false;
+        for (size_t k = 0; eq != NULL && k < o->topics.n; k++)
+            known |= strlen(o->topics.items[k]) == (size_t)(eq - c) &&
+                     strncmp(o->topics.items[k], c, (size_t)(eq - c)) == 0;
+        if (eq == NULL || eq[1] == '\0')
+            return usage_error("--cursor '%s': with several topics, give TOPIC=CURSOR", c);
+        if (!known)
+            return usage_error("--cursor '%s': '%.*s' is not one of the topics", c, (int)(eq - c),
+                               c);
+    }
     return 0;
 }
 
@@ -528,10 +590,11 @@ static int print_event(const Events__V1__WatchEvent *ev, void *arg)
     return 0;
 }
 
-static void install_signals(tickfan_sub_t *sub)
+static void install_signals(tickfan_sub_t *sub, tickfan_mux_t *mux)
 {
     struct sigaction sa;
     atomic_store(&signal_sub, sub);
+    atomic_store(&signal_mux, mux);
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
@@ -545,6 +608,7 @@ static void install_signals(tickfan_sub_t *sub)
 static void release_signals(void)
 {
     atomic_store(&signal_sub, NULL);
+    atomic_store(&signal_mux, NULL);
     while (atomic_load(&in_signal_handler) != 0)
         ;
 }
@@ -614,11 +678,223 @@ static int run_tail(const struct tail_opts *o)
             fputs("tickfan: out of memory\n", stderr);
         return EXIT_STREAM_ERROR;
     }
-    install_signals(t.sub);
+    install_signals(t.sub, NULL);
     rc = tickfan_sub_run(t.sub);
     release_signals();
     code = report_end(t.sub, &t, rc);
     tickfan_sub_destroy(t.sub);
+    return code;
+}
+
+/* ---- tail with several topics: one Subscribe stream ---------------------------- */
+
+/* One topic of a multi-topic tail. */
+struct mux_topic {
+    struct mux_state *t;
+    const char *topic;
+    uint32_t id;
+    char *file; /* its cursor file, PATH.TOPIC */
+    bool ended;
+    grpc_status_code code;
+    char *message;
+    char *earliest;
+};
+
+struct mux_state {
+    const struct tail_opts *o;
+    tickfan_mux_t *mux;
+    struct mux_topic *topics;
+    size_t n;
+    uint64_t data_seen;
+    bool count_reached;
+    struct mux_topic *failed; /* the first that ended with an error */
+};
+
+static int mux_print_event(uint32_t id, const Events__V1__WatchEvent *ev, void *arg)
+{
+    struct mux_topic *mt = arg;
+    struct mux_state *t = mt->t;
+    int rc = t->o->json ? tickfmt_json_topic(stdout, mt->topic, ev)
+                        : tickfmt_human_topic(stdout, mt->topic, ev);
+    if (rc == 0 && fflush(stdout) != 0)
+        rc = -errno;
+    if (rc < 0)
+        return rc;
+    if (ev->payload_case == EVENTS__V1__WATCH_EVENT__PAYLOAD_DATA && t->o->count != 0 &&
+        ++t->data_seen >= t->o->count) {
+        t->count_reached = true;
+        tickfan_mux_cancel(t->mux);
+    }
+    return 0;
+}
+
+/* A topic that cannot go on ends the tail, as with one topic. */
+static void mux_topic_end(uint32_t id, const struct tickfan_mux_end *end, void *arg)
+{
+    struct mux_topic *mt = arg;
+    mt->ended = true;
+    mt->code = end->code;
+    mt->message = strdup(end->message);
+    mt->earliest = end->earliest_cursor[0] ? strdup(end->earliest_cursor) : NULL;
+    if (end->code != GRPC_STATUS_OK && mt->t->failed == NULL) {
+        mt->t->failed = mt;
+        tickfan_mux_cancel(mt->t->mux);
+    }
+}
+
+/* "tickfan: PREFIX; resume with --cursor T1=C1 --cursor T2=C2" (topics
+ * without a cursor yet are left out), or PREFIX alone. */
+static void print_mux_resume(const struct mux_state *t, const char *prefix)
+{
+    bool any = false;
+    fprintf(stderr, "tickfan: %s", prefix);
+    for (size_t i = 0; i < t->n; i++) {
+        char buf[1100];
+        if (t->topics[i].ended && t->topics[i].code != GRPC_STATUS_OK)
+            continue;
+        if (tickfan_mux_cursor(t->mux, t->topics[i].id, buf, sizeof(buf)) <= 0)
+            continue;
+        fputs(any ? " --cursor " : "; resume with --cursor ", stderr);
+        tickfmt_safe_string(stderr, t->topics[i].topic);
+        fputc('=', stderr);
+        tickfmt_safe_string(stderr, buf);
+        any = true;
+    }
+    fputc('\n', stderr);
+}
+
+static int report_mux_end(const struct mux_state *t, int rc)
+{
+    if (t->count_reached && rc == 0)
+        return EXIT_DONE;
+    if (t->failed != NULL) {
+        const struct mux_topic *mt = t->failed;
+        fputs("tickfan: topic ", stderr);
+        tickfmt_safe_string(stderr, mt->topic);
+        fprintf(stderr, ": %s", wire_status_name(mt->code));
+        if (mt->message != NULL && mt->message[0] != '\0') {
+            fputs(": ", stderr);
+            tickfmt_safe_string(stderr, mt->message);
+        }
+        fputc('\n', stderr);
+        if (mt->earliest != NULL) {
+            fputs("tickfan: topic ", stderr);
+            tickfmt_safe_string(stderr, mt->topic);
+            fputs(": earliest available cursor: ", stderr);
+            tickfmt_safe_string(stderr, mt->earliest);
+            fputc('\n', stderr);
+        }
+        print_mux_resume(t, "stopped");
+        return EXIT_STREAM_ERROR;
+    }
+    if (interrupted && rc == 0) {
+        print_mux_resume(t, "interrupted");
+        return EXIT_INTERRUPTED;
+    }
+    if (rc == -EPIPE) {
+        grpc_status_code code = GRPC_STATUS_UNKNOWN;
+        const char *details = "";
+        tickfan_mux_status(t->mux, &code, &details);
+        fprintf(stderr, "tickfan: %s", wire_status_name(code));
+        if (details[0] != '\0') {
+            fputs(": ", stderr);
+            tickfmt_safe_string(stderr, details);
+        }
+        fputc('\n', stderr);
+        print_mux_resume(t, "stopped");
+    } else if (rc == -ETIMEDOUT) {
+        print_mux_resume(t, "no event and no heartbeat within --heartbeat-timeout-ms");
+    } else if (rc == -ECANCELED) {
+        fprintf(stderr, "tickfan: cannot write to stdout: %s\n",
+                strerror(-tickfan_mux_handler_result(t->mux, NULL)));
+    } else if (rc == -EBADMSG) {
+        print_mux_resume(t, "the server sent a message that is not a SubscribeResponse");
+    } else {
+        fprintf(stderr, "tickfan: stream failed: %s\n", strerror(-rc));
+        print_mux_resume(t, "stopped");
+    }
+    return EXIT_STREAM_ERROR;
+}
+
+/* The --cursor TOPIC=C given for topic, or NULL (the last one wins). */
+static const char *cursor_for(const struct tail_opts *o, const char *topic)
+{
+    const char *found = NULL;
+    size_t len = strlen(topic);
+    for (size_t i = 0; i < o->cursors.n; i++)
+        if (strncmp(o->cursors.items[i], topic, len) == 0 && o->cursors.items[i][len] == '=')
+            found = o->cursors.items[i] + len + 1;
+    return found;
+}
+
+static int run_tail_mux(const struct tail_opts *o)
+{
+    struct tickfan_mux_options mo;
+    struct mux_state t = {.o = o, .n = o->topics.n};
+    int code = EXIT_STREAM_ERROR;
+    int rc;
+
+    tickfan_mux_options_init(&mo);
+    mo.target = o->server;
+    mo.resume = !o->no_resume;
+    mo.max_retries = (uint32_t)o->max_retries;
+    if (o->heartbeat_timeout_ms >= 0)
+        mo.heartbeat_timeout_ms = o->heartbeat_timeout_ms;
+    t.topics = calloc(t.n, sizeof(*t.topics));
+    if (t.topics == NULL || tickfan_mux_create(&t.mux, &mo) < 0) {
+        fputs("tickfan: out of memory\n", stderr);
+        free(t.topics);
+        return EXIT_STREAM_ERROR;
+    }
+    for (size_t i = 0; i < t.n; i++) {
+        Events__V1__WatchRequest req = EVENTS__V1__WATCH_REQUEST__INIT;
+        struct tickfan_mux_sub_options so = {0};
+        struct mux_topic *mt = &t.topics[i];
+        mt->t = &t;
+        mt->topic = o->topics.items[i];
+        req.topic = (char *)mt->topic;
+        const char *cursor = cursor_for(o, mt->topic);
+        if (cursor != NULL)
+            req.cursor = (char *)cursor;
+        req.start = o->start;
+        req.start_unix_micros = o->start_unix_micros;
+        req.n_kinds = o->kinds.n;
+        req.kinds = o->kinds.items;
+        req.n_keys = o->keys.n;
+        req.keys = o->keys.items;
+        req.snapshot = o->snapshot;
+        if (o->cursor_file != NULL) {
+            mt->file = malloc(strlen(o->cursor_file) + strlen(mt->topic) + 2);
+            if (mt->file == NULL)
+                goto out_destroy;
+            sprintf(mt->file, "%s.%s", o->cursor_file, mt->topic);
+        }
+        so.request = &req;
+        so.on_event = mux_print_event;
+        so.on_end = mux_topic_end;
+        so.arg = mt;
+        so.cursor_file = mt->file;
+        rc = tickfan_mux_add(t.mux, &so, &mt->id);
+        if (rc < 0) {
+            /* The library said what was wrong with the cursor file. */
+            if (rc == -ENOMEM)
+                fputs("tickfan: out of memory\n", stderr);
+            goto out_destroy;
+        }
+    }
+    install_signals(NULL, t.mux);
+    rc = tickfan_mux_run(t.mux);
+    release_signals();
+    code = report_mux_end(&t, rc);
+
+out_destroy:
+    tickfan_mux_destroy(t.mux);
+    for (size_t i = 0; i < t.n; i++) {
+        free(t.topics[i].file);
+        free(t.topics[i].message);
+        free(t.topics[i].earliest);
+    }
+    free(t.topics);
     return code;
 }
 
@@ -635,7 +911,9 @@ static int cmd_tail(int argc, char **argv)
     else if (rc < 0)
         code = EXIT_USAGE;
     else
-        code = run_tail(&o);
+        code = o.topics.n > 1 ? run_tail_mux(&o) : run_tail(&o);
+    strlist_free(&o.topics);
+    strlist_free(&o.cursors);
     strlist_free(&o.kinds);
     strlist_free(&o.keys);
     return code;
@@ -643,7 +921,7 @@ static int cmd_tail(int argc, char **argv)
 
 static void short_usage(FILE *out)
 {
-    fputs("usage: tickfan tail TOPIC [options]\n"
+    fputs("usage: tickfan tail TOPIC... [options]\n"
           "       tickfan --help | --version\n",
           out);
 }
