@@ -122,3 +122,60 @@ int subparse_next(struct subparse_response *it, struct subparse_delivery *d, uin
     it->p = it->end;
     return 0;
 }
+
+static size_t varint_len(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+static uint8_t *put_varint(uint8_t *p, uint64_t v)
+{
+    while (v >= 0x80) {
+        *p++ = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    *p++ = (uint8_t)v;
+    return p;
+}
+
+size_t subparse_encode_add(uint8_t *buf, size_t cap, uint32_t id, const uint8_t *request, size_t n)
+{
+    /* SubscriptionAdd: 1 id (varint; 0 is the default, left out), 2 request */
+    size_t inner = (id ? 1 + varint_len(id) : 0) + 1 + varint_len(n) + n;
+    size_t total = 1 + varint_len(inner) + inner;
+    if (total > cap)
+        return total;
+    uint8_t *p = buf;
+    *p++ = 0x0a; /* SubscribeRequest.add */
+    p = put_varint(p, inner);
+    if (id) {
+        *p++ = 0x08;
+        p = put_varint(p, id);
+    }
+    *p++ = 0x12;
+    p = put_varint(p, n);
+    if (n)
+        memcpy(p, request, n);
+    return total;
+}
+
+size_t subparse_encode_remove(uint8_t *buf, size_t cap, uint32_t id)
+{
+    size_t inner = id ? 1 + varint_len(id) : 0;
+    size_t total = 1 + varint_len(inner) + inner;
+    if (total > cap)
+        return total;
+    uint8_t *p = buf;
+    *p++ = 0x12; /* SubscribeRequest.remove */
+    p = put_varint(p, inner);
+    if (id) {
+        *p++ = 0x08;
+        put_varint(p, id);
+    }
+    return total;
+}

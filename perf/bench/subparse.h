@@ -66,4 +66,13 @@ void subparse_init(struct subparse_response *it, const uint8_t *p, size_t n);
 int subparse_next(struct subparse_response *it, struct subparse_delivery *d, uint32_t *ids,
                   size_t cap);
 
+/*
+ * The two requests the bench sends, written by hand as well:
+ * SubscribeRequest{add{id, request}} with `request` an encoded WatchRequest
+ * (its n bytes copied), and SubscribeRequest{remove{id}}. Each returns the
+ * length, and writes it only when it fits in cap (call with cap 0 to size).
+ */
+size_t subparse_encode_add(uint8_t *buf, size_t cap, uint32_t id, const uint8_t *request, size_t n);
+size_t subparse_encode_remove(uint8_t *buf, size_t cap, uint32_t id);
+
 #endif

@@ -373,6 +373,51 @@ static void random_responses_agree(void **state)
     }
 }
 
+static void requests_are_written_as_protobuf_c_reads_them(void **state)
+{
+    Events__V1__WatchRequest wr = EVENTS__V1__WATCH_REQUEST__INIT;
+    char *keys[] = {"AAPL", "MSFT"};
+    wr.topic = "bench";
+    wr.keys = keys;
+    wr.n_keys = 2;
+    wr.overflow = EVENTS__V1__OVERFLOW_POLICY__OVERFLOW_DROP;
+    uint8_t req[256], buf[512];
+    size_t rn = events__v1__watch_request__pack(&wr, req);
+    const uint32_t ids[] = {1, 127, 128, 300000, UINT32_MAX};
+    for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
+        size_t need = subparse_encode_add(NULL, 0, ids[i], req, rn);
+        assert_int_equal(subparse_encode_add(buf, sizeof(buf), ids[i], req, rn), need);
+        Events__V1__SubscribeRequest *m = events__v1__subscribe_request__unpack(NULL, need, buf);
+        assert_non_null(m);
+        assert_int_equal(m->op_case, EVENTS__V1__SUBSCRIBE_REQUEST__OP_ADD);
+        assert_int_equal(m->add->id, ids[i]);
+        assert_non_null(m->add->request);
+        assert_string_equal(m->add->request->topic, "bench");
+        assert_int_equal(m->add->request->n_keys, 2);
+        assert_string_equal(m->add->request->keys[1], "MSFT");
+        assert_int_equal(m->add->request->overflow, EVENTS__V1__OVERFLOW_POLICY__OVERFLOW_DROP);
+        /* byte for byte what protobuf-c writes */
+        uint8_t want[512];
+        assert_int_equal(events__v1__subscribe_request__pack(m, want), need);
+        assert_memory_equal(want, buf, need);
+        events__v1__subscribe_request__free_unpacked(m, NULL);
+
+        need = subparse_encode_remove(NULL, 0, ids[i]);
+        assert_int_equal(subparse_encode_remove(buf, need, ids[i]), need);
+        m = events__v1__subscribe_request__unpack(NULL, need, buf);
+        assert_non_null(m);
+        assert_int_equal(m->op_case, EVENTS__V1__SUBSCRIBE_REQUEST__OP_REMOVE);
+        assert_int_equal(m->remove->id, ids[i]);
+        assert_int_equal(events__v1__subscribe_request__pack(m, want), need);
+        assert_memory_equal(want, buf, need);
+        events__v1__subscribe_request__free_unpacked(m, NULL);
+    }
+    /* too small: the size, nothing written */
+    memset(buf, 0xee, sizeof(buf));
+    assert_int_equal(subparse_encode_remove(buf, 2, 300), 5);
+    assert_int_equal(buf[0], 0xee);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -383,6 +428,7 @@ int main(void)
         cmocka_unit_test(malformed_bytes_are_rejected),
         cmocka_unit_test(more_ids_than_room),
         cmocka_unit_test(random_responses_agree),
+        cmocka_unit_test(requests_are_written_as_protobuf_c_reads_them),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
