@@ -78,7 +78,16 @@ static const struct opt_def opts[] = {
     {"overflow", OPT_ENUM, "drop", 0, 0, "drop|conflate|disconnect", "TICKFAN_OVERFLOW",
      OFF(overflow), "default overflow policy for subscribers over their lag budget"},
     {"max-streams", OPT_INT, "100000", 1, 10000000, NULL, "TICKFAN_MAX_STREAMS", OFF(max_streams),
-     "streams served at once; beyond it Watch fails with RESOURCE_EXHAUSTED"},
+     "streams served at once, Watch and Subscribe streams alike; beyond it a new stream fails "
+     "with RESOURCE_EXHAUSTED"},
+    {"max-subscriptions-per-stream", OPT_INT, "10000", 1, 1000000, NULL,
+     "TICKFAN_MAX_SUBSCRIPTIONS_PER_STREAM", OFF(max_subs_per_stream),
+     "subscriptions one Subscribe stream may hold at once; an add beyond it ends with "
+     "SubscriptionEnd RESOURCE_EXHAUSTED"},
+    {"max-batch-bytes", OPT_SIZE, "256K", 1024, 4 << 20, NULL, "TICKFAN_MAX_BATCH_BYTES",
+     OFF(max_batch_bytes),
+     "Subscribe: what one SubscribeResponse carries at most (K/M suffixes; one delivery larger "
+     "than that goes alone); keep it under the clients' receive limit (4 MiB by default)"},
     {"write-coalescing", OPT_BOOL, "true", 0, 1, NULL, "TICKFAN_WRITE_COALESCING",
      OFF(write_coalescing),
      "send a stream's message with GRPC_WRITE_BUFFER_HINT when its next one is already queued "

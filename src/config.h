@@ -53,6 +53,8 @@ struct config {
     char *metrics_listen;
     int64_t drain_timeout_ms;
     int64_t max_streams;
+    int64_t max_subs_per_stream;
+    int64_t max_batch_bytes;
     int64_t write_coalescing;        /* bool */
     int64_t grpc_lean_filters;       /* bool */
     int64_t cq_thread_cache;         /* bool */

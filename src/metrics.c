@@ -40,6 +40,13 @@ static void counter(FILE *out, const char *name, const char *help, uint64_t valu
     fprintf(out, "%s %llu\n", name, (unsigned long long)value);
 }
 
+/* One gauge without labels. */
+static void gauge(FILE *out, const char *name, const char *help, long long value)
+{
+    family(out, name, "gauge", help);
+    fprintf(out, "%s %lld\n", name, value);
+}
+
 static uint64_t shard_sum(struct server *srv, size_t offset)
 {
     uint64_t sum = 0;
@@ -107,7 +114,7 @@ void metrics_render(FILE *out, struct server *srv, struct topics *topics, ingest
         fprintf(out, "tickfan_topic_cached_keys{topic=\"%s\"} %zu\n", topics->items[i]->name,
                 lvc_count(ringlog_lvc(topics->items[i]->log)));
 
-    family(out, "tickfan_streams", "gauge", "Watch streams open, by shard.");
+    family(out, "tickfan_streams", "gauge", "Watch and Subscribe streams open, by shard.");
     for (size_t i = 0; i < srv->nshards; i++)
         fprintf(out, "tickfan_streams{shard=\"%zu\"} %lld\n", i,
                 (long long)atomic_load(&srv->shards[i]->streams));
@@ -140,6 +147,33 @@ void metrics_render(FILE *out, struct server *srv, struct topics *topics, ingest
         fprintf(out, "tickfan_slow_consumer_total{policy=\"%s\"} %llu\n", policies[p],
                 (unsigned long long)shard_sum(srv, offsetof(struct shard_counters, slow) +
                                                        (size_t)p * sizeof(counter_t)));
+    gauge(out, "tickfan_subscribe_streams_live", "Subscribe streams open.",
+          (long long)SHARD_SUM(srv, sub_streams_live));
+    gauge(out, "tickfan_subscriptions_live", "Subscriptions open on Subscribe streams.",
+          (long long)SHARD_SUM(srv, sub_subs_live));
+    counter(out, "tickfan_subscribe_streams_opened_total", "Subscribe streams accepted.",
+            SHARD_SUM(srv, sub_streams_opened));
+    counter(out, "tickfan_subscriptions_opened_total",
+            "Subscriptions started on Subscribe streams (their request valid).",
+            SHARD_SUM(srv, subs_opened));
+    counter(out, "tickfan_subscribe_responses_total", "SubscribeResponse messages sent.",
+            SHARD_SUM(srv, sub_responses));
+    counter(out, "tickfan_subscribe_deliveries_total",
+            "Deliveries in SubscribeResponse messages (a delivery shared by several "
+            "subscriptions counts once).",
+            SHARD_SUM(srv, sub_deliveries));
+    counter(out, "tickfan_subscribe_delivered_total",
+            "Deliveries times the subscriptions each was for: what the subscriptions received.",
+            SHARD_SUM(srv, sub_delivered));
+    family(out, "tickfan_subscription_end_total", "counter",
+           "SubscriptionEnds sent, by code (OK: removed).");
+    for (int code = 0; code < 17; code++) {
+        uint64_t n = shard_sum(srv, offsetof(struct shard_counters, sub_ends) +
+                                        (size_t)code * sizeof(counter_t));
+        if (n || code == GRPC_STATUS_OK || code == GRPC_STATUS_UNAVAILABLE)
+            fprintf(out, "tickfan_subscription_end_total{code=\"%s\"} %llu\n",
+                    wire_status_name((grpc_status_code)code), (unsigned long long)n);
+    }
     family(out, "tickfan_stream_status_total", "counter", "Statuses Watch streams ended with.");
     for (int code = 0; code < 17; code++) {
         uint64_t n = shard_sum(srv, offsetof(struct shard_counters, status) +

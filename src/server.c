@@ -24,6 +24,7 @@
 #include "reflection.h"
 #include "log.h"
 #include "shard.h"
+#include "subscribe.h"
 
 static int shutdown_tag;
 
@@ -112,7 +113,7 @@ int server_create(struct server **out, const struct config *cfg, struct topics *
     srv->ingest = ingest;
     int rc;
     const struct service_method *(*const providers[])(size_t *) = {
-        health_methods, publish_methods, reflection_methods, admin_methods};
+        subscribe_methods, health_methods, publish_methods, reflection_methods, admin_methods};
     for (size_t p = 0; p < sizeof(providers) / sizeof(providers[0]); p++) {
         size_t n;
         const struct service_method *m = providers[p](&n);

@@ -23,6 +23,7 @@
 #include "log.h"
 #include "ringlog.h"
 #include "server.h"
+#include "subscribe.h"
 #include "topics.h"
 #include "watch.h"
 
@@ -35,7 +36,8 @@ void shard_add(struct shard *sh, struct watch *w)
     if (sh->all)
         sh->all->prev = w;
     sh->all = w;
-    atomic_fetch_add_explicit(&sh->streams, 1, memory_order_relaxed);
+    if (!w->mux) /* a Subscribe stream counts once, not per subscription */
+        atomic_fetch_add_explicit(&sh->streams, 1, memory_order_relaxed);
 }
 
 void shard_remove(struct shard *sh, struct watch *w)
@@ -47,7 +49,8 @@ void shard_remove(struct shard *sh, struct watch *w)
         sh->all = w->next;
     if (w->next)
         w->next->prev = w->prev;
-    atomic_fetch_sub_explicit(&sh->streams, 1, memory_order_relaxed);
+    if (!w->mux)
+        atomic_fetch_sub_explicit(&sh->streams, 1, memory_order_relaxed);
 }
 
 void shard_unlist(struct shard *sh, struct watch *w)
@@ -95,19 +98,17 @@ void shard_set_ready(struct shard *sh, struct watch *w)
 
 /* ---- shared event slices ------------------------------------------------- */
 
-grpc_byte_buffer *shard_event_buffer(struct shard *sh, const struct topic *t,
-                                     const struct ringlog_iter *it, const struct ringlog_view *v)
+bool shard_event_slice(struct shard *sh, const struct topic *t, const struct ringlog_iter *it,
+                       const struct ringlog_view *v, grpc_slice *out)
 {
     struct slice_cache_entry *cache = sh->slices[t->index];
     if (!cache) {
         /* first send of this topic on this shard (topics may be created late) */
         cache = sh->slices[t->index] = calloc(SHARD_SLICE_CACHE, sizeof(*cache));
-        if (!cache) { /* out of memory: send an unshared copy */
-            grpc_slice s = grpc_slice_malloc(v->event_len);
-            ringlog_copy_event(v, GRPC_SLICE_START_PTR(s));
-            grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
-            grpc_slice_unref(s);
-            return bb; /* the caller checks the view is still valid */
+        if (!cache) { /* out of memory: an unshared copy */
+            *out = grpc_slice_malloc(v->event_len);
+            ringlog_copy_event(v, GRPC_SLICE_START_PTR(*out));
+            return true; /* the caller checks the view is still valid */
         }
     }
     struct slice_cache_entry *e = &cache[v->seq & (SHARD_SLICE_CACHE - 1)];
@@ -116,7 +117,7 @@ grpc_byte_buffer *shard_event_buffer(struct shard *sh, const struct topic *t,
         ringlog_copy_event(v, GRPC_SLICE_START_PTR(s));
         if (!ringlog_view_valid(t->log, it)) {
             grpc_slice_unref(s); /* torn: the writer lapped us while we copied */
-            return NULL;
+            return false;
         }
         if (e->seq)
             grpc_slice_unref(e->slice);
@@ -126,7 +127,19 @@ grpc_byte_buffer *shard_event_buffer(struct shard *sh, const struct topic *t,
     } else {
         counter_add(&sh->ctr.slice_shares, 1);
     }
-    return grpc_raw_byte_buffer_create(&e->slice, 1);
+    *out = grpc_slice_ref(e->slice);
+    return true;
+}
+
+grpc_byte_buffer *shard_event_buffer(struct shard *sh, const struct topic *t,
+                                     const struct ringlog_iter *it, const struct ringlog_view *v)
+{
+    grpc_slice s;
+    if (!shard_event_slice(sh, t, it, v, &s))
+        return NULL;
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
+    grpc_slice_unref(s);
+    return bb;
 }
 
 grpc_call_error shard_start_batch(struct shard *sh, grpc_call *call, const grpc_op *ops,
@@ -591,6 +604,7 @@ static void *shard_main(void *p)
                 next = w->next;
                 watch_drain(w);
             }
+            subscribe_drain(sh);
             health_drain(sh);
             publish_drain(sh);
         }
@@ -599,6 +613,7 @@ static void *shard_main(void *p)
         wake_topics(sh);
         run_ready(sh);
         run_done(sh);
+        subscribe_run(sh);
         int64_t now = log_now_mono_us();
         if (now >= sh->next_tick_us) {
             uint64_t lag[SHARD_LAG_BUCKETS] = {0}, lag_sum = 0;
@@ -645,7 +660,7 @@ static void *shard_main(void *p)
         }
         atomic_thread_fence(memory_order_seq_cst);
         gpr_timespec deadline;
-        if (sh->ready || sh->done || heads_moved(sh) || atomic_load(&sh->inbox) ||
+        if (sh->ready || sh->done || sh->mux_dirty || heads_moved(sh) || atomic_load(&sh->inbox) ||
             (!sh->drain_seen && atomic_load(&srv->draining)))
             deadline = gpr_time_0(GPR_CLOCK_MONOTONIC);
         else

@@ -113,6 +113,15 @@ struct shard_counters {
     counter_t cq_cached;              /* completions taken from the thread-local cache */
     /* calls their clients reset before sending the request (shard.c) */
     counter_t cancelled_before_request;
+    /* Subscribe (subscribe.c) */
+    counter_t sub_streams_opened; /* Subscribe streams accepted */
+    counter_t sub_streams_live;   /* ... open on this shard (a gauge) */
+    counter_t subs_opened;        /* subscriptions started (past validation) */
+    counter_t sub_ends[17];       /* SubscriptionEnds sent, by code */
+    counter_t sub_responses;      /* SubscribeResponse messages sent */
+    counter_t sub_deliveries;     /* deliveries in them */
+    counter_t sub_delivered;      /* (delivery, id) pairs: one per subscription served */
+    counter_t sub_subs_live;      /* subscriptions live on this shard (a gauge) */
 };
 
 /* One stream as the admin view shows it (copied at a shard tick). */
@@ -169,6 +178,8 @@ struct shard {
     size_t nsnap, capsnap;
     _Atomic int64_t snap_at_us;     /* when the snapshot was taken (monotonic) */
     struct admin_call *admin_calls; /* admin.c's calls waiting on this shard */
+    struct mux *muxes;              /* subscribe.c's streams on this shard */
+    struct mux *mux_dirty;          /* ... of them with something to send */
 
     bool drain_seen;
     int64_t next_tick_us;
@@ -206,6 +217,11 @@ void shard_destroy(struct shard *sh);
  * the byte buffer (the slice is reference-counted). */
 grpc_byte_buffer *shard_event_buffer(struct shard *sh, const struct topic *t,
                                      const struct ringlog_iter *it, const struct ringlog_view *v);
+
+/* The same event as a slice reference (the caller unrefs it); false when
+ * the record was overwritten while it was read. */
+bool shard_event_slice(struct shard *sh, const struct topic *t, const struct ringlog_iter *it,
+                       const struct ringlog_view *v, grpc_slice *out);
 
 /* For watch.c: list membership, on the shard thread. */
 void shard_add(struct shard *sh, struct watch *w);

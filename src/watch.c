@@ -17,6 +17,7 @@
 
 #include "log.h"
 #include "server.h"
+#include "subscribe.h"
 #include "wire.h"
 
 static struct cursor cursor_of(const struct watch *w)
@@ -70,19 +71,24 @@ static bool is_live(const struct watch *w)
     return !w->status_started && !w->closed;
 }
 
-static void maybe_free(struct watch *w)
+static void release(struct watch *w)
 {
-    if (w->refs > 0)
-        return;
     struct shard *sh = w->shard;
     struct server *srv = sh->srv;
     int64_t live =
         w->counted ? atomic_fetch_sub(&srv->streams_live, 1) - 1 : atomic_load(&srv->streams_live);
-    log_info("msg=stream_closed id=%llu topic=%s reason=%s sent=%llu dropped=%llu shard=%zu "
-             "streams_live=%lld",
-             (unsigned long long)w->id, w->topic ? w->topic->name : "-",
-             w->close_reason ? w->close_reason : "cancelled", (unsigned long long)w->sent_data,
-             (unsigned long long)w->dropped, sh->index, (long long)live);
+    if (w->mux)
+        log_info("msg=subscription_closed id=%llu stream=%llu sub=%u topic=%s reason=%s sent=%llu "
+                 "dropped=%llu shard=%zu",
+                 (unsigned long long)w->id, (unsigned long long)mux_id(w->mux), w->sub_id,
+                 w->topic ? w->topic->name : "-", w->close_reason ? w->close_reason : "cancelled",
+                 (unsigned long long)w->sent_data, (unsigned long long)w->dropped, sh->index);
+    else
+        log_info("msg=stream_closed id=%llu topic=%s reason=%s sent=%llu dropped=%llu shard=%zu "
+                 "streams_live=%lld",
+                 (unsigned long long)w->id, w->topic ? w->topic->name : "-",
+                 w->close_reason ? w->close_reason : "cancelled", (unsigned long long)w->sent_data,
+                 (unsigned long long)w->dropped, sh->index, (long long)live);
     shard_remove(sh, w);
     if (w->has_filter)
         filter_free(&w->filter);
@@ -92,8 +98,23 @@ static void maybe_free(struct watch *w)
     }
     if (w->pending)
         grpc_byte_buffer_destroy(w->pending);
-    grpc_call_unref(w->call);
+    free(w->end_details);
+    free(w->held_details);
+    if (w->call)
+        grpc_call_unref(w->call);
     free(w);
+}
+
+static void maybe_free(struct watch *w)
+{
+    if (w->refs > 0)
+        return;
+    release(w);
+}
+
+void watch_sub_release(struct watch *w)
+{
+    release(w);
 }
 
 /* Starts the status batch now. With a send in flight (a batch of another
@@ -105,6 +126,14 @@ static void send_status(struct watch *w, grpc_status_code code, const char *deta
     if (w->pending) {
         grpc_byte_buffer_destroy(w->pending);
         w->pending = NULL;
+    }
+    if (w->mux) { /* a subscription: its SubscriptionEnd, after its last delivery */
+        w->status_started = true;
+        w->close_reason = wire_status_name(code);
+        if ((unsigned)code < 17)
+            counter_add(&w->shard->ctr.sub_ends[code], 1);
+        mux_end(w->mux, w, code, details, md_key, md_value);
+        return;
     }
     w->status_details = grpc_slice_from_copied_string(details);
     w->trailing_count = 0;
@@ -151,7 +180,7 @@ static void finish(struct watch *w, grpc_status_code code, const char *details, 
         if (!w->end_pending) {
             w->end_pending = true;
             w->end_code = code;
-            snprintf(w->end_details, sizeof(w->end_details), "%s", details);
+            w->end_details = strdup(details); /* NULL: finish() says "stream ended" */
             w->end_md_key = md_key;
             snprintf(w->end_md_value, sizeof(w->end_md_value), "%s", md_value ? md_value : "");
         }
@@ -179,7 +208,8 @@ static void cancel_held(struct watch *w)
     char text[CURSOR_TEXT_MAX], msg[384];
     w->held_deadline_us = 0;
     cursor_format((struct cursor){.epoch = ringlog_epoch(w->topic->log), .seq = w->done_seq}, text);
-    snprintf(msg, sizeof(msg), "%s; resume from cursor %s", w->held_details, text);
+    snprintf(msg, sizeof(msg), "%s; resume from cursor %s",
+             w->held_details ? w->held_details : "slow consumer", text);
     log_info("msg=stream_cancelled id=%llu topic=%s reason=held_status_not_read cursor=%s",
              (unsigned long long)w->id, w->topic->name, text);
     grpc_call_cancel_with_status(w->call, w->held_code, msg, NULL);
@@ -192,6 +222,12 @@ static void start_send_flags(struct watch *w, grpc_byte_buffer *bb, uint32_t fla
 {
     if (!bb) {
         finish(w, GRPC_STATUS_INTERNAL, "could not encode event", NULL, NULL);
+        return;
+    }
+    if (w->mux) {
+        w->md_sent = true; /* its first delivery is out: see lapped_in_backlog */
+        w->last_send_us = log_now_mono_us();
+        mux_emit_buffer(w->mux, w, bb);
         return;
     }
     grpc_op ops[2];
@@ -269,13 +305,14 @@ static void overflow(struct watch *w, bool stalled)
         log_info("msg=slow_consumer id=%llu topic=%s policy=disconnect cursor=%s stalled=%d",
                  (unsigned long long)w->id, w->topic->name, text, stalled);
         counter_add(&w->shard->ctr.slow[EVENTS__V1__OVERFLOW_POLICY__OVERFLOW_DISCONNECT], 1);
-        if (stalled) {
+        if (stalled && !w->mux) {
             /* the trailers follow the held message if the client reads
              * within the grace period; else cancel_held() */
             send_status(w, GRPC_STATUS_RESOURCE_EXHAUSTED, msg, "tickfan-cursor", text);
             w->held_code = GRPC_STATUS_RESOURCE_EXHAUSTED;
             size_t keep = strcspn(msg, ";"); /* the message without its cursor */
-            snprintf(w->held_details, sizeof(w->held_details), "%.*s", (int)keep, msg);
+            free(w->held_details);
+            w->held_details = strndup(msg, keep);
             w->held_deadline_us = log_now_mono_us() + held_status_grace_us(w);
         } else {
             finish(w, GRPC_STATUS_RESOURCE_EXHAUSTED, msg, "tickfan-cursor", text);
@@ -663,7 +700,7 @@ static bool pump_snapshot(struct watch *w)
     return true;
 }
 
-void watch_pump(struct watch *w)
+static void pump(struct watch *w)
 {
     if (w->send_busy || !is_live(w))
         return;
@@ -693,7 +730,7 @@ void watch_pump(struct watch *w)
          * is behind by design, and only being lapped stops it. */
         if (w->eob_sent && over_budget(w)) {
             overflow(w, false);
-            watch_pump(w);
+            pump(w);
             return;
         }
         if (!w->eob_sent && w->it.seq > w->backlog_end) {
@@ -716,23 +753,37 @@ void watch_pump(struct watch *w)
         if (rc == -ESTALE) {
             if (fell_behind(w))
                 continue; /* re-seeked; the scan budget bounds the retries */
-            watch_pump(w);
+            pump(w);
             return;
         }
         grpc_byte_buffer *bb = NULL;
-        bool match = matches(w, &v);
-        if (match)
-            bb = shard_event_buffer(w->shard, w->topic, &w->it, &v);
-        if ((match && !bb) || !ringlog_view_valid(log, &w->it)) {
+        grpc_slice slice;
+        bool match = matches(w, &v), got = false;
+        if (match && w->mux)
+            got = shard_event_slice(w->shard, w->topic, &w->it, &v, &slice);
+        else if (match)
+            got = (bb = shard_event_buffer(w->shard, w->topic, &w->it, &v)) != NULL;
+        if ((match && !got) || !ringlog_view_valid(log, &w->it)) {
             /* what we read may be torn: discard it */
             if (bb)
                 grpc_byte_buffer_destroy(bb);
+            if (got && w->mux)
+                grpc_slice_unref(slice);
             if (fell_behind(w))
                 continue;
-            watch_pump(w);
+            pump(w);
             return;
         }
         ringlog_advance(&w->it, &v);
+        if (match && w->mux) {
+            /* one delivery, shared with every subscription of the stream
+             * that sends the same record next */
+            w->sent_data++;
+            w->md_sent = true;
+            w->last_send_us = log_now_mono_us();
+            mux_emit_event(w->mux, w, slice, w->topic->index, v.seq);
+            return;
+        }
         if (match) {
             w->sent_data++;
             /* Coalesce with the next message when it is already queued. Not
@@ -748,6 +799,27 @@ void watch_pump(struct watch *w)
         }
     }
     shard_set_ready(w->shard, w); /* more to scan: come back after others */
+}
+
+void watch_pump(struct watch *w)
+{
+    if (w->mux) { /* its stream gathers what it has into its next message */
+        if (is_live(w))
+            mux_wake(w->mux, w);
+        return;
+    }
+    pump(w);
+}
+
+bool watch_sub_fill(struct watch *w)
+{
+    while (is_live(w) && mux_room(w->mux)) {
+        uint64_t before = mux_emitted(w->mux);
+        pump(w);
+        if (mux_emitted(w->mux) == before)
+            return false; /* nothing more now: it waits (listed) or has ended */
+    }
+    return is_live(w) && w->list == SHARD_LIST_NONE;
 }
 
 /* A live stream whose send is held (the client does not read, so HTTP/2
@@ -766,6 +838,19 @@ static void check_stalled(struct watch *w)
 
 void watch_tick(struct watch *w, int64_t now_us)
 {
+    if (w->mux) {
+        /* its stream's message is held: its own budget still applies */
+        if (mux_send_busy(w->mux))
+            check_stalled(w);
+        /* at most one heartbeat of it waits in its stream's next message */
+        if (!is_live(w) || w->pending || mux_holds(w->mux, w) ||
+            now_us - w->last_send_us <
+                atomic_load_explicit(&w->topic->heartbeat_us, memory_order_relaxed))
+            return;
+        counter_add(&w->shard->ctr.heartbeats, 1);
+        start_send(w, wire_heartbeat(cursor_of(w), log_now_unix_us()));
+        return;
+    }
     if (w->held_deadline_us && !w->closed && now_us >= w->held_deadline_us) {
         cancel_held(w);
         return;
@@ -812,7 +897,11 @@ void watch_on_send(struct watch *w, bool ok)
     if (ok && is_live(w)) {
         if (w->end_pending) {
             w->end_pending = false;
-            finish(w, w->end_code, w->end_details, w->end_md_key, w->end_md_value);
+            char *details = w->end_details;
+            w->end_details = NULL;
+            finish(w, w->end_code, details ? details : "stream ended", w->end_md_key,
+                   w->end_md_value);
+            free(details);
         } else if (atomic_load_explicit(&w->shard->srv->draining, memory_order_relaxed)) {
             watch_drain(w);
         } else {
@@ -908,23 +997,14 @@ static bool position(struct watch *w, const Events__V1__WatchRequest *req)
     }
 }
 
-/* Validates the request and sets the stream up. false: a status was sent. */
-static bool setup(struct watch *w, grpc_byte_buffer *payload)
+/* Validates the request (its strings already checked) and sets the
+ * stream up. false: a status was sent. */
+static bool setup_request(struct watch *w, const Events__V1__WatchRequest *req)
 {
     struct server *srv = w->shard->srv;
     char msg[400];
-    Events__V1__WatchRequest *req = NULL;
     bool ok = false;
 
-    if (!payload) { /* half-closed without one (a reset before it never gets here) */
-        finish(w, GRPC_STATUS_INVALID_ARGUMENT, "no WatchRequest: the client sent none", NULL,
-               NULL);
-        goto out;
-    }
-    if (wire_read_request(payload, &req, msg, sizeof(msg)) != 0) {
-        finish(w, GRPC_STATUS_INVALID_ARGUMENT, msg, NULL, NULL);
-        goto out;
-    }
     if (!req->topic || !req->topic[0]) {
         finish(w, GRPC_STATUS_INVALID_ARGUMENT, "topic is required", NULL, NULL);
         goto out;
@@ -976,8 +1056,25 @@ static bool setup(struct watch *w, grpc_byte_buffer *payload)
     }
 
 out:
-    if (req)
-        events__v1__watch_request__free_unpacked(req, NULL);
+    return ok;
+}
+
+/* Reads the request and sets the stream up. false: a status was sent. */
+static bool setup(struct watch *w, grpc_byte_buffer *payload)
+{
+    char msg[400];
+    Events__V1__WatchRequest *req = NULL;
+    if (!payload) { /* half-closed without one (a reset before it never gets here) */
+        finish(w, GRPC_STATUS_INVALID_ARGUMENT, "no WatchRequest: the client sent none", NULL,
+               NULL);
+        return false;
+    }
+    if (wire_read_request(payload, &req, msg, sizeof(msg)) != 0) {
+        finish(w, GRPC_STATUS_INVALID_ARGUMENT, msg, NULL, NULL);
+        return false;
+    }
+    bool ok = setup_request(w, req);
+    events__v1__watch_request__free_unpacked(req, NULL);
     return ok;
 }
 
@@ -1044,4 +1141,49 @@ void watch_accept(struct shard *sh, grpc_call *call, grpc_byte_buffer *payload)
              (long long)live);
     gpr_free(peer);
     watch_pump(w);
+}
+
+struct watch *watch_sub_open(struct shard *sh, struct mux *m, uint32_t sub_id,
+                             const Events__V1__WatchRequest *req, const char *peer)
+{
+    struct watch *w = calloc(1, sizeof(*w));
+    if (!w)
+        return NULL;
+    w->shard = sh;
+    w->mux = m;
+    w->sub_id = sub_id;
+    w->id = atomic_fetch_add(&sh->srv->next_stream_id, 1) + 1;
+    w->last_send_us = log_now_mono_us();
+    w->since_us = log_now_unix_us();
+    snprintf(w->peer, sizeof(w->peer), "%s", peer ? peer : "-");
+    shard_add(sh, w);
+    mux_attach(m, w);
+    if (!setup_request(w, req))
+        return w; /* ended: its SubscriptionEnd is in the stream's next message */
+    counter_add(&sh->ctr.subs_opened, 1);
+    char text[CURSOR_TEXT_MAX];
+    cursor_format(cursor_of(w), text);
+    log_info("msg=subscription_opened id=%llu stream=%llu sub=%u topic=%s shard=%zu cursor=%s",
+             (unsigned long long)w->id, (unsigned long long)mux_id(m), sub_id, w->topic->name,
+             sh->index, text);
+    watch_pump(w);
+    return w;
+}
+
+void watch_sub_remove(struct watch *w)
+{
+    finish(w, GRPC_STATUS_OK, "removed", NULL, NULL);
+}
+
+void watch_sub_stop(struct watch *w, const char *reason)
+{
+    if (!is_live(w))
+        return;
+    shard_unlist(w->shard, w);
+    if (w->pending) {
+        grpc_byte_buffer_destroy(w->pending);
+        w->pending = NULL;
+    }
+    w->status_started = true;
+    w->close_reason = reason;
 }

@@ -20,6 +20,7 @@
 #include "ringlog.h"
 #include "shard.h"
 #include "topics.h"
+#include "wire.h"
 
 /* How a stream was positioned: decides what a lap before its first event
  * means (see lapped_in_backlog in watch.c). */
@@ -36,7 +37,17 @@ struct watch {
     int list;                    /* SHARD_LIST_* it is on */
 
     struct shard *shard;
-    grpc_call *call;
+    grpc_call *call; /* NULL for a subscription of a Subscribe stream */
+    /* a subscription of Subscribe stream `mux` (NULL: a Watch stream): its
+     * messages are deliveries in the stream's next SubscribeResponse, and
+     * its status a SubscriptionEnd (see subscribe.h) */
+    struct mux *mux;
+    uint32_t sub_id;
+    struct watch *sprev, *snext; /* all subscriptions of the stream */
+    struct watch *mnext;         /* the stream's list of subscriptions with work */
+    bool mready;                 /* on that list */
+    uint64_t mgen;               /* the stream's batch its last delivery went into... */
+    uint32_t mlast;              /* ...and that delivery's index + 1 */
     uint64_t id;
     struct topic *topic;
     struct filter filter;
@@ -78,7 +89,7 @@ struct watch {
      * this time (monotonic) if the client has not read it by then */
     int64_t held_deadline_us;
     grpc_status_code held_code;
-    char held_details[320];
+    char *held_details; /* malloc'd (Watch only: subscriptions never hold one) */
     /* cursor seqs: of the message in flight, and of the last one the
      * client surely holds whole: an unhinted send completes once its bytes
      * (and all before them) passed flow control, a hinted one up to 64 KiB
@@ -89,7 +100,7 @@ struct watch {
     /* status to send once the send in flight completes */
     bool end_pending;
     grpc_status_code end_code;
-    char end_details[384]; /* the status message, as long as overflow() makes */
+    char *end_details; /* the status message, malloc'd while end_pending */
     const char *end_md_key;
     char end_md_value[CURSOR_TEXT_MAX];
 
@@ -127,5 +138,22 @@ void watch_pump(struct watch *w);
 void watch_tick(struct watch *w, int64_t now_us);
 /* Ends the stream with UNAVAILABLE and its cursor (drain). */
 void watch_drain(struct watch *w);
+
+/* Subscriptions of a Subscribe stream (subscribe.c). */
+struct mux;
+/* A new subscription `sub_id` of stream m with the (text-checked) request.
+ * NULL: out of memory. A request it refuses is returned ended: its
+ * SubscriptionEnd is already in the stream's next message. */
+struct watch *watch_sub_open(struct shard *sh, struct mux *m, uint32_t sub_id,
+                             const Events__V1__WatchRequest *req, const char *peer);
+/* Puts what the subscription has into its stream's next message while
+ * there is room. Returns true when it has more (the message is full). */
+bool watch_sub_fill(struct watch *w);
+/* Ends it with SubscriptionEnd{OK} after its last delivery (a remove). */
+void watch_sub_remove(struct watch *w);
+/* Stops it without a SubscriptionEnd: its stream is ending. */
+void watch_sub_stop(struct watch *w, const char *reason);
+/* Frees a subscription: after its SubscriptionEnd, or with its stream. */
+void watch_sub_release(struct watch *w);
 
 #endif

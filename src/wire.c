@@ -149,6 +149,45 @@ int wire_read_request(grpc_byte_buffer *bb, Events__V1__WatchRequest **out, char
     return rc;
 }
 
+int wire_read_subscribe(grpc_byte_buffer *bb, Events__V1__SubscribeRequest **out, char *why,
+                        size_t cap)
+{
+    *out = NULL;
+    grpc_slice s;
+    if (wire_read_all(bb, &s)) {
+        snprintf(why, cap, "malformed SubscribeRequest");
+        return -EBADMSG;
+    }
+    char what[200];
+    int rc = wire_check_text(&events__v1__subscribe_request__descriptor, GRPC_SLICE_START_PTR(s),
+                             GRPC_SLICE_LENGTH(s), what, sizeof(what));
+    if (!rc) {
+        *out = events__v1__subscribe_request__unpack(NULL, GRPC_SLICE_LENGTH(s),
+                                                     GRPC_SLICE_START_PTR(s));
+        rc = *out ? 0 : -EBADMSG;
+    }
+    grpc_slice_unref(s);
+    if (rc == -EILSEQ)
+        snprintf(why, cap, "invalid SubscribeRequest: %s", what);
+    else if (rc)
+        snprintf(why, cap, "malformed SubscribeRequest");
+    return rc;
+}
+
+grpc_slice wire_subscription_end(grpc_status_code code, const char *message, const char *cursor,
+                                 const char *earliest)
+{
+    Events__V1__SubscriptionEnd end = EVENTS__V1__SUBSCRIPTION_END__INIT;
+    end.code = code;
+    end.message = (char *)(message ? message : "");
+    end.cursor = (char *)(cursor ? cursor : "");
+    end.earliest_cursor = (char *)(earliest ? earliest : "");
+    size_t n = events__v1__subscription_end__get_packed_size(&end);
+    grpc_slice s = grpc_slice_malloc(n);
+    events__v1__subscription_end__pack(&end, GRPC_SLICE_START_PTR(s));
+    return s;
+}
+
 /* Reads a varint at *p (before end); false when truncated or over 10 bytes. */
 static bool read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
 {

@@ -68,6 +68,16 @@ int wire_read_all(grpc_byte_buffer *bb, grpc_slice *out);
  * events__v1__watch_request__free_unpacked(*out, NULL). */
 int wire_read_request(grpc_byte_buffer *bb, Events__V1__WatchRequest **out, char *why, size_t cap);
 
+/* Unpacks a SubscribeRequest, its strings checked as wire_read_request does
+ * (the nested WatchRequest's included). Same returns; free *out with
+ * events__v1__subscribe_request__free_unpacked(*out, NULL). */
+int wire_read_subscribe(grpc_byte_buffer *bb, Events__V1__SubscribeRequest **out, char *why,
+                        size_t cap);
+
+/* A packed SubscriptionEnd (empty strings for NULL), owned by the caller. */
+grpc_slice wire_subscription_end(grpc_status_code code, const char *message, const char *cursor,
+                                 const char *earliest);
+
 /* Checks every `string` field of the protobuf message in buf (fields of
  * desc, sub-messages included, repeated entries each) with text_valid().
  * Returns 0; -EILSEQ with the field named in why ("keys holds a NUL byte",
