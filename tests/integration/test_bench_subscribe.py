@@ -222,3 +222,29 @@ def test_unimplemented_fails_every_subscription(tmp_path):
     assert code == 1
     assert r["streams"]["failed"] == 5 and r["wire"]["grpc_streams_failed"] == 3
     assert r["failure_statuses"] == {"UNIMPLEMENTED": 5}
+
+
+# The real tickfand: 60 subscriptions, at most 16 to a Subscribe stream (4
+# streams of 15 over 2 connections) x 200 ticks/s, far below what the machine delivers,
+# so every tick reaches every subscription, in order, within the drain; and
+# one event goes out once for all the ids of a stream that want it.
+def test_tickfand_subscribe_delivers_every_tick_to_every_subscription(tickfand, tmp_path):
+    from test_bench_feed import fed_server
+    srv, feed = fed_server(tickfand)
+    code, out, doc = bench(srv.addr, tmp_path, "--streams", 60, "--subs-per-stream", 16,
+                           "--connections", 2, "--duration", 2, "--feed", feed,
+                           "--rate", 200, "--drain", 10)
+    r = doc["results"]
+    assert code == 0, doc["failures"]
+    f, w = r["feed"], r["wire"]
+    assert f["received"] == 60 * f["ticks_sent"] and f["undelivered"] == 0
+    assert r["messages"]["per_stream_min"] == r["messages"]["per_stream_max"] == f["ticks_sent"]
+    assert w["grpc_streams"] == 4 and w["grpc_streams_failed"] == 0
+    assert w["deliveries"] == r["messages"]["total"] + r["events"]["end_of_backlogs"] + \
+        r["events"]["heartbeats"]
+    # each tick is one record for the 15 ids of its stream
+    assert w["max_ids_per_record"] == 15
+    assert w["deliveries_per_record"] > 10
+    assert w["unknown_ids"] == 0 and w["after_end"] == 0
+    lat = r["latency_us"]
+    assert lat["measured_from"] == "emitted_at_unix_micros" and lat["count"] == f["received"]
