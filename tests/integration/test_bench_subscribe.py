@@ -27,7 +27,8 @@ class ScriptedWatcher(pb_grpc.WatcherServicer):
     one Delivery for every live id; a remove is answered with
     SubscriptionEnd{OK}. `misbehave` (on the first stream only): "gap"
     leaves id 2 out of seq 30's delivery, "unknown" adds id 999 to seq 50's,
-    "end" ends id 3 with RESOURCE_EXHAUSTED at seq 40."""
+    "end" ends id 3 with RESOURCE_EXHAUSTED at seq 40, "silent" never sends
+    id 2 anything."""
 
     def __init__(self, period=0.005, per_msg=2, misbehave=None):
         self.period, self.per_msg, self.misbehave = period, per_msg, misbehave
@@ -64,6 +65,8 @@ class ScriptedWatcher(pb_grpc.WatcherServicer):
                     op, sid = ops.get_nowait()
                 except queue.Empty:
                     break
+                if op == "add" and first and self.misbehave == "silent" and sid == 2:
+                    continue
                 if op == "add":
                     live.add(sid)
                     resp.deliveries.add(ids=[sid]).event.CopyFrom(
@@ -207,6 +210,24 @@ def test_unknown_ids_and_early_ends_fail_the_run(tmp_path):
             assert r["streams"]["ended_early"] == 1
             assert r["failure_statuses"] == {"RESOURCE_EXHAUSTED": 1}
             assert "slow consumer: lag budget exceeded" in r["first_failure"]
+
+
+def test_a_subscription_with_no_delivery_fails_alone_at_the_connect_timeout(tmp_path):
+    script = ScriptedWatcher(misbehave="silent")
+    srv, addr = serve(script)
+    try:
+        code, out, doc = bench(addr, tmp_path, "--streams", 8, "--subs-per-stream", 4,
+                               "--duration", 1, "--connect-timeout", 1)
+    finally:
+        srv.stop(0)
+    r = doc["results"]
+    assert code == 1
+    assert r["streams"]["connected"] == 7 and r["streams"]["failed"] == 1
+    assert r["failure_statuses"] == {"DEADLINE_EXCEEDED": 1}
+    assert "no delivery before the connect timeout" in r["first_failure"]
+    # it was removed; the others went on over the same stream
+    assert script.removes == [2]
+    assert r["messages"]["per_stream_max"] > 50 and r["wire"]["grpc_streams_failed"] == 0
 
 
 def test_unimplemented_fails_every_subscription(tmp_path):
