@@ -1,5 +1,6 @@
 /*
- * tickfan-bench: load generator and checker for the Watch stream.
+ * tickfan-bench: load generator and checker for the Watch stream, and for
+ * many subscriptions per Subscribe stream (--rpc subscribe).
  *
  * Parses the options, runs benchrun_run() (see benchrun.h), with or without
  * the paced feed sender (benchfeed.h), prints a human summary on stdout and
@@ -35,7 +36,9 @@ static const char USAGE[] =
     "\n"
     "Opens --streams Watch streams on one topic over --connections TCP\n"
     "connections, reads and checks every message, and reports throughput,\n"
-    "order violations, gaps and latency.\n"
+    "order violations, gaps and latency. With --rpc subscribe, the same\n"
+    "--streams subscriptions are carried --subs-per-stream to a Subscribe stream\n"
+    "instead, each checked and measured as its own Watch stream would be.\n"
     "\n"
     "With --feed, it also drives the server: once every stream is connected and\n"
     "live, a sender thread sends --rate ticks/s to the server's feed on a fixed\n"
@@ -48,7 +51,12 @@ static const char USAGE[] =
     "\n"
     "  --server ADDR            server (default $TICKFAN_SERVER, else localhost:50051)\n"
     "  --topic NAME             topic (default sim)\n"
-    "  --streams S              normal streams (default 1)\n"
+    "  --streams S              normal streams (default 1); with --rpc subscribe,\n"
+    "                           subscriptions\n"
+    "  --rpc watch|subscribe    one Watch stream per subscription (default), or\n"
+    "                           ceil(S / K) Subscribe streams carrying them\n"
+    "  --subs-per-stream K      with --rpc subscribe: at most K subscriptions per\n"
+    "                           Subscribe stream, spread evenly (default 125)\n"
     "  --connections M          connections for the normal streams, which are spread\n"
     "                           over them round-robin (default 1)\n"
     "  --threads T              client threads, one completion queue each (default 1)\n"
@@ -60,7 +68,7 @@ static const char USAGE[] =
     "  --start live|earliest    start position (default live)\n"
     "  --overflow P             overflow policy of the normal streams:\n"
     "                           default|drop|disconnect|conflate (default: default)\n"
-    "  --stall K                K more streams, on connections of their own, that\n"
+    "  --stall K                K more Watch streams, on connections of their own, that\n"
     "                           read their first message, then stop reading (slow\n"
     "                           consumers)\n"
     "  --stall-resume-after SEC the stalled streams read again SEC after the run\n"
@@ -224,6 +232,8 @@ static void parse_options(int argc, char **argv, struct options *o)
         O_FEED_BATCH,
         O_FEED_CHANNEL,
         O_DRAIN,
+        O_RPC,
+        O_SUBS_PER_STREAM,
         O_HELP,
     };
     static const struct option longs[] = {
@@ -252,6 +262,8 @@ static void parse_options(int argc, char **argv, struct options *o)
         {"feed-batch", required_argument, NULL, O_FEED_BATCH},
         {"feed-channel", required_argument, NULL, O_FEED_CHANNEL},
         {"drain", required_argument, NULL, O_DRAIN},
+        {"rpc", required_argument, NULL, O_RPC},
+        {"subs-per-stream", required_argument, NULL, O_SUBS_PER_STREAM},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -269,6 +281,9 @@ static void parse_options(int argc, char **argv, struct options *o)
     c->connect_timeout_s = 30;
     c->hist_precision = 7;
     c->drain_s = 2;
+    c->rpc = BENCHRUN_RPC_WATCH;
+    c->subs_per_stream = 125;
+    bool subs_set = false;
     struct benchfeed_config *fd = &o->feed;
     fd->rate = 1000;
     fd->payload_bytes = 100;
@@ -381,6 +396,18 @@ static void parse_options(int argc, char **argv, struct options *o)
             c->drain_s = parse_seconds("--drain", optarg, 0);
             o->feed_opt_set = true;
             break;
+        case O_RPC:
+            if (strcmp(optarg, "watch") == 0)
+                c->rpc = BENCHRUN_RPC_WATCH;
+            else if (strcmp(optarg, "subscribe") == 0)
+                c->rpc = BENCHRUN_RPC_SUBSCRIBE;
+            else
+                usage_error("--rpc '%s': expected watch or subscribe", optarg);
+            break;
+        case O_SUBS_PER_STREAM:
+            c->subs_per_stream = (uint32_t)parse_u64("--subs-per-stream", optarg, 1, 1000000);
+            subs_set = true;
+            break;
         case O_HELP:
             fputs(USAGE, stdout);
             exit(0);
@@ -399,6 +426,10 @@ static void parse_options(int argc, char **argv, struct options *o)
         fd->topic = c->topic;
         c->feed = fd;
     }
+    if (subs_set && c->rpc != BENCHRUN_RPC_SUBSCRIBE)
+        usage_error("--subs-per-stream needs --rpc subscribe");
+    if (stall && c->rpc == BENCHRUN_RPC_SUBSCRIBE)
+        usage_error("--stall: the stalled streams are Watch streams; not with --rpc subscribe");
     if (stall + c->streams > 1000000)
         usage_error("--streams plus --stall: more than 1000000 streams");
     /* --stall adds slow consumers to the --streams normal ones */
@@ -483,6 +514,12 @@ static void judge(const struct benchrun_config *c, const struct benchrun_results
              r->gap_missed);
     if (r->bad_messages)
         fail(v, "%" PRIu64 " malformed messages", r->bad_messages);
+    if (r->unknown_ids)
+        fail(v, "%" PRIu64 " deliveries for ids no subscription of their stream has",
+             r->unknown_ids);
+    if (r->after_end)
+        fail(v, "%" PRIu64 " deliveries for subscriptions after their SubscriptionEnd",
+             r->after_end);
     if (r->fed && r->feed.error)
         fail(v, "the feed sender stopped: %s", r->feed.error_text);
     else if (c->feed && (!r->fed || r->feed.ticks == 0))
@@ -521,8 +558,16 @@ static void print_summary(FILE *out, const struct benchrun_config *c,
             c->server, c->topic, c->streams, r->normal_streams, c->stall, c->connections);
     if (c->stall)
         fprintf(out, "+%u", c->stall_connections);
-    fprintf(out, " threads=%u start=%s\n", c->threads,
+    fprintf(out, " threads=%u start=%s", c->threads,
             c->start == EVENTS__V1__START_POSITION__START_LIVE ? "live" : "earliest");
+    if (c->rpc == BENCHRUN_RPC_SUBSCRIBE)
+        fprintf(out, " rpc=subscribe subs-per-stream=%u", c->subs_per_stream);
+    fprintf(out, "\n");
+    if (c->rpc == BENCHRUN_RPC_SUBSCRIBE)
+        fprintf(out,
+                "subscribe:  %u subscriptions over %u Subscribe streams (%u ended before any "
+                "message); a \"stream\" below is a subscription\n",
+                r->normal_streams, r->grpc_streams, r->grpc_streams_failed);
     fprintf(out, "streams:    %u connected, %u failed, %u ended early (%.2f s to connect)\n",
             r->connected, r->failed, r->ended_early, r->connect_s);
     if (r->first_failure[0])
@@ -545,6 +590,21 @@ static void print_summary(FILE *out, const struct benchrun_config *c,
             r->order_gaps, r->order_repeats, r->order_reorders, r->gap_mismatches, r->bad_messages);
     if (r->first_violation[0])
         fprintf(out, "            first: %s\n", r->first_violation);
+    double wire_rate = r->window_s > 0 ? (double)r->grpc_messages_window / r->window_s : 0;
+    fprintf(out,
+            "wire:       %" PRIu64 " gRPC messages (%" PRIu64 " in the window: %.0f/s), %" PRIu64
+            " bytes; %" PRIu64 " delivery records, %" PRIu64 " deliveries of events: "
+            "%.2f deliveries per message, %.2f per record (at most %u)\n",
+            r->grpc_messages, r->grpc_messages_window, wire_rate, r->grpc_message_bytes,
+            r->delivery_records, r->deliveries,
+            r->grpc_messages ? (double)r->deliveries / (double)r->grpc_messages : 0.0,
+            r->delivery_records ? (double)r->deliveries / (double)r->delivery_records : 0.0,
+            r->max_ids_per_record);
+    if (c->rpc == BENCHRUN_RPC_SUBSCRIBE)
+        fprintf(out,
+                "            %" PRIu64 " SubscriptionEnd deliveries, %" PRIu64
+                " for unknown ids, %" PRIu64 " after an end\n",
+                r->subscription_ends, r->unknown_ids, r->after_end);
     fprintf(out,
             "events:     %" PRIu64 " Gap (%" PRIu64 " missed), %" PRIu64 " heartbeats, %" PRIu64
             " EndOfBacklog, %" PRIu64 " snapshot values\n",
@@ -670,10 +730,12 @@ static void write_json(FILE *f, const struct benchrun_config *c, const struct be
     fprintf(f,
             ",\"start\":\"%s\",\"overflow\":\"%s\",\"stall\":%u,\"stall_resume_after_s\":%g,"
             "\"stall_connections\":%u,\"connect_timeout_s\":%g,\"ramp_s\":%g,"
-            "\"hist_precision\":%u,\"feed\":",
+            "\"hist_precision\":%u,\"rpc\":\"%s\",\"subs_per_stream\":%u,\"feed\":",
             c->start == EVENTS__V1__START_POSITION__START_LIVE ? "live" : "earliest",
             POLICY_NAMES[c->overflow], c->stall, c->stall_resume_after_s, c->stall_connections,
-            c->connect_timeout_s, c->ramp_s, c->hist_precision);
+            c->connect_timeout_s, c->ramp_s, c->hist_precision,
+            c->rpc == BENCHRUN_RPC_SUBSCRIBE ? "subscribe" : "watch",
+            c->rpc == BENCHRUN_RPC_SUBSCRIBE ? c->subs_per_stream : 1);
     if (c->feed) {
         fprintf(f, "{\"spec\":");
         json_str(f, c->feed->spec);
@@ -713,6 +775,21 @@ static void write_json(FILE *f, const struct benchrun_config *c, const struct be
             ",\"per_stream_avg\":%.2f,\"per_stream_max\":%" PRIu64 "},\n",
             r->data_total, r->data_window, rate, r->normal_streams ? rate / r->normal_streams : 0.0,
             r->data_min, r->data_avg, r->data_max);
+    fprintf(f,
+            "\"wire\":{\"rpc\":\"%s\",\"grpc_streams\":%u,\"grpc_streams_failed\":%u,"
+            "\"grpc_messages\":%" PRIu64 ",\"grpc_messages_window\":%" PRIu64
+            ",\"grpc_messages_per_s\":%.1f,\"bytes\":%" PRIu64 ",\"delivery_records\":%" PRIu64
+            ",\"deliveries\":%" PRIu64 ",\"deliveries_per_message\":%.3f,"
+            "\"deliveries_per_record\":%.3f,\"max_ids_per_record\":%u,"
+            "\"subscription_ends\":%" PRIu64 ",\"unknown_ids\":%" PRIu64 ",\"after_end\":%" PRIu64
+            "},\n",
+            c->rpc == BENCHRUN_RPC_SUBSCRIBE ? "subscribe" : "watch", r->grpc_streams,
+            r->grpc_streams_failed, r->grpc_messages, r->grpc_messages_window,
+            r->window_s > 0 ? (double)r->grpc_messages_window / r->window_s : 0.0,
+            r->grpc_message_bytes, r->delivery_records, r->deliveries,
+            r->grpc_messages ? (double)r->deliveries / (double)r->grpc_messages : 0.0,
+            r->delivery_records ? (double)r->deliveries / (double)r->delivery_records : 0.0,
+            r->max_ids_per_record, r->subscription_ends, r->unknown_ids, r->after_end);
     fprintf(f,
             "\"events\":{\"gaps\":%" PRIu64 ",\"gap_missed\":%" PRIu64 ",\"heartbeats\":%" PRIu64
             ",\"end_of_backlogs\":%" PRIu64 ",\"snapshots\":%" PRIu64 "},\n",

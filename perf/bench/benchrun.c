@@ -30,8 +30,10 @@
 
 #include "events/v1/watcher.pb-c.h"
 #include "evparse.h"
+#include "subparse.h"
 
 #define WATCH_METHOD "/events.v1.Watcher/Watch"
+#define SUBSCRIBE_METHOD "/events.v1.Watcher/Subscribe"
 #define POLL_MS 50 /* longest a worker blocks before looking at the phase */
 #define STALL_DRAIN_NS 2000000000LL
 
@@ -39,13 +41,16 @@
  * and ticks of the feed are still measured, until all have arrived */
 enum phase { PHASE_CONNECT, PHASE_RUN, PHASE_DRAIN, PHASE_STOP };
 
-/* Operation kinds, kept in the low bits of a completion tag. */
-enum { OP_START = 0, OP_RECV = 1, OP_STATUS = 2, OP_MASK = 3 };
+/* Operation kinds, kept in the low bits of a completion tag (of a struct
+ * stream in Watch mode, of a struct subcall in Subscribe mode). */
+enum { OP_START = 0, OP_RECV = 1, OP_STATUS = 2, OP_SEND = 3, OP_MASK = 3 };
 #define PENDING(op) (1u << (op))
 
 struct stream {
-    grpc_call *call;
+    grpc_call *call; /* Watch only */
     struct worker *w;
+    struct subcall *sc; /* Subscribe only: the stream carrying it, and its id there */
+    uint32_t id;
     grpc_byte_buffer *request; /* until the start batch is back */
     grpc_byte_buffer *recv;
     grpc_metadata_array initial_md;
@@ -70,6 +75,7 @@ struct stream {
     bool jump_seen;
     uint64_t gap_pending_missed;
 
+    uint64_t msgs, bytes; /* Watch: messages received, their bytes */
     uint64_t data, snapshots, heartbeats, eobs, gaps, gap_missed, bad;
     uint64_t fed; /* ticks of this run's feed received live */
     uint64_t first_seq, last_seq;
@@ -77,6 +83,35 @@ struct stream {
     uint64_t data_before_resume, data_before_gap, first_gap_missed, first_gap_jump;
     uint32_t first_gap_reason;
 };
+
+/* Subscribe mode: one Subscribe stream and the subscriptions it carries
+ * (subs[id - 1]). Touched only by its worker. */
+struct subcall {
+    grpc_call *call;
+    struct worker *w;
+    uint32_t index;
+    uint32_t conn;
+    struct stream **subs;
+    uint32_t n_subs;
+    /* requests not yet sent: an id to add, or SENDQ_REMOVE | id to remove;
+     * at most one add and one remove per subscription */
+    uint32_t *sendq;
+    uint32_t q_head, q_tail, q_cap;
+    grpc_byte_buffer *send; /* in flight */
+    grpc_byte_buffer *recv;
+    grpc_metadata_array initial_md;
+    grpc_metadata_array trailing_md;
+    grpc_slice details;
+    grpc_status_code status;
+    uint8_t pending; /* PENDING(op) bits of the batches in flight */
+    bool opened;
+    bool status_done;
+    bool cancelled;
+    bool got_message;
+    uint64_t msgs, bytes, records, deliveries, ends, bad, unknown_ids, after_end;
+    uint32_t max_ids;
+};
+#define SENDQ_REMOVE 0x80000000u
 
 struct worker {
     struct run *run;
@@ -87,6 +122,10 @@ struct worker {
     struct stream **streams;
     uint32_t n;
     uint32_t opened;
+    struct subcall **calls; /* Subscribe mode */
+    uint32_t n_calls;
+    uint32_t *ids; /* Subscribe mode: one delivery's ids */
+    size_t ids_cap;
     uint64_t pending_ops;
     hist_t *hist;
     hist_t *hist_ingest;
@@ -98,7 +137,8 @@ struct worker {
     char first_violation[320];
     /* read by main while the worker runs; single writer */
     _Atomic uint64_t data_seen;
-    _Atomic uint64_t fed_seen; /* ticks of the feed, on unfiltered normal streams */
+    _Atomic uint64_t msgs_seen; /* gRPC messages of normal streams */
+    _Atomic uint64_t fed_seen;  /* ticks of the feed, on unfiltered normal streams */
     _Atomic uint32_t connected;
     _Atomic uint32_t failed;
     _Atomic uint32_t settled; /* normal streams done or ended */
@@ -110,6 +150,8 @@ struct run {
     uint32_t n_channels;
     grpc_slice *requests; /* encoded WatchRequest per overflow policy 0..3 */
     struct stream *streams;
+    struct subcall *calls; /* Subscribe mode */
+    uint32_t n_calls;
     struct worker *workers;
     int64_t t0_ns;
     benchfeed_t *feed;
@@ -167,14 +209,24 @@ static void record(hist_t *h, int64_t ns, uint64_t *negative)
     hist_record(h, (uint64_t)ns);
 }
 
+/* The receipt time of the message being handled: read at its first use,
+ * then shared by every delivery it carries (0 = not read yet). */
+static int64_t now_of(int64_t *now)
+{
+    if (*now == 0)
+        *now = log_now_unix_ns();
+    return *now;
+}
+
 /* Latency of a live Data on a normal stream; see benchrun.h. */
-static void measure(struct worker *w, struct stream *s, const struct evparse_event *ev)
+static void measure(struct worker *w, struct stream *s, const struct evparse_event *ev,
+                    int64_t *nowp)
 {
     struct run *run = w->run;
     int phase = atomic_load_explicit(&run->phase, memory_order_relaxed);
     if (phase != PHASE_RUN && phase != PHASE_DRAIN)
         return;
-    int64_t now = log_now_unix_ns();
+    int64_t now = now_of(nowp);
     if (run->feed) {
         int64_t start = atomic_load_explicit(&run->feed_start_us, memory_order_relaxed);
         if (start == 0 || ev->emitted_us < start)
@@ -190,7 +242,10 @@ static void measure(struct worker *w, struct stream *s, const struct evparse_eve
     }
 }
 
-static void on_data(struct worker *w, struct stream *s, const struct evparse_event *ev)
+static void sub_remove(struct worker *w, struct stream *s);
+
+static void on_data(struct worker *w, struct stream *s, const struct evparse_event *ev,
+                    int64_t *now)
 {
     const struct benchrun_config *cfg = w->run->cfg;
     if (ev->snapshot) {
@@ -246,34 +301,46 @@ static void on_data(struct worker *w, struct stream *s, const struct evparse_eve
             s->last_seq = ev->seq;
     }
     if (!s->stalled && s->live)
-        measure(w, s, ev);
+        measure(w, s, ev, now);
     if (!s->stalled && cfg->messages && s->data >= cfg->messages && !s->done) {
         s->done = true;
-        s->cancelled = true;
-        grpc_call_cancel(s->call, NULL);
+        if (s->sc) {
+            sub_remove(w, s);
+        } else {
+            s->cancelled = true;
+            grpc_call_cancel(s->call, NULL);
+        }
         settle(s);
     }
 }
 
-static void on_message(struct worker *w, struct stream *s, grpc_byte_buffer *bb)
+/* A received message's bytes, contiguous: in place when gRPC handed back
+ * one uncompressed slice, else copied into *all (unref it after). */
+static bool message_bytes(grpc_byte_buffer *bb, grpc_slice *all, const uint8_t **p, size_t *n)
 {
-    struct evparse_event ev;
-    int rc;
+    *all = grpc_empty_slice();
     if (bb->type == GRPC_BB_RAW && bb->data.raw.compression == GRPC_COMPRESS_NONE &&
         bb->data.raw.slice_buffer.count == 1) {
         grpc_slice one = bb->data.raw.slice_buffer.slices[0];
-        rc = evparse_watch_event(GRPC_SLICE_START_PTR(one), GRPC_SLICE_LENGTH(one), &ev);
-    } else {
-        grpc_byte_buffer_reader reader;
-        if (!grpc_byte_buffer_reader_init(&reader, bb)) {
-            s->bad++;
-            return;
-        }
-        grpc_slice all = grpc_byte_buffer_reader_readall(&reader);
-        grpc_byte_buffer_reader_destroy(&reader);
-        rc = evparse_watch_event(GRPC_SLICE_START_PTR(all), GRPC_SLICE_LENGTH(all), &ev);
-        grpc_slice_unref(all);
+        *p = GRPC_SLICE_START_PTR(one);
+        *n = GRPC_SLICE_LENGTH(one);
+        return true;
     }
+    grpc_byte_buffer_reader reader;
+    if (!grpc_byte_buffer_reader_init(&reader, bb))
+        return false;
+    *all = grpc_byte_buffer_reader_readall(&reader);
+    grpc_byte_buffer_reader_destroy(&reader);
+    *p = GRPC_SLICE_START_PTR(*all);
+    *n = GRPC_SLICE_LENGTH(*all);
+    return true;
+}
+
+/* One event for stream (or subscription) s, parsed with result rc: the
+ * same checks whichever rpc carried it. */
+static void on_parsed(struct worker *w, struct stream *s, int rc, const struct evparse_event *ev,
+                      int64_t *now)
+{
     if (!s->connected) {
         s->connected = true;
         bump32(&w->connected);
@@ -282,9 +349,9 @@ static void on_message(struct worker *w, struct stream *s, grpc_byte_buffer *bb)
         s->bad++;
         return;
     }
-    switch (ev.kind) {
+    switch (ev->kind) {
     case EVPARSE_DATA:
-        on_data(w, s, &ev);
+        on_data(w, s, ev, now);
         break;
     case EVPARSE_HEARTBEAT:
         s->heartbeats++;
@@ -296,22 +363,42 @@ static void on_message(struct worker *w, struct stream *s, grpc_byte_buffer *bb)
     case EVPARSE_GAP:
         if (s->gaps == 0) {
             s->data_before_gap = s->data;
-            s->first_gap_missed = ev.gap_missed;
-            s->first_gap_reason = ev.gap_reason;
+            s->first_gap_missed = ev->gap_missed;
+            s->first_gap_reason = ev->gap_reason;
         }
         s->gaps++;
-        s->gap_missed += ev.gap_missed;
+        s->gap_missed += ev->gap_missed;
         s->gap_pending = true;
         /* frames lost before the server's feed took no seq; the Gap event
          * that tells of them takes one. Other Gaps stand for the seqs of
          * the events they skip. */
         s->gap_pending_missed +=
-            ev.gap_reason == EVENTS__V1__GAP_REASON__GAP_UPSTREAM_LOSS ? 1 : ev.gap_missed;
+            ev->gap_reason == EVENTS__V1__GAP_REASON__GAP_UPSTREAM_LOSS ? 1 : ev->gap_missed;
         break;
     case EVPARSE_NONE:
         s->bad++;
         break;
     }
+}
+
+static void on_message(struct worker *w, struct stream *s, grpc_byte_buffer *bb)
+{
+    struct evparse_event ev;
+    grpc_slice all;
+    const uint8_t *p;
+    size_t n;
+    int64_t now = 0;
+    if (!message_bytes(bb, &all, &p, &n)) {
+        s->bad++;
+        return;
+    }
+    s->msgs++;
+    s->bytes += n;
+    if (!s->stalled)
+        bump(&w->msgs_seen, 1);
+    int rc = evparse_watch_event(p, n, &ev);
+    on_parsed(w, s, rc, &ev, &now);
+    grpc_slice_unref(all);
 }
 
 /* ---- operations ---------------------------------------------------------- */
@@ -381,10 +468,285 @@ out_failed:
     settle(s);
 }
 
+/* ---- Subscribe streams --------------------------------------------------- */
+
+static void *call_tag(struct subcall *c, int op)
+{
+    return (void *)((uintptr_t)c | (uintptr_t)op);
+}
+
+/* Ends subscription s (once) with status and details (a reference the
+ * subscription takes over). */
+static void sub_end(struct worker *w, struct stream *s, grpc_status_code status, grpc_slice details)
+{
+    if (s->status_done) {
+        grpc_slice_unref(details);
+        return;
+    }
+    s->status_done = true;
+    s->status = status;
+    grpc_slice_unref(s->details);
+    s->details = details;
+    if (!s->connected)
+        bump32(&w->failed);
+    settle(s);
+}
+
+static void sub_post_recv(struct worker *w, struct subcall *c)
+{
+    if (c->pending & PENDING(OP_RECV) || c->status_done || c->cancelled)
+        return;
+    grpc_op op;
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_RECV_MESSAGE;
+    op.data.recv_message.recv_message = &c->recv;
+    if (grpc_call_start_batch(c->call, &op, 1, call_tag(c, OP_RECV), NULL) != GRPC_CALL_OK)
+        return; /* the call is over; its status batch reports how */
+    c->pending |= PENDING(OP_RECV);
+    w->pending_ops++;
+}
+
+/* Sends the next queued request, if none is in flight. */
+static void sub_try_send(struct worker *w, struct subcall *c)
+{
+    if (c->pending & PENDING(OP_SEND) || c->status_done || c->cancelled || c->q_head == c->q_tail)
+        return;
+    uint32_t op = c->sendq[c->q_head++ % c->q_cap];
+    uint32_t id = op & ~SENDQ_REMOVE;
+    size_t n;
+    grpc_slice sl;
+    if (op & SENDQ_REMOVE) {
+        n = subparse_encode_remove(NULL, 0, id);
+        sl = grpc_slice_malloc(n);
+        subparse_encode_remove(GRPC_SLICE_START_PTR(sl), n, id);
+    } else {
+        grpc_slice req = w->run->requests[c->subs[id - 1]->overflow];
+        n = subparse_encode_add(NULL, 0, id, GRPC_SLICE_START_PTR(req), GRPC_SLICE_LENGTH(req));
+        sl = grpc_slice_malloc(n);
+        subparse_encode_add(GRPC_SLICE_START_PTR(sl), n, id, GRPC_SLICE_START_PTR(req),
+                            GRPC_SLICE_LENGTH(req));
+    }
+    c->send = grpc_raw_byte_buffer_create(&sl, 1);
+    grpc_slice_unref(sl);
+    grpc_op o;
+    memset(&o, 0, sizeof(o));
+    o.op = GRPC_OP_SEND_MESSAGE;
+    o.data.send_message.send_message = c->send;
+    if (grpc_call_start_batch(c->call, &o, 1, call_tag(c, OP_SEND), NULL) != GRPC_CALL_OK) {
+        grpc_byte_buffer_destroy(c->send);
+        c->send = NULL;
+        return; /* the call is over; its status batch reports how */
+    }
+    c->pending |= PENDING(OP_SEND);
+    w->pending_ops++;
+}
+
+static void sub_queue(struct worker *w, struct subcall *c, uint32_t op)
+{
+    if (c->q_tail - c->q_head < c->q_cap)
+        c->sendq[c->q_tail++ % c->q_cap] = op;
+    sub_try_send(w, c);
+}
+
+/* Ends subscription s from our side: a remove; its SubscriptionEnd{OK}
+ * comes later. */
+static void sub_remove(struct worker *w, struct stream *s)
+{
+    s->cancelled = true;
+    sub_queue(w, s->sc, SENDQ_REMOVE | s->id);
+}
+
+/* Every subscription of c that was added and has not ended ends with the
+ * stream's own status. */
+static void call_over(struct worker *w, struct subcall *c)
+{
+    for (uint32_t i = 0; i < c->n_subs; i++) {
+        struct stream *s = c->subs[i];
+        if (s->opened && !s->status_done)
+            sub_end(w, s, c->status, grpc_slice_ref(c->details));
+    }
+}
+
+static void open_call(struct worker *w, struct subcall *c)
+{
+    struct run *run = w->run;
+    grpc_slice method = grpc_slice_from_static_string(SUBSCRIBE_METHOD);
+    c->opened = true;
+    c->call = grpc_channel_create_call(run->channels[c->conn], NULL, GRPC_PROPAGATE_DEFAULTS, w->cq,
+                                       method, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    if (c->call == NULL)
+        goto out_failed;
+    grpc_op ops[2];
+    memset(ops, 0, sizeof(ops));
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[1].data.recv_initial_metadata.recv_initial_metadata = &c->initial_md;
+    if (grpc_call_start_batch(c->call, ops, 2, call_tag(c, OP_START), NULL) != GRPC_CALL_OK)
+        goto out_failed;
+    c->pending |= PENDING(OP_START);
+    w->pending_ops++;
+    grpc_op st;
+    memset(&st, 0, sizeof(st));
+    st.op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    st.data.recv_status_on_client.trailing_metadata = &c->trailing_md;
+    st.data.recv_status_on_client.status = &c->status;
+    st.data.recv_status_on_client.status_details = &c->details;
+    if (grpc_call_start_batch(c->call, &st, 1, call_tag(c, OP_STATUS), NULL) != GRPC_CALL_OK) {
+        grpc_call_cancel(c->call, NULL);
+        c->cancelled = true;
+        goto out_failed;
+    }
+    c->pending |= PENDING(OP_STATUS);
+    w->pending_ops++;
+    sub_post_recv(w, c);
+    return;
+
+out_failed:
+    /* no status will come: the stream and what it would carry fail now */
+    c->status_done = true;
+    c->status = GRPC_STATUS_INTERNAL;
+}
+
+/* Opens subscription s: its Subscribe stream first if it is the first. */
+static void open_sub(struct worker *w, struct stream *s)
+{
+    struct subcall *c = s->sc;
+    s->opened = true;
+    if (!c->opened)
+        open_call(w, c);
+    if (c->status_done) {
+        sub_end(w, s, c->status, grpc_slice_ref(c->details));
+        return;
+    }
+    sub_queue(w, c, s->id);
+}
+
+/* The subscription an id of stream c names, or NULL if c never added it. */
+static struct stream *sub_of(struct subcall *c, uint32_t id)
+{
+    if (id == 0 || id > c->n_subs || !c->subs[id - 1]->opened)
+        return NULL;
+    return c->subs[id - 1];
+}
+
+static void on_sub_end(struct worker *w, struct subcall *c, struct stream *s,
+                       const struct subparse_delivery *d)
+{
+    if (s->status_done) {
+        if (!s->cancelled)
+            c->after_end++; /* a second end */
+        return;
+    }
+    grpc_status_code code = d->end_code >= 0 && d->end_code < BENCHRUN_STATUS_MAX
+                                ? (grpc_status_code)d->end_code
+                                : GRPC_STATUS_UNKNOWN;
+    sub_end(w, s, code,
+            grpc_slice_from_copied_buffer((const char *)d->end_message, d->end_message_len));
+}
+
+/* One SubscribeResponse: each delivery's event parsed once, then checked
+ * and measured for each of its ids. */
+static void on_sub_message(struct worker *w, struct subcall *c, grpc_byte_buffer *bb)
+{
+    grpc_slice all;
+    const uint8_t *p;
+    size_t n;
+    int64_t now = 0;
+    if (!message_bytes(bb, &all, &p, &n)) {
+        c->bad++;
+        return;
+    }
+    c->got_message = true;
+    c->msgs++;
+    c->bytes += n;
+    bump(&w->msgs_seen, 1);
+    struct subparse_response it;
+    struct subparse_delivery d;
+    int rc;
+    subparse_init(&it, p, n);
+    while ((rc = subparse_next(&it, &d, w->ids, w->ids_cap)) == 1) {
+        c->records++;
+        if (d.n_ids > c->max_ids)
+            c->max_ids = (uint32_t)d.n_ids;
+        if (d.kind == SUBPARSE_END) {
+            c->ends += d.n_ids;
+            for (size_t k = 0; k < d.n_ids; k++) {
+                struct stream *s = sub_of(c, d.ids[k]);
+                if (s == NULL)
+                    c->unknown_ids++;
+                else
+                    on_sub_end(w, c, s, &d);
+            }
+            continue;
+        }
+        struct evparse_event ev;
+        int erc = -EBADMSG; /* a delivery with no payload is malformed */
+        if (d.kind == SUBPARSE_EVENT)
+            erc = evparse_watch_event(d.event, d.event_len, &ev);
+        else
+            memset(&ev, 0, sizeof(ev));
+        c->deliveries += d.n_ids;
+        for (size_t k = 0; k < d.n_ids; k++) {
+            struct stream *s = sub_of(c, d.ids[k]);
+            if (s == NULL) {
+                c->unknown_ids++;
+                continue;
+            }
+            if (s->status_done) {
+                /* after its end; or ours, which the server has not seen yet */
+                if (!s->cancelled)
+                    c->after_end++;
+                continue;
+            }
+            on_parsed(w, s, erc, &ev, &now);
+        }
+    }
+    if (rc < 0)
+        c->bad++;
+    grpc_slice_unref(all);
+}
+
+static void on_call_event(struct worker *w, const grpc_event *e)
+{
+    struct subcall *c = (struct subcall *)((uintptr_t)e->tag & ~(uintptr_t)OP_MASK);
+    int op = (int)((uintptr_t)e->tag & OP_MASK);
+    c->pending &= (uint8_t)~PENDING(op);
+    w->pending_ops--;
+    switch (op) {
+    case OP_START:
+        break;
+    case OP_SEND:
+        grpc_byte_buffer_destroy(c->send);
+        c->send = NULL;
+        if (e->success)
+            sub_try_send(w, c);
+        break;
+    case OP_RECV: {
+        grpc_byte_buffer *bb = c->recv;
+        c->recv = NULL;
+        if (bb == NULL)
+            break; /* no more messages: the status batch says why */
+        on_sub_message(w, c, bb);
+        grpc_byte_buffer_destroy(bb);
+        if (atomic_load_explicit(&w->run->phase, memory_order_relaxed) != PHASE_STOP)
+            sub_post_recv(w, c);
+        break;
+    }
+    case OP_STATUS:
+        c->status_done = true;
+        call_over(w, c);
+        break;
+    }
+}
+
 static void on_event(struct worker *w, const grpc_event *e)
 {
     if (e->type != GRPC_OP_COMPLETE)
         return;
+    if (w->run->cfg->rpc == BENCHRUN_RPC_SUBSCRIBE) {
+        on_call_event(w, e);
+        return;
+    }
     struct stream *s = (struct stream *)((uintptr_t)e->tag & ~(uintptr_t)OP_MASK);
     int op = (int)((uintptr_t)e->tag & OP_MASK);
     s->pending &= (uint8_t)~PENDING(op);
@@ -428,13 +790,42 @@ static void open_due(struct worker *w, int64_t now)
             if (due > now)
                 break;
         }
-        open_stream(w, s);
+        if (s->sc)
+            open_sub(w, s);
+        else
+            open_stream(w, s);
         w->opened++;
     }
 }
 
 static void cancel_where(struct worker *w, bool only_unconnected)
 {
+    if (w->run->cfg->rpc == BENCHRUN_RPC_SUBSCRIBE) {
+        if (only_unconnected) {
+            /* past the connect deadline: removed, and failed now (the
+             * stream and the other subscriptions on it go on) */
+            for (uint32_t i = 0; i < w->opened; i++) {
+                struct stream *s = w->streams[i];
+                if (s->status_done || s->cancelled || s->connected)
+                    continue;
+                sub_remove(w, s);
+                sub_end(w, s, GRPC_STATUS_DEADLINE_EXCEEDED,
+                        grpc_slice_from_static_string("no delivery before the connect timeout"));
+            }
+            return;
+        }
+        for (uint32_t i = 0; i < w->opened; i++)
+            if (!w->streams[i]->status_done)
+                w->streams[i]->cancelled = true;
+        for (uint32_t j = 0; j < w->n_calls; j++) {
+            struct subcall *c = w->calls[j];
+            if (!c->opened || c->status_done || c->cancelled)
+                continue;
+            c->cancelled = true;
+            grpc_call_cancel(c->call, NULL);
+        }
+        return;
+    }
     for (uint32_t i = 0; i < w->opened; i++) {
         struct stream *s = w->streams[i];
         if (s->status_done || s->cancelled || (only_unconnected && s->connected))
@@ -495,6 +886,11 @@ static void *worker_main(void *p)
         if (w->streams[i]->call != NULL) {
             grpc_call_unref(w->streams[i]->call);
             w->streams[i]->call = NULL;
+        }
+    for (uint32_t j = 0; j < w->n_calls; j++)
+        if (w->calls[j]->call != NULL) {
+            grpc_call_unref(w->calls[j]->call);
+            w->calls[j]->call = NULL;
         }
     grpc_completion_queue_shutdown(w->cq);
     while (grpc_completion_queue_next(w->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL).type !=
@@ -579,6 +975,51 @@ static grpc_channel *make_channel(const char *target, uint32_t index, bool stall
     return ch;
 }
 
+/* Subscribe mode: ceil(S / K) streams, subscription i on stream i % calls
+ * (see benchrun.h), stream j on connection j % M and worker j % T. */
+static int make_calls(struct run *run)
+{
+    const struct benchrun_config *cfg = run->cfg;
+    uint32_t k = cfg->subs_per_stream;
+    run->n_calls = (uint32_t)(((uint64_t)cfg->streams + k - 1) / k);
+    run->calls = calloc(run->n_calls, sizeof(*run->calls));
+    if (!run->calls)
+        return -ENOMEM;
+    uint32_t most = 0;
+    for (uint32_t j = 0; j < run->n_calls; j++) {
+        struct subcall *c = &run->calls[j];
+        c->index = j;
+        c->conn = j % cfg->connections;
+        c->w = &run->workers[j % cfg->threads];
+        c->details = grpc_empty_slice();
+        grpc_metadata_array_init(&c->initial_md);
+        grpc_metadata_array_init(&c->trailing_md);
+        c->n_subs = (cfg->streams - j + run->n_calls - 1) / run->n_calls;
+        c->q_cap = 2 * c->n_subs;
+        c->subs = calloc(c->n_subs, sizeof(*c->subs));
+        c->sendq = calloc(c->q_cap, sizeof(*c->sendq));
+        if (!c->subs || !c->sendq)
+            return -ENOMEM;
+        if (c->n_subs > most)
+            most = c->n_subs;
+    }
+    for (uint32_t t = 0; t < cfg->threads; t++) {
+        struct worker *w = &run->workers[t];
+        w->calls = calloc(run->n_calls / cfg->threads + 1, sizeof(*w->calls));
+        /* room for every id twice: a server repeating ids is reported,
+         * not a reason to drop the message */
+        w->ids_cap = 2 * (size_t)most + 64;
+        w->ids = calloc(w->ids_cap, sizeof(*w->ids));
+        if (!w->calls || !w->ids)
+            return -ENOMEM;
+    }
+    for (uint32_t j = 0; j < run->n_calls; j++) {
+        struct worker *w = run->calls[j].w;
+        w->calls[w->n_calls++] = &run->calls[j];
+    }
+    return 0;
+}
+
 static int check_config(const struct benchrun_config *cfg)
 {
     const char *why = NULL;
@@ -598,6 +1039,13 @@ static int check_config(const struct benchrun_config *cfg)
         why = "duration must be positive";
     else if (cfg->feed && cfg->drain_s < 0)
         why = "drain must not be negative";
+    else if (cfg->rpc != BENCHRUN_RPC_WATCH && cfg->rpc != BENCHRUN_RPC_SUBSCRIBE)
+        why = "unknown rpc";
+    else if (cfg->rpc == BENCHRUN_RPC_SUBSCRIBE && cfg->stall)
+        why = "stalled streams are Watch streams only";
+    else if (cfg->rpc == BENCHRUN_RPC_SUBSCRIBE &&
+             (cfg->subs_per_stream == 0 || cfg->subs_per_stream >= SENDQ_REMOVE / 2))
+        why = "subscriptions per stream must be at least 1";
     if (why) {
         fprintf(stderr, "tickfan-bench: %s\n", why);
         return -EINVAL;
@@ -744,6 +1192,35 @@ static void collect(struct run *run, struct benchrun_results *res)
         }
     }
     res->data_total = sum;
+    if (cfg->rpc == BENCHRUN_RPC_SUBSCRIBE) {
+        res->grpc_streams = run->n_calls;
+        for (uint32_t j = 0; j < run->n_calls; j++) {
+            const struct subcall *c = &run->calls[j];
+            if (!c->got_message)
+                res->grpc_streams_failed++;
+            res->grpc_messages += c->msgs;
+            res->grpc_message_bytes += c->bytes;
+            res->delivery_records += c->records;
+            res->deliveries += c->deliveries;
+            res->subscription_ends += c->ends;
+            res->unknown_ids += c->unknown_ids;
+            res->after_end += c->after_end;
+            res->bad_messages += c->bad;
+            if (c->max_ids > res->max_ids_per_record)
+                res->max_ids_per_record = c->max_ids;
+        }
+    } else {
+        res->grpc_streams = res->normal_streams;
+        for (uint32_t i = 0; i < cfg->streams; i++) {
+            const struct stream *s = &run->streams[i];
+            if (s->stalled)
+                continue;
+            res->grpc_messages += s->msgs;
+            res->grpc_message_bytes += s->bytes;
+        }
+        res->delivery_records = res->deliveries = res->grpc_messages;
+        res->max_ids_per_record = res->grpc_messages ? 1 : 0;
+    }
     if (res->normal_streams)
         res->data_avg = (double)sum / res->normal_streams;
     if (res->data_min == UINT64_MAX)
@@ -844,6 +1321,7 @@ static void pace(struct run *run, struct benchrun_results *res)
     res->connect_s = (double)(t1 - start) / 1e9;
     double u0 = cpu_s(0), s0 = cpu_s(1);
     uint64_t seen0 = sum_data_seen(run);
+    uint64_t msgs0 = sum_u64(run, offsetof(struct worker, msgs_seen));
     atomic_store(&run->phase, PHASE_RUN);
     if (run->feed) {
         /* every stream is live: the first tick cannot be missed. The stamps
@@ -874,6 +1352,7 @@ static void pace(struct run *run, struct benchrun_results *res)
     }
     int64_t t2 = log_now_mono_ns();
     res->data_window = sum_data_seen(run) - seen0;
+    res->grpc_messages_window = sum_u64(run, offsetof(struct worker, msgs_seen)) - msgs0;
     res->window_s = (double)(t2 - t1) / 1e9;
     res->cpu_user_s = cpu_s(0) - u0;
     res->cpu_sys_s = cpu_s(1) - s0;
@@ -900,6 +1379,8 @@ static void destroy_run(struct run *run)
             hist_destroy(w->hist);
             hist_destroy(w->hist_ingest);
             free(w->streams);
+            free(w->calls);
+            free(w->ids);
         }
         free(run->workers);
     }
@@ -915,6 +1396,21 @@ static void destroy_run(struct run *run)
             grpc_slice_unref(s->details);
         }
         free(run->streams);
+    }
+    if (run->calls) {
+        for (uint32_t j = 0; j < run->n_calls; j++) {
+            struct subcall *c = &run->calls[j];
+            if (c->send)
+                grpc_byte_buffer_destroy(c->send);
+            if (c->recv)
+                grpc_byte_buffer_destroy(c->recv);
+            grpc_metadata_array_destroy(&c->initial_md);
+            grpc_metadata_array_destroy(&c->trailing_md);
+            grpc_slice_unref(c->details);
+            free(c->subs);
+            free(c->sendq);
+        }
+        free(run->calls);
     }
     if (run->channels) {
         for (uint32_t c = 0; c < run->n_channels; c++)
@@ -995,7 +1491,11 @@ int benchrun_run(const struct benchrun_config *cfg, struct benchrun_results *res
         w->run = &run;
         w->id = t;
         w->cq = grpc_completion_queue_create_for_next(NULL);
-        w->streams = calloc(cfg->streams / cfg->threads + 1, sizeof(*w->streams));
+        /* Subscribe: whole streams of subscriptions per worker, so the
+         * share may be uneven */
+        w->streams = calloc(cfg->rpc == BENCHRUN_RPC_SUBSCRIBE ? cfg->streams
+                                                               : cfg->streams / cfg->threads + 1,
+                            sizeof(*w->streams));
         rc = hist_create(&w->hist, cfg->hist_precision);
         if (rc == 0)
             rc = hist_create(&w->hist_ingest, cfg->hist_precision);
@@ -1004,10 +1504,16 @@ int benchrun_run(const struct benchrun_config *cfg, struct benchrun_results *res
             goto out_destroy;
         }
         atomic_init(&w->data_seen, 0);
+        atomic_init(&w->msgs_seen, 0);
         atomic_init(&w->fed_seen, 0);
         atomic_init(&w->connected, 0);
         atomic_init(&w->failed, 0);
         atomic_init(&w->settled, 0);
+    }
+    if (cfg->rpc == BENCHRUN_RPC_SUBSCRIBE) {
+        rc = make_calls(&run);
+        if (rc)
+            goto out_destroy;
     }
     /* normal streams first, the stalled ones last; each worker opens its
      * streams in index order */
@@ -1033,6 +1539,13 @@ int benchrun_run(const struct benchrun_config *cfg, struct benchrun_results *res
         if (s->overflow < 0 || s->overflow > 3) {
             rc = -EINVAL;
             goto out_destroy;
+        }
+        if (cfg->rpc == BENCHRUN_RPC_SUBSCRIBE) {
+            struct subcall *c = &run.calls[i % run.n_calls];
+            s->sc = c;
+            s->id = i / run.n_calls + 1;
+            s->w = w = c->w;
+            c->subs[s->id - 1] = s;
         }
         w->streams[w->n++] = s;
     }

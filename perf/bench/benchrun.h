@@ -5,6 +5,21 @@
  * with a local subchannel pool each, so they really are M TCP connections),
  * spread round-robin; T worker threads, each with its own completion queue,
  * each owning every T-th stream; one RECV_MESSAGE outstanding per stream.
+ *
+ * With rpc BENCHRUN_RPC_SUBSCRIBE the same S subscriptions (below, a
+ * "stream" is a subscription) are carried by ceil(S / K) Subscribe bidi
+ * streams instead, K = subs_per_stream: subscription i is id i / calls + 1
+ * on Subscribe stream i % calls (so each carries S / calls of them, at most
+ * K), stream j on connection j % M and worker j % T; one RECV_MESSAGE
+ * outstanding per Subscribe stream, its adds (and, with --messages, the
+ * removes) sent one message at a time. Each SubscribeResponse is walked
+ * by hand (subparse.h): a delivery's WatchEvent is parsed once and then
+ * checked and measured for each of its ids exactly as Watch's message for
+ * that subscription would be; the clock is read once per message, so the
+ * deliveries of one message share their receipt time. A SubscriptionEnd
+ * ends its subscription as a status ends a Watch stream; the end of a
+ * Subscribe stream ends every subscription it still carried. Stalled
+ * streams (--stall) are Watch only.
  * Every message is decoded and checked: Data seq order per stream (exactly
  * previous + 1 for an unfiltered stream; strictly increasing for a filtered
  * one; a jump right after a Gap must equal the Gap's missed count), Gap
@@ -50,6 +65,11 @@
 
 #define BENCHRUN_STATUS_MAX 17 /* gRPC status codes 0..16 */
 
+enum benchrun_rpc {
+    BENCHRUN_RPC_WATCH = 0, /* one Watch stream per subscription */
+    BENCHRUN_RPC_SUBSCRIBE, /* subs_per_stream subscriptions per Subscribe stream */
+};
+
 struct benchrun_config {
     const char *server; /* gRPC target, "host:port" */
     const char *topic;
@@ -75,8 +95,10 @@ struct benchrun_config {
     /* the paced feed this run sends once every stream is live; NULL: none
      * (subscribe only) */
     const struct benchfeed_config *feed;
-    double drain_s; /* with a feed: how long the streams may take, after the
-                     * window, to receive what was sent */
+    double drain_s;           /* with a feed: how long the streams may take, after the
+                               * window, to receive what was sent */
+    int rpc;                  /* enum benchrun_rpc */
+    uint32_t subs_per_stream; /* BENCHRUN_RPC_SUBSCRIBE: at most this many per stream */
 };
 
 /* What a stalled stream saw, and how it ended. */
@@ -140,6 +162,23 @@ struct benchrun_results {
      * (a lower bound of its latency) */
     uint64_t feed_received;
     uint64_t feed_undelivered;
+
+    /* what came over the wire to the normal streams: gRPC messages (Watch:
+     * one event each; Subscribe: one SubscribeResponse, any number of
+     * Delivery records), the records, and deliveries (a record for n ids
+     * is n deliveries; Watch: one per message) of events and of
+     * SubscriptionEnds */
+    uint32_t grpc_streams;        /* Watch streams, or Subscribe streams */
+    uint32_t grpc_streams_failed; /* Subscribe: streams that ended before any message */
+    uint64_t grpc_messages;
+    uint64_t grpc_messages_window;
+    uint64_t grpc_message_bytes;
+    uint64_t delivery_records;
+    uint64_t deliveries; /* of events */
+    uint64_t subscription_ends;
+    uint64_t unknown_ids; /* Subscribe: ids no live subscription of that stream has */
+    uint64_t after_end;   /* Subscribe: deliveries for a subscription after its end */
+    uint32_t max_ids_per_record;
 
     double connect_s;
     double window_s;
