@@ -76,6 +76,7 @@ struct fake;
 typedef void (*script_fn)(struct fake *fk, int call_no);
 
 struct fake {
+    bool stopped; /* fake_stop joined the thread and destroyed the lock */
     grpc_server *server;
     grpc_completion_queue *cq;
     pthread_t thread;
@@ -341,6 +342,7 @@ static void fake_stop(struct fake *fk)
         ;
     grpc_completion_queue_destroy(fk->cq);
     pthread_mutex_destroy(&fk->lock);
+    fk->stopped = true;
     grpc_shutdown();
 }
 
@@ -348,11 +350,14 @@ static void fake_stop(struct fake *fk)
 static int seen_adds(struct fake *fk, int call, struct seen_req *out, int max)
 {
     int n = 0;
-    pthread_mutex_lock(&fk->lock);
+    /* after fake_stop the server thread is gone: nothing to lock against */
+    if (!fk->stopped)
+        pthread_mutex_lock(&fk->lock);
     for (int i = 0; i < fk->nseen && n < max; i++)
         if (fk->seen[i].call == call && !fk->seen[i].remove)
             out[n++] = fk->seen[i];
-    pthread_mutex_unlock(&fk->lock);
+    if (!fk->stopped)
+        pthread_mutex_unlock(&fk->lock);
     return n;
 }
 
