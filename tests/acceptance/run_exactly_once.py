@@ -20,6 +20,12 @@ mix of:
   server_drain SIGTERM tickfand (it ends every stream with UNAVAILABLE and the
                cursor to resume from) and start it again the same way
 
+With --subscribe N the consumer is exactly_once_mux_consumer instead: N
+subscriptions to the topic over one Subscribe stream (the multiplexed
+subscriber, src/muxsub.c), each resumed from its own cursor, each of which
+must process exactly those events; its progress is that of its slowest
+subscription.
+
 A break is made only once the consumer has a working stream again after the
 previous one. The consumer stops when it has processed through seq N. Pass:
 the (seq, kind) lines it wrote are exactly the events 1..N of the topic (or,
@@ -32,6 +38,7 @@ PR_SET_PDEATHSIG, if this script itself is killed); every wait is bounded.
 Exit 0 pass, 1 fail, 77 skipped (no grpcio, or a binary not built).
 
   tests/acceptance/run_exactly_once.py --bin-dir build --events 100000 --rate 5000 --breaks 40
+  tests/acceptance/run_exactly_once.py --bin-dir build --subscribe 100
 """
 import argparse
 import collections
@@ -359,10 +366,16 @@ class Server:
 
 
 class Progress:
-    """The consumer's output file, read incrementally: its (seq, kind) lines."""
+    """The consumer's output file, read incrementally: its (seq, kind) lines.
 
-    def __init__(self, path):
+    With subs > 0 (the Subscribe consumer) each line starts with the
+    subscription's index: by_sub[index] holds its (seq, kind) lines and
+    `last` is the last seq of the subscription that is furthest behind."""
+
+    def __init__(self, path, subs=0):
         self.path = path
+        self.subs = subs
+        self.by_sub = [[] for _ in range(subs)]
         self.pos = 0
         self.partial = b""
         self.lines = []
@@ -378,12 +391,18 @@ class Progress:
         data = self.partial + data
         *full, self.partial = data.split(b"\n")
         for ln in full:
+            if self.subs:
+                idx, seq, kind = ln.decode().split(" ", 2)
+                self.by_sub[int(idx)].append((int(seq), kind))
+                continue
             seq, kind = ln.decode().split(" ", 1)
             self.lines.append((int(seq), kind))
         return self.last
 
     @property
     def last(self):
+        if self.subs:
+            return min(sub[-1][0] if sub else 0 for sub in self.by_sub)
         return self.lines[-1][0] if self.lines else 0
 
 
@@ -461,7 +480,7 @@ class Run:
         self.consumer = None
         self.out_path = os.path.join(work, "processed.txt")
         self.err_path = os.path.join(work, "consumer.stderr")
-        self.progress = Progress(self.out_path)
+        self.progress = Progress(self.out_path, args.subscribe)
         self.done = collections.Counter()
         self.deadline = time.monotonic() + args.timeout
 
@@ -503,6 +522,8 @@ class Run:
                "--backoff-max-ms", str(self.a.backoff_max_ms), "--healthy-ms", "200"]
         if self.a.kinds:
             cmd += ["--kinds", self.a.kinds]
+        if self.a.subscribe:
+            cmd += ["--subs", str(self.a.subscribe)]
         self.err_file = open(self.err_path, "wb")
         self.consumer = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                          stderr=self.err_file)
@@ -615,6 +636,52 @@ def sanitizer_reports(path):
 MIN_BREAKS = 20  # the acceptance criterion: at least this many breaks survived
 
 
+def check_watch(run, want, st):
+    """The single-stream consumer: its lines, and a resume counted for every
+    break of each kind."""
+    why = compare(run.progress.lines, want)
+    if why:
+        raise Failure(f"processed sequence is wrong: {why}")
+    if st["reconnect"] != run.done["reconnect"]:
+        raise Failure(f"{run.done['reconnect']} SIGUSR1 sent, consumer counted "
+                      f"{st['reconnect']} reconnects")
+    if st["watchdog"] < run.done["stall"]:
+        raise Failure(f"{run.done['stall']} stalls, only {st['watchdog']} watchdog resumes")
+    if st["server"] < run.done["server_drain"]:
+        raise Failure(f"{run.done['server_drain']} drains, only {st['server']} resumes "
+                      "from a server status with a tickfan-cursor")
+    if st["transport"] < run.done["reset"] + run.done["server_kill"]:
+        raise Failure(f"fewer transport resumes ({st['transport']}) than resets and kills")
+
+
+def check_subscribe(run, want, st):
+    """The Subscribe consumer: every subscription's lines exactly, none
+    ended, and the stream resumed at every break (a drain ends every
+    subscription UNAVAILABLE, which the mux takes as a reconnect)."""
+    if st["ended"]:
+        raise Failure(f"{st['ended']} subscriptions ended (see the consumer's stderr)")
+    bad = []
+    for k, lines in enumerate(run.progress.by_sub):
+        why = compare(lines, want)
+        if why:
+            bad.append(f"subscription {k}: {why}")
+    if bad:
+        raise Failure(f"{len(bad)} of {len(run.progress.by_sub)} subscriptions processed a "
+                      "wrong sequence: " + "; ".join(bad[:5]))
+    breaks = sum(run.done.values())
+    if st["resumes"] < breaks:
+        raise Failure(f"{breaks} breaks, only {st['resumes']} stream resumes")
+    if st["reconnect"] < run.done["reconnect"]:
+        raise Failure(f"{run.done['reconnect']} SIGUSR1 sent, consumer counted "
+                      f"{st['reconnect']} reconnects")
+    if st["watchdog"] < run.done["stall"]:
+        raise Failure(f"{run.done['stall']} stalls, only {st['watchdog']} watchdog resumes")
+    if st["reconnect"] + st["broken"] < run.done["reset"] + run.done["server_kill"] + \
+            run.done["server_drain"] + run.done["reconnect"]:
+        raise Failure(f"fewer resumes ({st['broken']} broken, {st['reconnect']} reconnect) "
+                      "than resets, kills, drains and reconnects")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bin-dir", default=os.environ.get("TICKFAN_BIN_DIR", "build"),
@@ -626,6 +693,9 @@ def main():
     ap.add_argument("--rate", type=int, default=4000, help="simulator events per second")
     ap.add_argument("--breaks", type=int, default=24, help="stream breaks (at least 20)")
     ap.add_argument("--kinds", default="", help="consumer filter, e.g. trade")
+    ap.add_argument("--subscribe", type=int, default=0, metavar="N",
+                    help="N subscriptions over one Subscribe stream "
+                    "(exactly_once_mux_consumer) instead of one Watch stream")
     ap.add_argument("--heartbeat-ms", type=int, default=100,
                     help="server heartbeat cadence; the consumer's watchdog is 3x this")
     ap.add_argument("--backoff-initial-ms", type=int, default=10,
@@ -641,7 +711,8 @@ def main():
     a.bin_dir = os.path.abspath(a.bin_dir)
     if a.timeout is None:
         a.timeout = 60 + 3 * a.events / a.rate + 2 * a.breaks
-    a.consumer = a.consumer or os.path.join(a.bin_dir, "tests", "exactly_once_consumer")
+    a.consumer = a.consumer or os.path.join(
+        a.bin_dir, "tests", "exactly_once_mux_consumer" if a.subscribe else "exactly_once_consumer")
     a.py_dir = a.py_dir or os.path.join(a.bin_dir, "py")
     if a.breaks < 20:
         ap.error("--breaks: at least 20")
@@ -657,6 +728,8 @@ def main():
 
     seed = a.seed if a.seed is not None else random.SystemRandom().randrange(1 << 32)
     what = f"kinds={a.kinds}" if a.kinds else "unfiltered"
+    if a.subscribe:
+        what += f", {a.subscribe} subscriptions over Subscribe"
     log(f"exactly-once: N={a.events} rate={a.rate}/s breaks={a.breaks} {what} "
         f"heartbeat={a.heartbeat_ms} ms watchdog={3 * a.heartbeat_ms} ms seed={seed}")
     # SIGTERM (ctest's timeout, a CI cancel) cleans up like any failure.
@@ -673,20 +746,11 @@ def main():
                            timeout=max(10.0, run.left()))
         kinds = set(a.kinds.split(",")) if a.kinds else None
         want = [e for e in truth if kinds is None or e[1] in kinds]
-        why = compare(run.progress.lines, want)
-        if why:
-            raise Failure(f"processed sequence is wrong: {why}")
         st = run.stats
-        if st["reconnect"] != run.done["reconnect"]:
-            raise Failure(f"{run.done['reconnect']} SIGUSR1 sent, consumer counted "
-                          f"{st['reconnect']} reconnects")
-        if st["watchdog"] < run.done["stall"]:
-            raise Failure(f"{run.done['stall']} stalls, only {st['watchdog']} watchdog resumes")
-        if st["server"] < run.done["server_drain"]:
-            raise Failure(f"{run.done['server_drain']} drains, only {st['server']} resumes "
-                          "from a server status with a tickfan-cursor")
-        if st["transport"] < run.done["reset"] + run.done["server_kill"]:
-            raise Failure(f"fewer transport resumes ({st['transport']}) than resets and kills")
+        if a.subscribe:
+            check_subscribe(run, want, st)
+        else:
+            check_watch(run, want, st)
         code = run.server.stop()
         if code != 0:
             raise Failure(f"tickfand exited {code} on SIGTERM at the end, expected 0")
@@ -699,10 +763,17 @@ def main():
             f" among seq 1..{a.events}, once each, in order, in {elapsed:.1f} s")
         log(f"breaks survived: {survived} (total {sum(run.done.values())}); "
             f"server started {run.server.starts} times")
-        log(f"consumer: streams={st['streams']} resumes={st['resumes']} (reconnect="
-            f"{st['reconnect']} transport={st['transport']} server={st['server']} watchdog="
-            f"{st['watchdog']}; UNAVAILABLE={st['unavailable']} INTERNAL={st['internal']}) "
-            f"events={st['events']}")
+        if a.subscribe:
+            log(f"consumer: {st['subs']} subscriptions, streams={st['streams']} resumes="
+                f"{st['resumes']} (broken={st['broken']} reconnect={st['reconnect']} watchdog="
+                f"{st['watchdog']}) adds_sent={st['adds_sent']} readds={st['readds']} "
+                f"events={st['events']} deliveries={st['deliveries']} "
+                f"responses={st['responses']}")
+        else:
+            log(f"consumer: streams={st['streams']} resumes={st['resumes']} (reconnect="
+                f"{st['reconnect']} transport={st['transport']} server={st['server']} watchdog="
+                f"{st['watchdog']}; UNAVAILABLE={st['unavailable']} INTERNAL={st['internal']}) "
+                f"events={st['events']}")
         return 0
     except Failure as e:
         log(f"FAIL (seed={seed}): {e}")

@@ -23,6 +23,7 @@ import threading
 import time
 
 import grpc
+import pytest
 
 import h2raw
 from events.v1 import publisher_pb2 as ppb
@@ -881,28 +882,52 @@ def test_a_stalled_stream_keeps_server_memory_bounded(tickfand):
 
 # --- shared deliveries, batching, bytes as Watch ------------------------------------
 
-def test_an_event_wanted_by_three_subscriptions_goes_out_once_with_three_ids(tickfand):
+@pytest.mark.parametrize("n", [3, 100])
+def test_an_event_wanted_by_several_subscriptions_goes_out_once_with_all_their_ids(tickfand, n):
+    """n subscriptions, same topic, same filter, same start; one more with
+    another filter. Once they are live and in step, every event they all
+    want goes out in one delivery carrying all n ids: alone (published one
+    at a time) and in bursts."""
     srv = tickfand(*FLAGS)
     pub = Publisher(srv)
     pub.publish(500, "a")
+    ids = list(range(1, n + 1))
     s = Stream(srv.addr)
-    s.send(add(1, topic="a", kinds=["quote"]), add(2, topic="a", kinds=["quote"]),
-           add(3, topic="a", kinds=["quote"]), add(4, topic="a", kinds=["trade"]))
-    s.pump(lambda s: s.eob(1, 2, 3, 4))
-    mark = len(s.responses)
-    for _ in range(4):  # a burst, a lone event, a burst
-        pub.publish(150 if _ % 2 == 0 else 1, "a")
+    s.send(*[add(i, topic="a", kinds=["quote"]) for i in ids], add(1000, topic="a", kinds=["trade"]))
+    s.pump(lambda s: s.eob(*ids, 1000))
     want = pub.expected("a", kinds=["quote"])
-    s.pump(lambda s: all(s.data_seqs(i) == want for i in (1, 2, 3)) and
-           s.data_seqs(4) == pub.expected("a", kinds=["trade"]))
-    live = [d for _, _, dl in s.responses[mark:] for d in dl
-            if d.event and d.event.HasField("data")]
-    quotes = [d for d in live if d.event.data.kind == "quote"]
-    assert [d.event.data.seq for d in quotes] == pub.expected("a", kinds=["quote"], after=500), \
-        "a live quote went out more than once (or not at all)"
-    assert all(sorted(d.ids) == [1, 2, 3] for d in quotes), \
-        [d.ids for d in quotes if sorted(d.ids) != [1, 2, 3]][:5]
-    assert all(d.ids == [4] for d in live if d.event.data.kind == "trade")
+    assert all(s.data_seqs(i) == want for i in ids)
+
+    def live_deliveries(mark):
+        return [d for _, _, dl in s.responses[mark:] for d in dl
+                if d.event and d.event.HasField("data")]
+
+    def check(mark, what):
+        want = pub.expected("a", kinds=["quote"])
+        s.pump(lambda s: all(s.data_seqs(i) == want for i in ids) and
+               s.data_seqs(1000) == pub.expected("a", kinds=["trade"]), what=what)
+        live = live_deliveries(mark)
+        quotes = [d for d in live if d.event.data.kind == "quote"]
+        split = [(d.event.data.seq, len(d.ids)) for d in quotes if sorted(d.ids) != ids]
+        assert not split, \
+            f"{what}: {len(quotes)} deliveries for {len(quotes) - len(split) + len({q for q, _ in split})}" \
+            f" quotes; split ones (seq, ids in the delivery): {split[:12]}"
+        assert all(d.ids == [1000] for d in live if d.event.data.kind == "trade")
+
+    # alone: each event published by itself once the last one arrived
+    mark = len(s.responses)
+    for _ in range(12):
+        pub.publish(1, "a")
+        head = pub.heads["a"]
+        got = ids if kind_of(head) == "quote" else [1000]
+        s.pump(lambda s: all(s.data_seqs(i)[-1:] == [head] for i in got))
+    check(mark, "events published one at a time")
+    # in bursts
+    mark = len(s.responses)
+    for k in range(4):
+        pub.publish(150 if k % 2 == 0 else 1, "a")
+    check(mark, "bursts")
+    s.cancel()
 
 
 def test_busy_streams_batch_and_an_idle_stream_sends_a_lone_event_at_once(tickfand):
