@@ -659,6 +659,11 @@ def test_max_streams_counts_subscribe_streams_and_metrics_count_them(tickfand):
     # subscription per topic)
     assert value(m, "tickfan_subscribe_deliveries_total") == 14, m
     assert 2 <= value(m, "tickfan_subscribe_responses_total") <= 14
+    # and the admin view lists each subscription
+    from test_admin import list_subscribers
+    rows = list_subscribers(srv)
+    assert sorted(r.topic for r in rows) == ["a", "a", "b", "c"], rows
+    assert all(r.cursor.startswith("1-") for r in rows), rows
     # a third stream, Subscribe or Watch, is refused
     s3 = Stream(srv.addr)
     s3.send(add(1, topic="a"))
@@ -801,7 +806,8 @@ def test_a_stalled_stream_tells_each_drop_subscription_its_exact_gap(tickfand):
             return [d.event.data.seq for d in h2_deliveries(st)[n0:]
                     if i in d.ids and d.event and d.event.HasField("data")]
         assert conn.pump_until(lambda: later(5)[-1:] == [pub.heads["a"]] and
-                               later(4)[-1:] == [pub.heads["b"]], 20), (later(5)[-3:], later(4)[-3:])
+                               later(4)[-1:] == [pub.heads["b"]], 20), \
+            (later(5)[-3:], later(4)[-3:])
         assert later(5) == list(range(cursor_parts(end.cursor)[1] + 1, pub.heads["a"] + 1))
         assert later(1) == list(range(pub.heads["a"] - 39, pub.heads["a"] + 1))
         assert later(4) == list(range(pub.heads["b"] - 39, pub.heads["b"] + 1))
@@ -861,7 +867,6 @@ def test_a_stalled_stream_keeps_server_memory_bounded(tickfand):
         assert grown < 24 * 1024, f"RSS grew {grown} KiB while 60 MB went past a stalled stream"
         conn.start_reading()
         pub.publish(1, "c")
-        head = pub.heads["c"]
 
         def last(i):
             seqs = [d.event.data.seq for d in h2_deliveries(st)
@@ -875,7 +880,6 @@ def test_a_stalled_stream_keeps_server_memory_bounded(tickfand):
             gaps = [d.event.gap for d in h2_deliveries(st) if i in d.ids and d.event and
                     d.event.HasField("gap")]
             assert gaps and all(g.reason == pb.GAP_SLOW_CONSUMER for g in gaps), (i, gaps)
-        assert head == 30011
     finally:
         conn.close()
 
@@ -893,7 +897,8 @@ def test_an_event_wanted_by_several_subscriptions_goes_out_once_with_all_their_i
     pub.publish(500, "a")
     ids = list(range(1, n + 1))
     s = Stream(srv.addr)
-    s.send(*[add(i, topic="a", kinds=["quote"]) for i in ids], add(1000, topic="a", kinds=["trade"]))
+    s.send(*[add(i, topic="a", kinds=["quote"]) for i in ids],
+           add(1000, topic="a", kinds=["trade"]))
     s.pump(lambda s: s.eob(*ids, 1000))
     want = pub.expected("a", kinds=["quote"])
     assert all(s.data_seqs(i) == want for i in ids)
@@ -909,9 +914,10 @@ def test_an_event_wanted_by_several_subscriptions_goes_out_once_with_all_their_i
         live = live_deliveries(mark)
         quotes = [d for d in live if d.event.data.kind == "quote"]
         split = [(d.event.data.seq, len(d.ids)) for d in quotes if sorted(d.ids) != ids]
+        events = len({d.event.data.seq for d in quotes})
         assert not split, \
-            f"{what}: {len(quotes)} deliveries for {len(quotes) - len(split) + len({q for q, _ in split})}" \
-            f" quotes; split ones (seq, ids in the delivery): {split[:12]}"
+            f"{what}: {len(quotes)} deliveries for {events} quotes; split ones " \
+            f"(seq, ids in the delivery): {split[:12]}"
         assert all(d.ids == [1000] for d in live if d.event.data.kind == "trade")
 
     # alone: each event published by itself once the last one arrived
