@@ -42,6 +42,7 @@ struct delivery {
     uint32_t first_id, last_id; /* chain in mux->ids */
     uint32_t topic;
     uint64_t seq; /* a data event: with topic, what may be shared; 0: never */
+    bool dead;    /* a heartbeat an event of its subscription made moot */
 };
 
 struct id_link {
@@ -213,6 +214,18 @@ static void dedup_put(struct mux *m, size_t index)
     }
 }
 
+/* Room for more id links. false: out of memory. */
+static bool grow_ids(struct mux *m)
+{
+    size_t cap = m->capids ? m->capids * 2 : 64;
+    struct id_link *ids = realloc(m->ids, cap * sizeof(*ids));
+    if (!ids)
+        return false;
+    m->ids = ids;
+    m->capids = cap;
+    return true;
+}
+
 /* Room for one more delivery (and its dedup entry). false: out of memory. */
 static bool batch_reserve(struct mux *m)
 {
@@ -224,14 +237,8 @@ static bool batch_reserve(struct mux *m)
         m->dl = dl;
         m->capdl = cap;
     }
-    if (m->nids == m->capids) {
-        size_t cap = m->capids ? m->capids * 2 : 64;
-        struct id_link *ids = realloc(m->ids, cap * sizeof(*ids));
-        if (!ids)
-            return false;
-        m->ids = ids;
-        m->capids = cap;
-    }
+    if (m->nids == m->capids && !grow_ids(m))
+        return false;
     if ((m->ndl + 1) * 2 > m->dedup_cap) {
         size_t cap = m->dedup_cap ? m->dedup_cap * 2 : 128;
         uint32_t *t = calloc(cap, sizeof(*t));
@@ -289,6 +296,14 @@ static void append(struct mux *m, struct watch *w, uint32_t id, uint32_t field, 
 
 void mux_emit_event(struct mux *m, struct watch *w, grpc_slice event, uint32_t topic, uint64_t seq)
 {
+    if (w->mgen == m->gen && w->mhb_gen == m->gen && w->mlast && w->mlast == w->mhb) {
+        /* its last delivery is a heartbeat (sent while it was idle): the
+         * event after it carries a newer cursor, so the heartbeat goes,
+         * and the event may join one sent before it */
+        m->dl[w->mhb - 1].dead = true;
+        w->mlast = w->mhb_before;
+        w->mhb = 0;
+    }
     uint32_t last = w->mgen == m->gen ? w->mlast : 0;
     if (m->dedup_cap) {
         for (size_t i = dedup_slot(topic, seq, m->dedup_cap);; i = (i + 1) & (m->dedup_cap - 1)) {
@@ -298,8 +313,10 @@ void mux_emit_event(struct mux *m, struct watch *w, grpc_slice event, uint32_t t
             struct delivery *d = &m->dl[x - 1];
             if (d->seq != seq || d->topic != topic)
                 continue;
-            if (x <= last || m->nids == m->capids)
+            if (x <= last)
                 break; /* it would go before w's last delivery: a new one */
+            if (m->nids == m->capids && !grow_ids(m))
+                break; /* out of memory: append() ends the stream */
             uint32_t link = new_link(m, w->sub_id);
             m->ids[d->last_id].next = link;
             d->last_id = link;
@@ -313,6 +330,17 @@ void mux_emit_event(struct mux *m, struct watch *w, grpc_slice event, uint32_t t
         }
     }
     append(m, w, w->sub_id, FIELD_EVENT, event, topic, seq);
+}
+
+void mux_emit_heartbeat(struct mux *m, struct watch *w, grpc_byte_buffer *bb)
+{
+    uint32_t before = w->mgen == m->gen ? w->mlast : 0;
+    mux_emit_buffer(m, w, bb);
+    if (w->mgen == m->gen && w->mlast > before) {
+        w->mhb = w->mlast;
+        w->mhb_before = before;
+        w->mhb_gen = m->gen;
+    }
 }
 
 void mux_emit_buffer(struct mux *m, struct watch *w, grpc_byte_buffer *bb)
@@ -447,6 +475,8 @@ static grpc_byte_buffer *encode_batch(struct mux *m)
 {
     size_t total = 0;
     for (size_t i = 0; i < m->ndl; i++) {
+        if (m->dl[i].dead)
+            continue;
         size_t idlen, n = delivery_len(m, &m->dl[i], &idlen);
         total += 1 + varint_len(n) + n;
     }
@@ -455,6 +485,10 @@ static grpc_byte_buffer *encode_batch(struct mux *m)
     uint64_t shared = 0;
     for (size_t i = 0; i < m->ndl; i++) {
         struct delivery *d = &m->dl[i];
+        if (d->dead) {
+            grpc_slice_unref(d->bytes);
+            continue;
+        }
         size_t idlen, n = delivery_len(m, d, &idlen), len = GRPC_SLICE_LENGTH(d->bytes);
         *p++ = 1 << 3 | 2;
         p = put_varint(p, n);

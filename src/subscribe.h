@@ -39,6 +39,8 @@ void mux_attach(struct mux *m, struct watch *w);
 /* a data event (a reference to the shard's shared slice, which this takes)
  * of topic index `topic` at `seq`: one delivery, shared when it can be */
 void mux_emit_event(struct mux *m, struct watch *w, grpc_slice event, uint32_t topic, uint64_t seq);
+/* a heartbeat: dropped again if an event of w follows it in the message */
+void mux_emit_heartbeat(struct mux *m, struct watch *w, grpc_byte_buffer *bb);
 /* any other event (this takes the byte buffer) */
 void mux_emit_buffer(struct mux *m, struct watch *w, grpc_byte_buffer *bb);
 /* its SubscriptionEnd; md_key "tickfan-cursor" or "tickfan-earliest-cursor"

@@ -847,8 +847,13 @@ void watch_tick(struct watch *w, int64_t now_us)
             now_us - w->last_send_us <
                 atomic_load_explicit(&w->topic->heartbeat_us, memory_order_relaxed))
             return;
+        grpc_byte_buffer *hb = wire_heartbeat(cursor_of(w), log_now_unix_us());
+        if (!hb)
+            return;
         counter_add(&w->shard->ctr.heartbeats, 1);
-        start_send(w, wire_heartbeat(cursor_of(w), log_now_unix_us()));
+        w->md_sent = true;
+        w->last_send_us = log_now_mono_us();
+        mux_emit_heartbeat(w->mux, w, hb);
         return;
     }
     if (w->held_deadline_us && !w->closed && now_us >= w->held_deadline_us) {

@@ -48,6 +48,9 @@ struct watch {
     bool mready;                 /* on that list */
     uint64_t mgen;               /* the stream's batch its last delivery went into... */
     uint32_t mlast;              /* ...and that delivery's index + 1 */
+    uint32_t mhb;                /* index + 1 of its heartbeat in that batch (0: none)... */
+    uint32_t mhb_before;         /* ...and of its delivery before the heartbeat */
+    uint64_t mhb_gen;            /* the batch mhb is of */
     uint64_t id;
     struct topic *topic;
     struct filter filter;
