@@ -55,6 +55,20 @@ static uint64_t shard_sum(struct server *srv, size_t offset)
     return sum;
 }
 
+/* A counter family by status code, from the shards' counter_t[17] at
+ * `offset`: the codes seen, and OK and UNAVAILABLE always. */
+static void by_code(FILE *out, struct server *srv, const char *name, const char *help,
+                    size_t offset)
+{
+    family(out, name, "counter", help);
+    for (int code = 0; code < 17; code++) {
+        uint64_t n = shard_sum(srv, offset + (size_t)code * sizeof(counter_t));
+        if (n || code == GRPC_STATUS_OK || code == GRPC_STATUS_UNAVAILABLE)
+            fprintf(out, "%s{code=\"%s\"} %llu\n", name, wire_status_name((grpc_status_code)code),
+                    (unsigned long long)n);
+    }
+}
+
 #define SHARD_SUM(srv, field) shard_sum((srv), offsetof(struct shard_counters, field))
 
 void metrics_render(FILE *out, struct server *srv, struct topics *topics, ingest_t *ingest)
@@ -165,23 +179,11 @@ void metrics_render(FILE *out, struct server *srv, struct topics *topics, ingest
     counter(out, "tickfan_subscribe_delivered_total",
             "Deliveries times the subscriptions each was for: what the subscriptions received.",
             SHARD_SUM(srv, sub_delivered));
-    family(out, "tickfan_subscription_end_total", "counter",
-           "SubscriptionEnds sent, by code (OK: removed).");
-    for (int code = 0; code < 17; code++) {
-        uint64_t n = shard_sum(srv, offsetof(struct shard_counters, sub_ends) +
-                                        (size_t)code * sizeof(counter_t));
-        if (n || code == GRPC_STATUS_OK || code == GRPC_STATUS_UNAVAILABLE)
-            fprintf(out, "tickfan_subscription_end_total{code=\"%s\"} %llu\n",
-                    wire_status_name((grpc_status_code)code), (unsigned long long)n);
-    }
-    family(out, "tickfan_stream_status_total", "counter", "Statuses Watch streams ended with.");
-    for (int code = 0; code < 17; code++) {
-        uint64_t n = shard_sum(srv, offsetof(struct shard_counters, status) +
-                                        (size_t)code * sizeof(counter_t));
-        if (n || code == GRPC_STATUS_OK || code == GRPC_STATUS_UNAVAILABLE)
-            fprintf(out, "tickfan_stream_status_total{code=\"%s\"} %llu\n",
-                    wire_status_name((grpc_status_code)code), (unsigned long long)n);
-    }
+    by_code(out, srv, "tickfan_subscription_end_total",
+            "SubscriptionEnds sent, by code (OK: removed).",
+            offsetof(struct shard_counters, sub_ends));
+    by_code(out, srv, "tickfan_stream_status_total", "Statuses Watch streams ended with.",
+            offsetof(struct shard_counters, status));
     counter(out, "tickfan_calls_cancelled_before_request_total",
             "Calls (Watch, Health, Admin) their clients reset before sending the request: "
             "cancels, with no status and no log line of their own.",

@@ -27,6 +27,7 @@
 #include <grpc/grpc.h>
 
 #include "muxclient.h"
+#include "subcore.h"
 #include "subscriber.h" /* the cursor file format */
 #include "wire.h"
 
@@ -251,27 +252,11 @@ static void set_state(struct tickfan_mux *m, struct msub *sub, enum sub_state st
 
 static int store_cursor(struct tickfan_mux *m, struct msub *sub, const char *text, size_t len)
 {
-    char *old = NULL;
-    char *buf = sub->cursor;
-    if (len + 1 > sub->cursor_cap) {
-        size_t cap = sub->cursor_cap ? sub->cursor_cap : 64;
-        while (cap < len + 1)
-            cap *= 2;
-        buf = malloc(cap);
-        if (buf == NULL)
-            return -ENOMEM;
-        old = sub->cursor;
-        sub->cursor_cap = cap;
-    }
-    pthread_mutex_lock(&m->lock);
-    memcpy(buf, text, len);
-    buf[len] = '\0';
-    sub->cursor = buf;
-    sub->cursor_len = len;
-    pthread_mutex_unlock(&m->lock);
-    free(old);
-    sub->cursor_gen++;
-    return 0;
+    int rc =
+        subcore_store_cursor(&sub->cursor, &sub->cursor_len, &sub->cursor_cap, &m->lock, text, len);
+    if (rc == 0)
+        sub->cursor_gen++;
+    return rc;
 }
 
 /* A commit point of one subscription: the hook, then its file. */
@@ -461,12 +446,6 @@ static int send_adds(struct tickfan_mux *m, muxclient_t *mc, int64_t now)
 
 /* ---- the stream --------------------------------------------------------------- */
 
-static bool is_snapshot_event(const Events__V1__WatchEvent *ev)
-{
-    return ev->payload_case == EVENTS__V1__WATCH_EVENT__PAYLOAD_DATA && ev->data != NULL &&
-           ev->data->snapshot;
-}
-
 static const char *topic_of(const struct msub *sub)
 {
     return sub->request->topic;
@@ -539,7 +518,7 @@ static enum stream_end deliver_event(struct tickfan_mux *m, const Events__V1__De
             if (*err < 0)
                 return END_ERROR;
         }
-        if (!is_snapshot_event(ev))
+        if (!subcore_is_snapshot(ev))
             sub->past_snapshot = true;
         sub->heard = true;
         m->retries = 0;
@@ -910,18 +889,6 @@ void tickfan_mux_destroy(tickfan_mux_t *m)
     grpc_shutdown();
 }
 
-static int copy_request(const Events__V1__WatchRequest *req, Events__V1__WatchRequest **out)
-{
-    size_t len = events__v1__watch_request__get_packed_size(req);
-    uint8_t *buf = malloc(len ? len : 1);
-    if (buf == NULL)
-        return -ENOMEM;
-    events__v1__watch_request__pack(req, buf);
-    *out = events__v1__watch_request__unpack(NULL, len, buf);
-    free(buf);
-    return *out ? 0 : -ENOMEM;
-}
-
 /* A new subscription from so, its start cursor read; not yet in m. */
 static int sub_new(struct tickfan_mux *m, const struct tickfan_mux_sub_options *so,
                    struct msub **out)
@@ -943,7 +910,7 @@ static int sub_new(struct tickfan_mux *m, const struct tickfan_mux_sub_options *
     sub->on_event = so->on_event;
     sub->on_end = so->on_end;
     sub->arg = so->arg;
-    rc = copy_request(so->request, &sub->request);
+    rc = subcore_copy_request(so->request, &sub->request);
     if (rc < 0)
         goto out_free;
     if (so->cursor_file != NULL) {
@@ -989,6 +956,16 @@ out_free:
     return rc;
 }
 
+/* Under m->lock: op goes last in the queue the run loop takes its work from. */
+static void queue_op_locked(struct tickfan_mux *m, struct op *op)
+{
+    if (m->ops_tail != NULL)
+        m->ops_tail->next = op;
+    else
+        m->ops_head = op;
+    m->ops_tail = op;
+}
+
 int tickfan_mux_add(tickfan_mux_t *m, const struct tickfan_mux_sub_options *so, uint32_t *id)
 {
     struct msub *sub;
@@ -1031,11 +1008,7 @@ int tickfan_mux_add(tickfan_mux_t *m, const struct tickfan_mux_sub_options *so, 
     op->kind = OP_ADD;
     op->id = sub->id;
     op->sub = sub;
-    if (m->ops_tail != NULL)
-        m->ops_tail->next = op;
-    else
-        m->ops_head = op;
-    m->ops_tail = op;
+    queue_op_locked(m, op);
     pthread_mutex_unlock(&m->lock);
     atomic_store(&m->ops_req, 1);
     *id = new_id;
@@ -1075,11 +1048,7 @@ int tickfan_mux_remove(tickfan_mux_t *m, uint32_t id)
     sub->remove_asked = true;
     op->kind = OP_REMOVE;
     op->id = id;
-    if (m->ops_tail != NULL)
-        m->ops_tail->next = op;
-    else
-        m->ops_head = op;
-    m->ops_tail = op;
+    queue_op_locked(m, op);
     pthread_mutex_unlock(&m->lock);
     atomic_store(&m->ops_req, 1);
     return 0;

@@ -708,7 +708,10 @@ int shard_create(struct shard **out, struct server *srv, size_t index, char *err
     sh->waiting = calloc(TOPICS_MAX, sizeof(*sh->waiting));
     sh->seen_head = calloc(TOPICS_MAX, sizeof(*sh->seen_head));
     sh->slices = calloc(TOPICS_MAX, sizeof(*sh->slices));
-    if (!sh->waiting || !sh->seen_head || !sh->slices) {
+    sh->horizon_seq = calloc(TOPICS_MAX, sizeof(*sh->horizon_seq));
+    sh->horizon_of = calloc(TOPICS_MAX, sizeof(*sh->horizon_of));
+    sh->horizon_gen = 1;
+    if (!sh->waiting || !sh->seen_head || !sh->slices || !sh->horizon_seq || !sh->horizon_of) {
         snprintf(err, errlen, "shard %zu: out of memory", index);
         goto out_free;
     }
@@ -769,6 +772,8 @@ out_free:
     free(sh->waiting);
     free(sh->seen_head);
     free(sh->slices);
+    free(sh->horizon_seq);
+    free(sh->horizon_of);
     free(sh);
     return rc;
 }
@@ -816,5 +821,7 @@ void shard_destroy(struct shard *sh)
     pthread_mutex_destroy(&sh->snap_mu);
     free(sh->waiting);
     free(sh->seen_head);
+    free(sh->horizon_seq);
+    free(sh->horizon_of);
     free(sh);
 }

@@ -180,6 +180,10 @@ struct shard {
     struct admin_call *admin_calls; /* admin.c's calls waiting on this shard */
     struct mux *muxes;              /* subscribe.c's streams on this shard */
     struct mux *mux_dirty;          /* ... of them with something to send */
+    /* per topic index: the head seq a Subscribe flush reads up to, valid
+     * while horizon_of equals horizon_gen (bumped per flush) */
+    uint64_t *horizon_seq, *horizon_of;
+    uint64_t horizon_gen;
 
     bool drain_seen;
     int64_t next_tick_us;

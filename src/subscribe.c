@@ -24,7 +24,9 @@
 #include <string.h>
 
 #include "log.h"
+#include "ringlog.h"
 #include "server.h"
+#include "topics.h"
 #include "watch.h"
 #include "wire.h"
 
@@ -63,7 +65,6 @@ struct mux {
     int cancelled;
     bool closed; /* RECV_CLOSE_ON_SERVER completed */
     bool counted;
-    bool half_closed; /* the client sends no more requests */
     bool send_busy;
     bool status_started;
     bool stopping; /* ending: no more filling, status once the batch is out */
@@ -90,7 +91,7 @@ struct mux {
     size_t batch_bytes;
     uint64_t gen; /* bumped when a batch goes out */
     uint64_t emitted;
-    int64_t since_us;
+    int64_t now_us; /* monotonic, taken once per flush: when its deliveries went out */
 };
 
 static bool mux_live(const struct mux *m)
@@ -350,7 +351,13 @@ void mux_emit_buffer(struct mux *m, struct watch *w, grpc_byte_buffer *bb)
         bb->data.raw.slice_buffer.count == 1) {
         s = grpc_slice_ref(bb->data.raw.slice_buffer.slices[0]);
     } else if (wire_read_all(bb, &s)) {
+        /* never for the buffers wire.c makes; were it to happen, the
+         * subscription would lose an event without being told: end the
+         * stream instead, the client resumes from its cursors */
         grpc_byte_buffer_destroy(bb);
+        log_error("msg=subscribe_unreadable_event stream=%llu sub=%u", (unsigned long long)m->id,
+                  w->sub_id);
+        grpc_call_cancel_with_status(m->call, GRPC_STATUS_INTERNAL, "could not encode event", NULL);
         return;
     }
     grpc_byte_buffer_destroy(bb);
@@ -427,36 +434,31 @@ bool mux_holds(const struct mux *m, const struct watch *w)
     return w->mgen == m->gen && w->mlast;
 }
 
+uint64_t mux_horizon(const struct mux *m, const struct topic *t)
+{
+    struct shard *sh = m->shard;
+    if (sh->horizon_of[t->index] != sh->horizon_gen) {
+        sh->horizon_of[t->index] = sh->horizon_gen;
+        sh->horizon_seq[t->index] = ringlog_head_seq(t->log);
+    }
+    return sh->horizon_seq[t->index];
+}
+
+int64_t mux_now_us(const struct mux *m)
+{
+    return m->now_us;
+}
+
 uint64_t mux_id(const struct mux *m)
 {
     return m->id;
-}
-
-static size_t varint_len(uint64_t v)
-{
-    size_t n = 1;
-    while (v >= 0x80) {
-        v >>= 7;
-        n++;
-    }
-    return n;
-}
-
-static uint8_t *put_varint(uint8_t *p, uint64_t v)
-{
-    while (v >= 0x80) {
-        *p++ = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    *p++ = (uint8_t)v;
-    return p;
 }
 
 static size_t ids_len(const struct mux *m, const struct delivery *d)
 {
     size_t n = 0;
     for (uint32_t l = d->first_id; l != NO_LINK; l = m->ids[l].next)
-        n += varint_len(m->ids[l].id);
+        n += wire_varint_len(m->ids[l].id);
     return n;
 }
 
@@ -465,7 +467,7 @@ static size_t delivery_len(const struct mux *m, const struct delivery *d, size_t
 {
     size_t len = GRPC_SLICE_LENGTH(d->bytes);
     *idlen = ids_len(m, d);
-    return 1 + varint_len(len) + len + 1 + varint_len(*idlen) + *idlen;
+    return 1 + wire_varint_len(len) + len + 1 + wire_varint_len(*idlen) + *idlen;
 }
 
 /* Encodes the open batch as one SubscribeResponse (field 1, a Delivery per
@@ -478,11 +480,10 @@ static grpc_byte_buffer *encode_batch(struct mux *m)
         if (m->dl[i].dead)
             continue;
         size_t idlen, n = delivery_len(m, &m->dl[i], &idlen);
-        total += 1 + varint_len(n) + n;
+        total += 1 + wire_varint_len(n) + n;
     }
     grpc_slice out = grpc_slice_malloc(total);
     uint8_t *p = GRPC_SLICE_START_PTR(out);
-    uint64_t shared = 0;
     for (size_t i = 0; i < m->ndl; i++) {
         struct delivery *d = &m->dl[i];
         if (d->dead) {
@@ -491,16 +492,15 @@ static grpc_byte_buffer *encode_batch(struct mux *m)
         }
         size_t idlen, n = delivery_len(m, d, &idlen), len = GRPC_SLICE_LENGTH(d->bytes);
         *p++ = 1 << 3 | 2;
-        p = put_varint(p, n);
+        p = wire_put_varint(p, n);
         *p++ = (uint8_t)(d->field << 3 | 2);
-        p = put_varint(p, len);
+        p = wire_put_varint(p, len);
         memcpy(p, GRPC_SLICE_START_PTR(d->bytes), len);
         p += len;
         *p++ = 2 << 3 | 2;
-        p = put_varint(p, idlen);
+        p = wire_put_varint(p, idlen);
         for (uint32_t l = d->first_id; l != NO_LINK; l = m->ids[l].next) {
-            p = put_varint(p, m->ids[l].id);
-            shared += l != d->first_id;
+            p = wire_put_varint(p, m->ids[l].id);
         }
         grpc_slice_unref(d->bytes);
     }
@@ -512,7 +512,6 @@ static grpc_byte_buffer *encode_batch(struct mux *m)
     counter_add(&m->shard->ctr.sub_responses, 1);
     grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&out, 1);
     grpc_slice_unref(out);
-    (void)shared;
     return bb;
 }
 
@@ -593,6 +592,8 @@ static void flush(struct mux *m)
 {
     if (m->send_busy || m->status_started || m->closed)
         return;
+    m->now_us = log_now_mono_us();
+    m->shard->horizon_gen++; /* each topic's head, read again when first needed */
     while (m->ready) {
         struct watch *w = m->ready;
         bool ended = w->status_started || w->closed;
@@ -727,7 +728,6 @@ static void on_recv(struct shard *sh, void *obj, bool ok)
         return;
     }
     if (!bb) { /* half-closed: no more requests, deliveries go on */
-        m->half_closed = true;
         log_debug("msg=subscribe_half_closed stream=%llu", (unsigned long long)m->id);
         maybe_free(m);
         return;
@@ -815,7 +815,7 @@ static void accept_subscribe(struct shard *sh, grpc_call *call, grpc_byte_buffer
     char *peer = grpc_call_get_peer(call);
     snprintf(m->peer, sizeof(m->peer), "%s", peer ? peer : "-");
     gpr_free(peer);
-    m->since_us = log_now_unix_us();
+    m->now_us = log_now_mono_us();
     m->next = sh->muxes;
     if (sh->muxes)
         sh->muxes->prev = m;

@@ -53,6 +53,12 @@ void mux_wake(struct mux *m, struct watch *w);
 bool mux_room(const struct mux *m);
 /* deliveries put into messages so far (to see whether a pump added one) */
 uint64_t mux_emitted(const struct mux *m);
+/* the time (monotonic) its deliveries now being gathered go out at: read
+ * once per flush, not per delivery */
+int64_t mux_now_us(const struct mux *m);
+/* the last seq of topic t the subscriptions read in this flush: its head
+ * when the flush began */
+uint64_t mux_horizon(const struct mux *m, const struct topic *t);
 /* a message of the stream is in flight */
 bool mux_send_busy(const struct mux *m);
 /* the next message already holds a delivery of w */

@@ -27,6 +27,7 @@
 
 #include <grpc/grpc.h>
 
+#include "subcore.h"
 #include "watchclient.h"
 #include "wire.h"
 
@@ -181,27 +182,11 @@ void tickfan_sub_options_init(struct tickfan_sub_options *o)
 /* Makes s->cursor hold text (len bytes); the run thread only. */
 static int store_cursor(struct tickfan_sub *s, const char *text, size_t len)
 {
-    char *old = NULL;
-    char *buf = s->cursor;
-    if (len + 1 > s->cursor_cap) {
-        size_t cap = s->cursor_cap ? s->cursor_cap : 64;
-        while (cap < len + 1)
-            cap *= 2;
-        buf = malloc(cap);
-        if (buf == NULL)
-            return -ENOMEM;
-        old = s->cursor;
-        s->cursor_cap = cap;
-    }
-    pthread_mutex_lock(&s->cursor_lock);
-    memcpy(buf, text, len);
-    buf[len] = '\0';
-    s->cursor = buf;
-    s->cursor_len = len;
-    pthread_mutex_unlock(&s->cursor_lock);
-    free(old);
-    s->cursor_gen++;
-    return 0;
+    int rc = subcore_store_cursor(&s->cursor, &s->cursor_len, &s->cursor_cap, &s->cursor_lock, text,
+                                  len);
+    if (rc == 0)
+        s->cursor_gen++;
+    return rc;
 }
 
 static bool valid_cursor_text(const char *text, size_t len)
@@ -393,19 +378,6 @@ static int check_options(const struct tickfan_sub_options *o)
     return 0;
 }
 
-/* A deep copy of req: packed and unpacked again by protobuf-c. */
-static int copy_request(const Events__V1__WatchRequest *req, Events__V1__WatchRequest **out)
-{
-    size_t len = events__v1__watch_request__get_packed_size(req);
-    uint8_t *buf = malloc(len ? len : 1);
-    if (buf == NULL)
-        return -ENOMEM;
-    events__v1__watch_request__pack(req, buf);
-    *out = events__v1__watch_request__unpack(NULL, len, buf);
-    free(buf);
-    return *out ? 0 : -ENOMEM;
-}
-
 int tickfan_sub_create(tickfan_sub_t **out, const struct tickfan_sub_options *o)
 {
     struct tickfan_sub *s;
@@ -435,7 +407,7 @@ int tickfan_sub_create(tickfan_sub_t **out, const struct tickfan_sub_options *o)
     s->opt.target = s->target;
     s->opt.cursor_file = s->cursor_file;
     s->opt.request = NULL;
-    rc = copy_request(o->request, &s->request);
+    rc = subcore_copy_request(o->request, &s->request);
     if (rc < 0)
         goto out_destroy;
 
@@ -605,12 +577,6 @@ static bool status_resumable(grpc_status_code code, bool resume_trailer, const c
     }
 }
 
-static bool is_snapshot_event(const Events__V1__WatchEvent *ev)
-{
-    return ev->payload_case == EVENTS__V1__WATCH_EVENT__PAYLOAD_DATA && ev->data != NULL &&
-           ev->data->snapshot;
-}
-
 /*
  * Hands one event to on_event and, if it accepted it, moves the cursor and
  * counts. Returns END_STATUS to mean "go on", or why the stream must end.
@@ -627,7 +593,7 @@ static enum stream_end process(struct tickfan_sub *s, const Events__V1__WatchEve
         if (*err < 0)
             return END_ERROR;
     }
-    if (!is_snapshot_event(ev))
+    if (!subcore_is_snapshot(ev))
         s->past_snapshot = true;
     s->retries = 0;
     s->since_commit++;

@@ -574,20 +574,31 @@ struct tail_state {
     bool count_reached;
 };
 
-static int print_event(const Events__V1__WatchEvent *ev, void *arg)
+/* Prints one line for ev (with its topic when several are tailed: topic not
+ * NULL) and counts Data lines against --count. Returns <0 when stdout
+ * fails, 1 when --count was just reached, else 0. */
+static int print_line(const struct tail_opts *o, const char *topic,
+                      const Events__V1__WatchEvent *ev, uint64_t *data_seen)
 {
-    struct tail_state *t = arg;
-    int rc = t->o->json ? tickfmt_json(stdout, ev) : tickfmt_human(stdout, ev);
+    int rc =
+        o->json ? tickfmt_json_topic(stdout, topic, ev) : tickfmt_human_topic(stdout, topic, ev);
     if (rc == 0 && fflush(stdout) != 0)
         rc = -errno;
     if (rc < 0)
         return rc;
-    if (ev->payload_case == EVENTS__V1__WATCH_EVENT__PAYLOAD_DATA && t->o->count != 0 &&
-        ++t->data_seen >= t->o->count) {
+    return ev->payload_case == EVENTS__V1__WATCH_EVENT__PAYLOAD_DATA && o->count != 0 &&
+           ++*data_seen >= o->count;
+}
+
+static int print_event(const Events__V1__WatchEvent *ev, void *arg)
+{
+    struct tail_state *t = arg;
+    int rc = print_line(t->o, NULL, ev, &t->data_seen);
+    if (rc == 1) {
         t->count_reached = true;
         tickfan_sub_cancel(t->sub);
     }
-    return 0;
+    return rc < 0 ? rc : 0;
 }
 
 static void install_signals(tickfan_sub_t *sub, tickfan_mux_t *mux)
@@ -714,18 +725,12 @@ static int mux_print_event(uint32_t id, const Events__V1__WatchEvent *ev, void *
 {
     struct mux_topic *mt = arg;
     struct mux_state *t = mt->t;
-    int rc = t->o->json ? tickfmt_json_topic(stdout, mt->topic, ev)
-                        : tickfmt_human_topic(stdout, mt->topic, ev);
-    if (rc == 0 && fflush(stdout) != 0)
-        rc = -errno;
-    if (rc < 0)
-        return rc;
-    if (ev->payload_case == EVENTS__V1__WATCH_EVENT__PAYLOAD_DATA && t->o->count != 0 &&
-        ++t->data_seen >= t->o->count) {
+    int rc = print_line(t->o, mt->topic, ev, &t->data_seen);
+    if (rc == 1) {
         t->count_reached = true;
         tickfan_mux_cancel(t->mux);
     }
-    return 0;
+    return rc < 0 ? rc : 0;
 }
 
 /* A topic that cannot go on ends the tail, as with one topic. */

@@ -226,7 +226,7 @@ static void start_send_flags(struct watch *w, grpc_byte_buffer *bb, uint32_t fla
     }
     if (w->mux) {
         w->md_sent = true; /* its first delivery is out: see lapped_in_backlog */
-        w->last_send_us = log_now_mono_us();
+        w->last_send_us = mux_now_us(w->mux);
         mux_emit_buffer(w->mux, w, bb);
         return;
     }
@@ -740,7 +740,12 @@ static void pump(struct watch *w)
             return;
         }
         struct ringlog_view v;
-        int rc = ringlog_peek(log, &w->it, &v);
+        /* a subscription reads up to where its stream's flush began, as
+         * the others of the stream do: what came since goes into the next
+         * message for all of them, shared, not into this one for some */
+        int rc = w->mux && w->it.seq > mux_horizon(w->mux, w->topic)
+                     ? -EAGAIN
+                     : ringlog_peek(log, &w->it, &v);
         if (rc == -EAGAIN) {
             if (!w->eob_sent) {
                 w->eob_sent = true;
@@ -780,7 +785,7 @@ static void pump(struct watch *w)
              * that sends the same record next */
             w->sent_data++;
             w->md_sent = true;
-            w->last_send_us = log_now_mono_us();
+            w->last_send_us = mux_now_us(w->mux);
             mux_emit_event(w->mux, w, slice, w->topic->index, v.seq);
             return;
         }
@@ -852,7 +857,7 @@ void watch_tick(struct watch *w, int64_t now_us)
             return;
         counter_add(&w->shard->ctr.heartbeats, 1);
         w->md_sent = true;
-        w->last_send_us = log_now_mono_us();
+        w->last_send_us = now_us;
         mux_emit_heartbeat(w->mux, w, hb);
         return;
     }

@@ -188,6 +188,26 @@ grpc_slice wire_subscription_end(grpc_status_code code, const char *message, con
     return s;
 }
 
+size_t wire_varint_len(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+uint8_t *wire_put_varint(uint8_t *p, uint64_t v)
+{
+    while (v >= 0x80) {
+        *p++ = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    *p++ = (uint8_t)v;
+    return p;
+}
+
 /* Reads a varint at *p (before end); false when truncated or over 10 bytes. */
 static bool read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
 {

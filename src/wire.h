@@ -87,6 +87,10 @@ grpc_slice wire_subscription_end(grpc_status_code code, const char *message, con
 int wire_check_text(const ProtobufCMessageDescriptor *desc, const void *buf, size_t len, char *why,
                     size_t cap);
 
+/* A protobuf varint: its size, and written at p (returns the byte after). */
+size_t wire_varint_len(uint64_t v);
+uint8_t *wire_put_varint(uint8_t *p, uint64_t v);
+
 /* "NOT_FOUND" etc. for a status code; "UNKNOWN_STATUS" for others. */
 const char *wire_status_name(grpc_status_code code);
 

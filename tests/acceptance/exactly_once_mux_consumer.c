@@ -132,9 +132,9 @@ static int on_event(uint32_t id, const Events__V1__WatchEvent *ev, void *arg)
             c->failure = "a Data event at or before the subscription's previous one";
             return -EPROTO;
         }
-        c->len += (size_t)snprintf(c->buf + c->len, sizeof(c->buf) - c->len,
-                                   "%u %" PRIu64 " %.100s\n", s->index, seq,
-                                   ev->data->kind ? ev->data->kind : "");
+        c->len +=
+            (size_t)snprintf(c->buf + c->len, sizeof(c->buf) - c->len, "%u %" PRIu64 " %.100s\n",
+                             s->index, seq, ev->data->kind ? ev->data->kind : "");
         s->last_seq = seq;
         s->written++;
         c->written++;
@@ -250,8 +250,7 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (mo.target == NULL || out == NULL || c->through == 0 || c->nsubs == 0 ||
-        c->nsubs > 10000) {
+    if (mo.target == NULL || out == NULL || c->through == 0 || c->nsubs == 0 || c->nsubs > 10000) {
         usage();
         return 2;
     }
@@ -316,9 +315,9 @@ int main(int argc, char **argv)
            ",\"watchdog\":%" PRIu64 ",\"reconnect\":%" PRIu64 ",\"adds_sent\":%" PRIu64
            ",\"readds\":%" PRIu64 "}\n",
            reached ? "true" : "false", rc, c->failure ? c->failure : "", c->nsubs, c->reached,
-           c->written, c->ended, st.events, st.data_events, st.deliveries, st.responses,
-           st.streams, st.resumes, st.resumes_broken, st.resumes_watchdog, st.resumes_reconnect,
-           st.adds_sent, st.readds);
+           c->written, c->ended, st.events, st.data_events, st.deliveries, st.responses, st.streams,
+           st.resumes, st.resumes_broken, st.resumes_watchdog, st.resumes_reconnect, st.adds_sent,
+           st.readds);
     fflush(stdout);
     tickfan_mux_destroy(c->mux);
     close(c->out_fd);

@@ -29,7 +29,7 @@ import h2raw
 from events.v1 import publisher_pb2 as ppb
 from events.v1 import publisher_pb2_grpc as ppb_grpc
 from test_metrics import scrape, value
-from tickfan_harness import cursor_parts, make_cursor, pb, proc_rss_kib
+from tickfan_harness import cursor_parts, make_cursor, pb, proc_rss_kib, sanitizer
 
 SUBSCRIBE = "/events.v1.Watcher/Subscribe"
 WATCH = "/events.v1.Watcher/Watch"
@@ -845,6 +845,10 @@ def test_a_stalled_stream_keeps_server_memory_bounded(tickfand):
     """Twenty DROP subscriptions on a stream that never reads while 60 MB
     go through their topic: the server holds at most its log and a batch,
     not what the stalled subscriptions did not get."""
+    if sanitizer():
+        pytest.skip(f"{sanitizer()} sanitizer build: tickfand runs without jemalloc and the "
+                    "sanitizer keeps freed memory in quarantine, so RSS says nothing here; the "
+                    "plain build runs this case")
     h2raw.require_h2()
     srv = tickfand(*FLAGS, "--log-size", "8M", "--max-lag-events", str(BUDGET),
                    "--metrics-listen", "127.0.0.1:0")
@@ -886,10 +890,7 @@ def test_a_stalled_stream_keeps_server_memory_bounded(tickfand):
 
 # --- shared deliveries, batching, bytes as Watch ------------------------------------
 
-@pytest.mark.parametrize("n", [3, pytest.param(100, marks=pytest.mark.xfail(
-    strict=False,
-    reason="known defect, issue 15: with 100 subscriptions in step a burst event is now and "
-           "then sent twice (its ids split over two deliveries); order and exactly-once hold"))])
+@pytest.mark.parametrize("n", [3, 100])
 def test_an_event_wanted_by_several_subscriptions_goes_out_once_with_all_their_ids(tickfand, n):
     """n subscriptions, same topic, same filter, same start; one more with
     another filter. Once they are live and in step, every event they all

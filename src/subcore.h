@@ -1,0 +1,27 @@
+/*
+ * subcore: what the two client libraries share, the Watch subscriber
+ * (subscriber.c) and the multiplexed one over Subscribe (muxsub.c).
+ */
+#ifndef TICKFAN_SUBCORE_H
+#define TICKFAN_SUBCORE_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "events/v1/watcher.pb-c.h"
+
+/* Makes *cursor hold text (len bytes, NUL-terminated), growing the buffer
+ * (*cap) as needed; the swap is made under lock, which is what other
+ * threads copy the cursor under. 0, or -ENOMEM with the old cursor kept. */
+int subcore_store_cursor(char **cursor, size_t *cursor_len, size_t *cursor_cap,
+                         pthread_mutex_t *lock, const char *text, size_t len);
+
+/* A deep copy of req (packed and unpacked again by protobuf-c): 0, or
+ * -ENOMEM. Free with events__v1__watch_request__free_unpacked. */
+int subcore_copy_request(const Events__V1__WatchRequest *req, Events__V1__WatchRequest **out);
+
+/* A Data event sent as part of a snapshot or conflation. */
+bool subcore_is_snapshot(const Events__V1__WatchEvent *ev);
+
+#endif
