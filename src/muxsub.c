@@ -32,7 +32,7 @@
 #include "wire.h"
 
 #define LOG_LINE_MAX 512
-#define MAX_OPTION_MS (24LL * 3600 * 1000)
+#define MAX_OPTION_MS SUBCORE_MAX_MS
 #define SLOW_CONSUMER_PREFIX "slow consumer: "
 #define TRANSPORT_METADATA_LIMIT "received initial metadata size exceeds limit"
 #define SERVER_OUT_OF_MEMORY "server out of memory"
@@ -820,16 +820,8 @@ static int check_options(const struct tickfan_mux_options *o)
         opt_log(o, "mux subscriber: target is required");
         return -EINVAL;
     }
-    if (o->backoff_initial_ms < 1 || o->backoff_initial_ms > MAX_OPTION_MS)
-        bad = "backoff_initial_ms", value = o->backoff_initial_ms;
-    else if (o->backoff_max_ms < o->backoff_initial_ms || o->backoff_max_ms > MAX_OPTION_MS)
-        bad = "backoff_max_ms", value = o->backoff_max_ms;
-    else if (o->healthy_ms < 0 || o->healthy_ms > MAX_OPTION_MS)
-        bad = "healthy_ms", value = o->healthy_ms;
-    else if (o->heartbeat_timeout_ms < 0 || o->heartbeat_timeout_ms > MAX_OPTION_MS)
-        bad = "heartbeat_timeout_ms", value = o->heartbeat_timeout_ms;
-    else if (o->commit_interval_ms < 0 || o->commit_interval_ms > MAX_OPTION_MS)
-        bad = "commit_interval_ms", value = o->commit_interval_ms;
+    bad = subcore_check_times(o->backoff_initial_ms, o->backoff_max_ms, o->healthy_ms,
+                              o->heartbeat_timeout_ms, o->commit_interval_ms, &value);
     if (bad != NULL) {
         opt_log(o,
                 "mux subscriber: %s = %" PRId64 " is out of range (times: 0..%lld ms, "
