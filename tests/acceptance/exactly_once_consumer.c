@@ -10,9 +10,15 @@
  * the first event whose position is past it. Any Gap fails the run: the
  * test allows no loss, told or not.
  *
+ * With --open-end the end is not known at the start: the consumer runs
+ * until SIGUSR2, then stops at the first position past both --through and
+ * everything it has seen, so the feed's pace never races the test's breaks.
+ * The stats line names the end it chose ("through").
+ *
  * Signals: SIGUSR1 asks the subscriber to reconnect (the "client cancels
- * the stream" break); SIGINT/SIGTERM cancel. At the end one JSON line of
- * counters goes to stdout. Exit 0 when --through was reached, 1 otherwise.
+ * the stream" break); SIGUSR2 ends an --open-end run; SIGINT/SIGTERM
+ * cancel. At the end one JSON line of counters goes to stdout. Exit 0 when
+ * the end was reached, 1 otherwise.
  *
  * Threads: the main thread runs the subscription; gRPC's threads may take a
  * signal, so the handlers only touch atomics.
@@ -34,7 +40,9 @@
 struct consumer {
     tickfan_sub_t *sub;
     int out_fd;
-    uint64_t through;
+    uint64_t through;  /* the end; UINT64_MAX until SIGUSR2 with --open-end */
+    uint64_t at_least; /* --through */
+    uint64_t seen;     /* the furthest position of any event */
     uint64_t written;
     uint64_t last_seq;
     bool reached;
@@ -43,10 +51,16 @@ struct consumer {
 
 static _Atomic(tickfan_sub_t *) signal_sub;
 static atomic_int in_handler;
+static atomic_bool end_asked;
 
 static void on_signal(int signo)
 {
     atomic_fetch_add(&in_handler, 1);
+    if (signo == SIGUSR2) {
+        atomic_store(&end_asked, true);
+        atomic_fetch_sub(&in_handler, 1);
+        return;
+    }
     tickfan_sub_t *s = atomic_load(&signal_sub);
     if (s != NULL) {
         if (signo == SIGUSR1)
@@ -85,7 +99,15 @@ static int write_line(int fd, const char *buf, size_t len)
 static int on_event(const Events__V1__WatchEvent *ev, void *arg)
 {
     struct consumer *c = arg;
+    uint64_t pos = ev->payload_case == EVENTS__V1__WATCH_EVENT__PAYLOAD_DATA
+                       ? ev->data->seq
+                       : cursor_seq(ev->cursor);
 
+    if (pos > c->seen)
+        c->seen = pos;
+    /* The end: past everything seen so far, so nothing processed lies beyond it. */
+    if (c->through == UINT64_MAX && atomic_load(&end_asked))
+        c->through = c->seen + 1 > c->at_least ? c->seen + 1 : c->at_least;
     switch (ev->payload_case) {
     case EVENTS__V1__WATCH_EVENT__PAYLOAD_DATA: {
         uint64_t seq = ev->data->seq;
@@ -113,9 +135,6 @@ static int on_event(const Events__V1__WatchEvent *ev, void *arg)
     default:
         break;
     }
-    uint64_t pos = ev->payload_case == EVENTS__V1__WATCH_EVENT__PAYLOAD_DATA
-                       ? ev->data->seq
-                       : cursor_seq(ev->cursor);
     if (pos >= c->through) {
         c->reached = true;
         tickfan_sub_cancel(c->sub);
@@ -126,7 +145,7 @@ static int on_event(const Events__V1__WatchEvent *ev, void *arg)
 static void usage(void)
 {
     fputs("usage: exactly_once_consumer --server ADDR --through N --out FILE\n"
-          "           [--topic T] [--kinds K,...] [--heartbeat-timeout-ms MS]\n"
+          "           [--open-end] [--topic T] [--kinds K,...] [--heartbeat-timeout-ms MS]\n"
           "           [--backoff-initial-ms MS] [--backoff-max-ms MS] [--healthy-ms MS]\n",
           stderr);
 }
@@ -148,6 +167,7 @@ int main(int argc, char **argv)
     struct tickfan_sub_options so;
     struct consumer c = {.out_fd = -1};
     const char *out = NULL;
+    bool open_end = false;
     char *kinds[16];
     char *kinds_buf = NULL;
     struct sigaction sa;
@@ -159,6 +179,10 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--open-end") == 0) {
+            open_end = true;
+            continue;
+        }
         if (v == NULL) {
             usage();
             return 2;
@@ -197,6 +221,9 @@ int main(int argc, char **argv)
         usage();
         return 2;
     }
+    c.at_least = c.through;
+    if (open_end)
+        c.through = UINT64_MAX;
     /* Slow consumers are disconnected with their cursor, never skipped. */
     req.overflow = EVENTS__V1__OVERFLOW_POLICY__OVERFLOW_DISCONNECT;
 
@@ -220,6 +247,7 @@ int main(int argc, char **argv)
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = SA_RESTART;
     sigaction(SIGUSR1, &sa, NULL);
+    sigaction(SIGUSR2, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     /* The orchestrator waits for this line before it breaks anything. */
@@ -239,12 +267,13 @@ int main(int argc, char **argv)
            ",\"last_seq\":%" PRIu64 ",\"events\":%" PRIu64 ",\"data_events\":%" PRIu64
            ",\"streams\":%" PRIu64 ",\"resumes\":%" PRIu64 ",\"server\":%" PRIu64
            ",\"transport\":%" PRIu64 ",\"watchdog\":%" PRIu64 ",\"reconnect\":%" PRIu64
-           ",\"unavailable\":%" PRIu64 ",\"internal\":%" PRIu64 ",\"cursor\":\"%s\"}\n",
+           ",\"unavailable\":%" PRIu64 ",\"internal\":%" PRIu64 ",\"cursor\":\"%s\""
+           ",\"through\":%" PRIu64 "}\n",
            c.reached ? "true" : "false", rc, c.failure ? c.failure : "", c.written, c.last_seq,
            st.events, st.data_events, st.streams, st.resumes, st.resumes_server,
            st.resumes_transport, st.resumes_watchdog, st.resumes_reconnect,
            st.resumes_by_status[GRPC_STATUS_UNAVAILABLE],
-           st.resumes_by_status[GRPC_STATUS_INTERNAL], cursor);
+           st.resumes_by_status[GRPC_STATUS_INTERNAL], cursor, c.through);
     fflush(stdout);
     tickfan_sub_destroy(c.sub);
     close(c.out_fd);

@@ -19,10 +19,15 @@
  * live in this process's memory as well, so the lines and the cursors stay
  * together.
  *
+ * With --open-end the end is not known at the start: the consumer runs
+ * until SIGUSR2, then every subscription stops at the first position past
+ * both --through and everything any of them has seen, so the feed's pace
+ * never races the test's breaks. The stats line names that end ("through").
+ *
  * Signals: SIGUSR1 asks the mux to reconnect (the "client cancels the
- * stream" break); SIGINT/SIGTERM cancel. At the end one JSON line of
- * counters goes to stdout. Exit 0 when every subscription got through,
- * 1 otherwise.
+ * stream" break); SIGUSR2 ends an --open-end run; SIGINT/SIGTERM cancel.
+ * At the end one JSON line of counters goes to stdout. Exit 0 when every
+ * subscription got through, 1 otherwise.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -56,7 +61,9 @@ struct sub {
 struct consumer {
     tickfan_mux_t *mux;
     int out_fd;
-    uint64_t through;
+    uint64_t through;  /* the end; UINT64_MAX until SIGUSR2 with --open-end */
+    uint64_t at_least; /* --through */
+    uint64_t seen;     /* the furthest position any subscription has seen */
     unsigned nsubs;
     unsigned reached;
     uint64_t written;
@@ -69,10 +76,16 @@ struct consumer {
 
 static _Atomic(tickfan_mux_t *) signal_mux;
 static atomic_int in_handler;
+static atomic_bool end_asked;
 
 static void on_signal(int signo)
 {
     atomic_fetch_add(&in_handler, 1);
+    if (signo == SIGUSR2) {
+        atomic_store(&end_asked, true);
+        atomic_fetch_sub(&in_handler, 1);
+        return;
+    }
     tickfan_mux_t *m = atomic_load(&signal_mux);
     if (m != NULL) {
         if (signo == SIGUSR1)
@@ -121,8 +134,16 @@ static int on_event(uint32_t id, const Events__V1__WatchEvent *ev, void *arg)
 {
     struct sub *s = arg;
     struct consumer *c = s->c;
+    uint64_t pos = ev->payload_case == EVENTS__V1__WATCH_EVENT__PAYLOAD_DATA
+                       ? ev->data->seq
+                       : cursor_seq(ev->cursor);
 
     (void)id;
+    if (pos > c->seen)
+        c->seen = pos;
+    /* The end: past everything seen so far, so nothing processed lies beyond it. */
+    if (c->through == UINT64_MAX && atomic_load(&end_asked))
+        c->through = c->seen + 1 > c->at_least ? c->seen + 1 : c->at_least;
     switch (ev->payload_case) {
     case EVENTS__V1__WATCH_EVENT__PAYLOAD_DATA: {
         uint64_t seq = ev->data->seq;
@@ -153,9 +174,6 @@ static int on_event(uint32_t id, const Events__V1__WatchEvent *ev, void *arg)
             return rc;
         }
     }
-    uint64_t pos = ev->payload_case == EVENTS__V1__WATCH_EVENT__PAYLOAD_DATA
-                       ? ev->data->seq
-                       : cursor_seq(ev->cursor);
     if (!s->reached && pos >= c->through) {
         s->reached = true;
         if (++c->reached == c->nsubs)
@@ -178,7 +196,7 @@ static void on_end(uint32_t id, const struct tickfan_mux_end *end, void *arg)
 static void usage(void)
 {
     fputs("usage: exactly_once_mux_consumer --server ADDR --through N --out FILE --subs N\n"
-          "           [--topic T] [--kinds K,...] [--heartbeat-timeout-ms MS]\n"
+          "           [--open-end] [--topic T] [--kinds K,...] [--heartbeat-timeout-ms MS]\n"
           "           [--backoff-initial-ms MS] [--backoff-max-ms MS] [--healthy-ms MS]\n",
           stderr);
 }
@@ -200,6 +218,7 @@ int main(int argc, char **argv)
     struct tickfan_mux_options mo;
     struct consumer *c = calloc(1, sizeof(*c));
     const char *out = NULL;
+    bool open_end = false;
     char *kinds[16];
     char *kinds_buf = NULL;
     struct sigaction sa;
@@ -214,6 +233,10 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--open-end") == 0) {
+            open_end = true;
+            continue;
+        }
         if (v == NULL) {
             usage();
             return 2;
@@ -254,6 +277,9 @@ int main(int argc, char **argv)
         usage();
         return 2;
     }
+    c->at_least = c->through;
+    if (open_end)
+        c->through = UINT64_MAX;
     /* Slow consumers are ended with their cursor (and re-added), never skipped. */
     req.overflow = EVENTS__V1__OVERFLOW_POLICY__OVERFLOW_DISCONNECT;
 
@@ -292,6 +318,7 @@ int main(int argc, char **argv)
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = SA_RESTART;
     sigaction(SIGUSR1, &sa, NULL);
+    sigaction(SIGUSR2, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     /* The orchestrator waits for this line before it breaks anything. */
@@ -313,11 +340,11 @@ int main(int argc, char **argv)
            ",\"data_events\":%" PRIu64 ",\"deliveries\":%" PRIu64 ",\"responses\":%" PRIu64
            ",\"streams\":%" PRIu64 ",\"resumes\":%" PRIu64 ",\"broken\":%" PRIu64
            ",\"watchdog\":%" PRIu64 ",\"reconnect\":%" PRIu64 ",\"adds_sent\":%" PRIu64
-           ",\"readds\":%" PRIu64 "}\n",
+           ",\"readds\":%" PRIu64 ",\"through\":%" PRIu64 "}\n",
            reached ? "true" : "false", rc, c->failure ? c->failure : "", c->nsubs, c->reached,
            c->written, c->ended, st.events, st.data_events, st.deliveries, st.responses, st.streams,
            st.resumes, st.resumes_broken, st.resumes_watchdog, st.resumes_reconnect, st.adds_sent,
-           st.readds);
+           st.readds, c->through);
     fflush(stdout);
     tickfan_mux_destroy(c->mux);
     close(c->out_fd);

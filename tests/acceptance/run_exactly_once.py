@@ -27,7 +27,11 @@ must process exactly those events; its progress is that of its slowest
 subscription.
 
 A break is made only once the consumer has a working stream again after the
-previous one. The consumer stops when it has processed through seq N. Pass:
+previous one; breaks are spread over the first --events events. The end is
+open: the feed runs at its own pace however long the breaks take (a killed
+server restarting under a sanitizer takes seconds), so all the breaks are
+always made. After the last one the consumer is told to stop (SIGUSR2) and
+chooses N: at least --events, and past every position it has seen. Pass:
 the (seq, kind) lines it wrote are exactly the events 1..N of the topic (or,
 with --kinds, exactly those of those kinds), read back from the server
 afterwards with an independent grpcio client. Nothing lost, nothing twice,
@@ -474,8 +478,10 @@ class Run:
         self.server = Server(os.path.join(args.bin_dir, "tickfand"), free_port(),
                              os.path.join(work, "data"), args.rate, self.hb,
                              os.path.join(work, "tickfand.log"),
-                             # retention must keep 1..N (and more) for the check
-                             max(64, args.events * 600 // (1 << 20) + 1))
+                             # retention must keep 1..N for the check, and N
+                             # grows with the run's length (the end is open)
+                             max(64, (args.events + int(args.rate * args.timeout)) * 600
+                                 // (1 << 20) + 1))
         self.proxy = None
         self.consumer = None
         self.out_path = os.path.join(work, "processed.txt")
@@ -516,7 +522,7 @@ class Run:
         self.proxy = Proxy(self.server.port).start()
         cmd = [os.path.join(self.a.consumer),
                "--server", f"127.0.0.1:{self.proxy.port}", "--topic", "sim",
-               "--through", str(self.a.events), "--out", self.out_path,
+               "--through", str(self.a.events), "--open-end", "--out", self.out_path,
                "--heartbeat-timeout-ms", str(3 * self.hb),
                "--backoff-initial-ms", str(self.a.backoff_initial_ms),
                "--backoff-max-ms", str(self.a.backoff_max_ms), "--healthy-ms", "200"]
@@ -538,7 +544,7 @@ class Run:
                   lambda: self.proxy.counts()[0] > established_before, 30)
         at = self.progress.poll()
         self.wait("an event processed on the new stream",
-                  lambda: self.progress.poll() > at or self.progress.last >= self.a.events, 30)
+                  lambda: self.progress.poll() > at, 30)
 
     def do_break(self, kind):
         est = self.proxy.counts()[0]
@@ -573,28 +579,25 @@ class Run:
         self.start()
         self.wait("the first event", lambda: self.progress.poll() > 0, 30)
         for i, kind in enumerate(plan):
-            if not self.consumer_alive():
-                if i >= MIN_BREAKS:
-                    log(f"the consumer finished after {i} of {b} planned breaks")
-                    break
-                raise Failure(f"the consumer finished after {i} of {b} breaks: too few "
-                              "events for this many breaks (raise --events or lower --rate)")
+            # Spread the breaks over 1..n; once the feed has run past n
+            # (slow breaks), keep a quarter of the planned spacing between
+            # them. The consumer runs until told to stop, so every break is
+            # made whatever the pace.
             at = self.progress.poll()
-            gap = (n - at) / (b - i + 1)
+            gap = max((n - at) / (b - i + 1), n / (b + 1) / 4)
             target = at + max(1, int(gap * rng.uniform(0.3, 1.0)))
             self.wait(f"seq {target} before break {i + 1}",
                       lambda: self.progress.poll() >= target, 60)
-            if self.progress.last >= n or not self.consumer_alive():
-                if i >= MIN_BREAKS:
-                    log(f"the consumer reached {n} after {i} of {b} planned breaks")
-                    break
-                raise Failure(f"the consumer reached {n} after {i} of {b} breaks: too few "
-                              "events for this many breaks (raise --events or lower --rate)")
             self.do_break(kind)
         if sum(self.done.values()) < MIN_BREAKS:
             raise Failure(f"only {sum(self.done.values())} breaks were made, "
                           f"at least {MIN_BREAKS} are required")
-        self.consumer.wait(timeout=self.left())
+        self.consumer.send_signal(signal.SIGUSR2)
+        try:
+            self.consumer.wait(timeout=self.left())
+        except subprocess.TimeoutExpired:
+            raise Failure(f"the consumer did not stop within --timeout {self.a.timeout} s "
+                          "of being told to") from None
         tail = self.consumer.stdout.read().decode("utf-8", "replace").strip().splitlines()
         self.progress.poll()
         try:
@@ -603,6 +606,9 @@ class Run:
             raise Failure(f"no stats line from the consumer: {tail!r}") from None
         if self.consumer.returncode != 0 or not self.stats.get("reached"):
             raise Failure(f"consumer exited {self.consumer.returncode}: {self.stats}")
+        self.n = self.stats["through"]
+        if self.n < n:
+            raise Failure(f"the consumer stopped at {self.n}, before --events {n}")
         return plan
 
     def cleanup(self):
@@ -689,7 +695,9 @@ def main():
     ap.add_argument("--consumer", help="the consumer binary (default BIN_DIR/tests/"
                     "exactly_once_consumer)")
     ap.add_argument("--py-dir", help="generated Python stubs (default BIN_DIR/py)")
-    ap.add_argument("--events", type=int, default=30000, help="N: process seq 1..N")
+    ap.add_argument("--events", type=int, default=30000,
+                    help="at least N: the breaks are spread over seq 1..N, and the run "
+                    "processes seq 1..N or more")
     ap.add_argument("--rate", type=int, default=4000, help="simulator events per second")
     ap.add_argument("--breaks", type=int, default=24, help="stream breaks (at least 20)")
     ap.add_argument("--kinds", default="", help="consumer filter, e.g. trade")
@@ -730,7 +738,7 @@ def main():
     what = f"kinds={a.kinds}" if a.kinds else "unfiltered"
     if a.subscribe:
         what += f", {a.subscribe} subscriptions over Subscribe"
-    log(f"exactly-once: N={a.events} rate={a.rate}/s breaks={a.breaks} {what} "
+    log(f"exactly-once: N>={a.events} rate={a.rate}/s breaks={a.breaks} {what} "
         f"heartbeat={a.heartbeat_ms} ms watchdog={3 * a.heartbeat_ms} ms seed={seed}")
     # SIGTERM (ctest's timeout, a CI cancel) cleans up like any failure.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(f"killed by SIGTERM (seed={seed})"))
@@ -742,7 +750,7 @@ def main():
     try:
         run.run(random.Random(seed))
         elapsed = time.monotonic() - t0
-        truth = read_truth(a.py_dir, f"127.0.0.1:{run.proxy.upstream_port}", "sim", a.events,
+        truth = read_truth(a.py_dir, f"127.0.0.1:{run.proxy.upstream_port}", "sim", run.n,
                            timeout=max(10.0, run.left()))
         kinds = set(a.kinds.split(",")) if a.kinds else None
         want = [e for e in truth if kinds is None or e[1] in kinds]
@@ -759,8 +767,8 @@ def main():
             raise Failure("sanitizer reports:\n  " + "\n  ".join(bad[:20]))
         ok = True
         survived = " ".join(f"{k}={run.done[k]}" for k in BREAK_KINDS)
-        log(f"PASS: processed exactly the {len(want)} {'events' if kinds is None else what + ' events'}"
-            f" among seq 1..{a.events}, once each, in order, in {elapsed:.1f} s")
+        log(f"PASS: processed exactly the {len(want)} {'events' if kinds is None else a.kinds + ' events'}"
+            f" among seq 1..{run.n}, once each, in order, in {elapsed:.1f} s")
         log(f"breaks survived: {survived} (total {sum(run.done.values())}); "
             f"server started {run.server.starts} times")
         if a.subscribe:
