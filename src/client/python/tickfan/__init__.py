@@ -1,4 +1,4 @@
-"""tickfan: a Python client for tickfand's Watch, with auto-resume.
+"""tickfan: a Python client for tickfand's Watch and Subscribe, with auto-resume.
 
     import tickfan
     sub = tickfan.Subscriber("localhost:50051", "sim", keys=["AAPL"],
@@ -30,6 +30,9 @@ invisible to the caller apart from its cost:
 - with cursor_file, the cursor is written (atomically) every commit_every
   events and when the subscriber stops, and read at start.
 
+tickfan.MultiSubscriber carries many subscriptions over one Subscribe
+stream, each resumed from its own cursor by the same rules (tickfan/multi.py).
+
 The protobuf stubs are generated from proto/ at build time (cmake --build
 puts this package and the stubs in BUILD/python); they are never committed.
 Threads: one Subscriber is used from one thread; grpcio runs its own.
@@ -45,7 +48,8 @@ import grpc
 from events.v1 import watcher_pb2 as pb
 from events.v1 import watcher_pb2_grpc as pb_grpc
 
-__all__ = ["Subscriber", "StreamError", "OutOfRange", "pb"]
+__all__ = ["Subscriber", "MultiSubscriber", "Subscription", "is_end", "StreamError",
+           "OutOfRange", "pb"]
 
 TRAILER_CURSOR = "tickfan-cursor"
 TRAILER_EARLIEST = "tickfan-earliest-cursor"
@@ -255,21 +259,31 @@ class Subscriber:
     # --- the cursor file ----------------------------------------------------
 
     def _read_cursor_file(self):
-        if not self.cursor_file:
-            return ""
-        try:
-            with open(self.cursor_file) as f:
-                return f.read().strip()
-        except FileNotFoundError:
-            return ""
+        return _read_cursor(self.cursor_file) if self.cursor_file else ""
 
     def _commit(self):
         self._since_commit = 0
-        if not self.cursor_file or not self.cursor:
-            return
-        tmp = f"{self.cursor_file}.tmp"
-        with open(tmp, "w") as f:
-            f.write(self.cursor + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.cursor_file)
+        if self.cursor_file and self.cursor:
+            _write_cursor(self.cursor_file, self.cursor)
+
+
+def _read_cursor(path):
+    """The cursor in a cursor file; "" when there is none yet."""
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        return ""
+
+
+def _write_cursor(path, cursor):
+    """Writes a cursor file atomically (a crash leaves the old one or the new)."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(cursor + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+from .multi import MultiSubscriber, Subscription, is_end  # noqa: E402
