@@ -98,8 +98,10 @@ static void release(struct watch *w)
     }
     if (w->pending)
         grpc_byte_buffer_destroy(w->pending);
-    free(w->end_details);
-    free(w->held_details);
+    if (!w->mux) {
+        free(watch_call(w)->end_details);
+        free(watch_call(w)->held_details);
+    }
     if (w->call)
         grpc_call_unref(w->call);
     free(w);
@@ -135,12 +137,12 @@ static void send_status(struct watch *w, grpc_status_code code, const char *deta
         mux_end(w->mux, w, code, details, md_key, md_value);
         return;
     }
-    w->status_details = grpc_slice_from_copied_string(details);
-    w->trailing_count = 0;
+    watch_call(w)->status_details = grpc_slice_from_copied_string(details);
+    watch_call(w)->trailing_count = 0;
     if (md_key) {
-        w->trailing[0].key = grpc_slice_from_static_string(md_key);
-        w->trailing[0].value = grpc_slice_from_copied_string(md_value);
-        w->trailing_count = 1;
+        watch_call(w)->trailing[0].key = grpc_slice_from_static_string(md_key);
+        watch_call(w)->trailing[0].value = grpc_slice_from_copied_string(md_value);
+        watch_call(w)->trailing_count = 1;
     }
     grpc_op ops[2];
     memset(ops, 0, sizeof(ops));
@@ -151,16 +153,16 @@ static void send_status(struct watch *w, grpc_status_code code, const char *deta
     }
     ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
     ops[n].data.send_status_from_server.status = code;
-    ops[n].data.send_status_from_server.status_details = &w->status_details;
-    ops[n].data.send_status_from_server.trailing_metadata_count = w->trailing_count;
-    ops[n].data.send_status_from_server.trailing_metadata = w->trailing;
+    ops[n].data.send_status_from_server.status_details = &watch_call(w)->status_details;
+    ops[n].data.send_status_from_server.trailing_metadata_count = watch_call(w)->trailing_count;
+    ops[n].data.send_status_from_server.trailing_metadata = watch_call(w)->trailing;
     n++;
     w->status_started = true;
     w->close_reason = wire_status_name(code);
     if ((unsigned)code < 17)
         counter_add(&w->shard->ctr.status[code], 1);
     w->refs++;
-    grpc_call_error e = grpc_call_start_batch(w->call, ops, n, &w->t_status, NULL);
+    grpc_call_error e = grpc_call_start_batch(w->call, ops, n, &watch_call(w)->t_status, NULL);
     if (e != GRPC_CALL_OK) {
         log_error("msg=start_batch_failed op=status id=%llu error=%d", (unsigned long long)w->id,
                   e);
@@ -176,13 +178,14 @@ static void finish(struct watch *w, grpc_status_code code, const char *details, 
 {
     if (!is_live(w))
         return;
-    if (w->send_busy) {
+    if (w->send_busy) { /* a Watch stream's: a subscription's sends are its stream's */
         if (!w->end_pending) {
             w->end_pending = true;
-            w->end_code = code;
-            w->end_details = strdup(details); /* NULL: finish() says "stream ended" */
-            w->end_md_key = md_key;
-            snprintf(w->end_md_value, sizeof(w->end_md_value), "%s", md_value ? md_value : "");
+            watch_call(w)->end_code = code;
+            watch_call(w)->end_details = strdup(details); /* NULL: finish() says "stream ended" */
+            watch_call(w)->end_md_key = md_key;
+            snprintf(watch_call(w)->end_md_value, sizeof(watch_call(w)->end_md_value), "%s",
+                     md_value ? md_value : "");
         }
         return;
     }
@@ -206,13 +209,15 @@ static int64_t held_status_grace_us(const struct watch *w)
 static void cancel_held(struct watch *w)
 {
     char text[CURSOR_TEXT_MAX], msg[384];
-    w->held_deadline_us = 0;
-    cursor_format((struct cursor){.epoch = ringlog_epoch(w->topic->log), .seq = w->done_seq}, text);
+    watch_call(w)->held_deadline_us = 0;
+    cursor_format(
+        (struct cursor){.epoch = ringlog_epoch(w->topic->log), .seq = watch_call(w)->done_seq},
+        text);
     snprintf(msg, sizeof(msg), "%s; resume from cursor %s",
-             w->held_details ? w->held_details : "slow consumer", text);
+             watch_call(w)->held_details ? watch_call(w)->held_details : "slow consumer", text);
     log_info("msg=stream_cancelled id=%llu topic=%s reason=held_status_not_read cursor=%s",
              (unsigned long long)w->id, w->topic->name, text);
-    grpc_call_cancel_with_status(w->call, w->held_code, msg, NULL);
+    grpc_call_cancel_with_status(w->call, watch_call(w)->held_code, msg, NULL);
 }
 
 /* Starts the one send of the stream. flags: GRPC_WRITE_BUFFER_HINT when the
@@ -241,18 +246,18 @@ static void start_send_flags(struct watch *w, grpc_byte_buffer *bb, uint32_t fla
     ops[n].flags = flags;
     ops[n].data.send_message.send_message = bb;
     n++;
-    w->send_bb = bb;
+    watch_call(w)->send_bb = bb;
     w->send_busy = true;
-    w->send_seq = w->it.seq - 1;
-    w->send_hinted = flags & GRPC_WRITE_BUFFER_HINT;
+    watch_call(w)->send_seq = w->it.seq - 1;
+    watch_call(w)->send_hinted = flags & GRPC_WRITE_BUFFER_HINT;
     counter_add(&w->shard->ctr.sent, 1);
     w->refs++;
-    grpc_call_error e = shard_start_batch(w->shard, w->call, ops, n, &w->t_send);
+    grpc_call_error e = shard_start_batch(w->shard, w->call, ops, n, &watch_call(w)->t_send);
     if (e != GRPC_CALL_OK) {
         log_error("msg=start_batch_failed op=send id=%llu error=%d", (unsigned long long)w->id, e);
         w->refs--;
         w->send_busy = false;
-        w->send_bb = NULL;
+        watch_call(w)->send_bb = NULL;
         grpc_byte_buffer_destroy(bb);
         grpc_call_cancel(w->call, NULL);
     }
@@ -309,11 +314,11 @@ static void overflow(struct watch *w, bool stalled)
             /* the trailers follow the held message if the client reads
              * within the grace period; else cancel_held() */
             send_status(w, GRPC_STATUS_RESOURCE_EXHAUSTED, msg, "tickfan-cursor", text);
-            w->held_code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+            watch_call(w)->held_code = GRPC_STATUS_RESOURCE_EXHAUSTED;
             size_t keep = strcspn(msg, ";"); /* the message without its cursor */
-            free(w->held_details);
-            w->held_details = strndup(msg, keep);
-            w->held_deadline_us = log_now_mono_us() + held_status_grace_us(w);
+            free(watch_call(w)->held_details);
+            watch_call(w)->held_details = strndup(msg, keep);
+            watch_call(w)->held_deadline_us = log_now_mono_us() + held_status_grace_us(w);
         } else {
             finish(w, GRPC_STATUS_RESOURCE_EXHAUSTED, msg, "tickfan-cursor", text);
         }
@@ -796,9 +801,13 @@ static void pump(struct watch *w)
              * initial metadata does not complete until a later write. */
             /* ...and at most HINT_RUN in a row: a subscriber that is always
              * behind would otherwise never see a flush. */
-            bool hint = w->md_sent && w->hinted < HINT_RUN && w->shard->srv->write_coalescing &&
-                        next_is_queued(w);
-            w->hinted = hint ? w->hinted + 1 : 0;
+            bool hint = false;
+            if (!w->mux) { /* a subscription's deliveries are batched by its stream */
+                struct watch_call *c = watch_call(w);
+                hint = w->md_sent && c->hinted < HINT_RUN && w->shard->srv->write_coalescing &&
+                       next_is_queued(w);
+                c->hinted = hint ? c->hinted + 1 : 0;
+            }
             start_send_flags(w, bb, hint ? GRPC_WRITE_BUFFER_HINT : 0);
             return;
         }
@@ -861,7 +870,8 @@ void watch_tick(struct watch *w, int64_t now_us)
         mux_emit_heartbeat(w->mux, w, hb);
         return;
     }
-    if (w->held_deadline_us && !w->closed && now_us >= w->held_deadline_us) {
+    if (watch_call(w)->held_deadline_us && !w->closed &&
+        now_us >= watch_call(w)->held_deadline_us) {
         cancel_held(w);
         return;
     }
@@ -892,11 +902,11 @@ void watch_on_send(struct watch *w, bool ok)
 {
     w->refs--;
     w->send_busy = false;
-    grpc_byte_buffer_destroy(w->send_bb);
-    w->send_bb = NULL;
+    grpc_byte_buffer_destroy(watch_call(w)->send_bb);
+    watch_call(w)->send_bb = NULL;
     w->last_send_us = log_now_mono_us();
-    if (ok && !w->send_hinted)
-        w->done_seq = w->send_seq;
+    if (ok && !watch_call(w)->send_hinted)
+        watch_call(w)->done_seq = watch_call(w)->send_seq;
     if (!ok && is_live(w)) {
         /* The transport refused the message: the stream cannot go on. End
          * the call so the client sees it (and resumes) instead of waiting. */
@@ -907,10 +917,10 @@ void watch_on_send(struct watch *w, bool ok)
     if (ok && is_live(w)) {
         if (w->end_pending) {
             w->end_pending = false;
-            char *details = w->end_details;
-            w->end_details = NULL;
-            finish(w, w->end_code, details ? details : "stream ended", w->end_md_key,
-                   w->end_md_value);
+            char *details = watch_call(w)->end_details;
+            watch_call(w)->end_details = NULL;
+            finish(w, watch_call(w)->end_code, details ? details : "stream ended",
+                   watch_call(w)->end_md_key, watch_call(w)->end_md_value);
             free(details);
         } else if (atomic_load_explicit(&w->shard->srv->draining, memory_order_relaxed)) {
             watch_drain(w);
@@ -934,12 +944,12 @@ void watch_on_close(struct watch *w)
 void watch_on_status(struct watch *w)
 {
     w->refs--;
-    grpc_slice_unref(w->status_details);
-    for (size_t i = 0; i < w->trailing_count; i++) {
-        grpc_slice_unref(w->trailing[i].key);
-        grpc_slice_unref(w->trailing[i].value);
+    grpc_slice_unref(watch_call(w)->status_details);
+    for (size_t i = 0; i < watch_call(w)->trailing_count; i++) {
+        grpc_slice_unref(watch_call(w)->trailing[i].key);
+        grpc_slice_unref(watch_call(w)->trailing[i].value);
     }
-    w->trailing_count = 0;
+    watch_call(w)->trailing_count = 0;
     maybe_free(w);
 }
 
@@ -1052,7 +1062,8 @@ static bool setup_request(struct watch *w, const Events__V1__WatchRequest *req)
     ok = position(w, req);
     if (ok) {
         w->backlog_end = ringlog_head_seq(w->topic->log);
-        w->done_seq = w->it.seq - 1;
+        if (!w->mux)
+            watch_call(w)->done_seq = w->it.seq - 1;
     }
     if (ok && req->snapshot) {
         /* the state as of where the stream starts: every pair's last value
@@ -1091,7 +1102,8 @@ static bool setup(struct watch *w, grpc_byte_buffer *payload)
 void watch_accept(struct shard *sh, grpc_call *call, grpc_byte_buffer *payload)
 {
     struct server *srv = sh->srv;
-    struct watch *w = calloc(1, sizeof(*w));
+    struct watch_stream *ws = calloc(1, sizeof(*ws));
+    struct watch *w = ws ? &ws->w : NULL;
     if (!w) {
         shard_refuse(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
         if (payload)
@@ -1100,10 +1112,11 @@ void watch_accept(struct shard *sh, grpc_call *call, grpc_byte_buffer *payload)
     }
     w->shard = sh;
     w->call = call;
+    w->peer = ws->c.peer; /* filled once the request is read */
     w->id = atomic_fetch_add(&srv->next_stream_id, 1) + 1;
-    w->t_send = (struct tag){.kind = TAG_SEND, .obj = w};
-    w->t_close = (struct tag){.kind = TAG_RECV_CLOSE, .obj = w};
-    w->t_status = (struct tag){.kind = TAG_STATUS, .obj = w};
+    watch_call(w)->t_send = (struct tag){.kind = TAG_SEND, .obj = w};
+    watch_call(w)->t_close = (struct tag){.kind = TAG_RECV_CLOSE, .obj = w};
+    watch_call(w)->t_status = (struct tag){.kind = TAG_STATUS, .obj = w};
     w->last_send_us = log_now_mono_us();
     shard_add(sh, w);
 
@@ -1112,7 +1125,7 @@ void watch_accept(struct shard *sh, grpc_call *call, grpc_byte_buffer *payload)
     op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
     op.data.recv_close_on_server.cancelled = &w->cancelled;
     w->refs++;
-    if (grpc_call_start_batch(call, &op, 1, &w->t_close, NULL) != GRPC_CALL_OK) {
+    if (grpc_call_start_batch(call, &op, 1, &watch_call(w)->t_close, NULL) != GRPC_CALL_OK) {
         log_error("msg=start_batch_failed op=recv_close id=%llu", (unsigned long long)w->id);
         w->refs--;
         w->closed = true;
@@ -1142,7 +1155,7 @@ void watch_accept(struct shard *sh, grpc_call *call, grpc_byte_buffer *payload)
 
     counter_add(&sh->ctr.opened, 1);
     char *peer = grpc_call_get_peer(call);
-    snprintf(w->peer, sizeof(w->peer), "%s", peer ? peer : "-");
+    snprintf(ws->c.peer, sizeof(ws->c.peer), "%s", peer ? peer : "-");
     w->since_us = log_now_unix_us();
     char text[CURSOR_TEXT_MAX];
     cursor_format(cursor_of(w), text);
@@ -1165,7 +1178,7 @@ struct watch *watch_sub_open(struct shard *sh, struct mux *m, uint32_t sub_id,
     w->id = atomic_fetch_add(&sh->srv->next_stream_id, 1) + 1;
     w->last_send_us = log_now_mono_us();
     w->since_us = log_now_unix_us();
-    snprintf(w->peer, sizeof(w->peer), "%s", peer ? peer : "-");
+    w->peer = peer ? peer : "-"; /* the stream's, which outlives its subscriptions */
     shard_add(sh, w);
     mux_attach(m, w);
     if (!setup_request(w, req))

@@ -64,7 +64,6 @@ struct watch {
     bool md_sent;
     bool eob_sent;
     bool send_busy;
-    int hinted; /* sends in a row with GRPC_WRITE_BUFFER_HINT */
     bool status_started;
     bool closed;   /* RECV_CLOSE_ON_SERVER completed */
     int cancelled; /* filled by RECV_CLOSE_ON_SERVER */
@@ -88,11 +87,30 @@ struct watch {
     bool slow_gap_stalled; /* its episode began while the send was held */
     struct cursor slow_gap_from;
     uint64_t slow_gap_missed;
+    /* status to send once the send in flight completes (Watch only; the
+     * rest of it is in struct watch_call) */
+    bool end_pending;
+
+    int64_t last_send_us; /* monotonic */
+    int64_t since_us;     /* opened, wall clock */
+    const char *peer;     /* the call's (struct watch_call) or the Subscribe stream's */
+    uint64_t sent_data;
+    uint64_t dropped;
+    const char *close_reason;
+};
+
+/* What only a Watch stream has, its own gRPC call's state. A Watch stream
+ * is allocated as a struct watch_stream; a subscription of a Subscribe
+ * stream (10,000 to a stream) is a bare struct watch, its call's state in
+ * the stream's struct mux, so it does not pay for this. */
+struct watch_call {
+    char peer[64];
+    int hinted; /* sends in a row with GRPC_WRITE_BUFFER_HINT */
     /* a status sent while the send was held: cancel the call with it at
      * this time (monotonic) if the client has not read it by then */
     int64_t held_deadline_us;
     grpc_status_code held_code;
-    char *held_details; /* malloc'd (Watch only: subscriptions never hold one) */
+    char *held_details; /* malloc'd */
     /* cursor seqs: of the message in flight, and of the last one the
      * client surely holds whole: an unhinted send completes once its bytes
      * (and all before them) passed flow control, a hinted one up to 64 KiB
@@ -100,8 +118,7 @@ struct watch {
     uint64_t send_seq;
     bool send_hinted; /* the send in flight has GRPC_WRITE_BUFFER_HINT */
     uint64_t done_seq;
-    /* status to send once the send in flight completes */
-    bool end_pending;
+    /* with watch.end_pending: the status to send */
     grpc_status_code end_code;
     char *end_details; /* the status message, malloc'd while end_pending */
     const char *end_md_key;
@@ -112,15 +129,19 @@ struct watch {
     grpc_metadata trailing[1];
     size_t trailing_count;
 
-    int64_t last_send_us; /* monotonic */
-    int64_t since_us;     /* opened, wall clock */
-    char peer[64];
-    uint64_t sent_data;
-    uint64_t dropped;
-    const char *close_reason;
-
     struct tag t_send, t_close, t_status;
 };
+
+struct watch_stream {
+    struct watch w; /* first: a tag's obj is &w */
+    struct watch_call c;
+};
+
+/* The call state of a Watch stream (w->mux == NULL). */
+static inline struct watch_call *watch_call(struct watch *w)
+{
+    return &((struct watch_stream *)w)->c;
+}
 
 /* A new call for the Watch method arrived on `sh` with its request payload
  * (which this takes ownership of; NULL when the client half-closed without
