@@ -91,6 +91,11 @@ static const char USAGE[] =
     "  --feed-batch K           at most K frames per datagram; ticks due at the\n"
     "                           same time share datagrams (default 0: as many as\n"
     "                           fit 1,472 bytes)\n"
+    "  --feed-quantum-us US     the sender wakes at most once per US microseconds\n"
+    "                           and sends every tick due by then (stamped with its\n"
+    "                           due time, so the wait counts in its latency):\n"
+    "                           fewer, fuller datagrams at high rates (default 0:\n"
+    "                           a wake for every due time)\n"
     "  --feed-channel C         the frames' channel (default 1); source_seq counts\n"
     "                           1, 2, 3 ... so the server sees any loss as a Gap\n"
     "  --drain SEC              after the window, the feed stops and the streams\n"
@@ -230,6 +235,7 @@ static void parse_options(int argc, char **argv, struct options *o)
         O_RATE,
         O_PAYLOAD,
         O_FEED_BATCH,
+        O_FEED_QUANTUM,
         O_FEED_CHANNEL,
         O_DRAIN,
         O_RPC,
@@ -260,6 +266,7 @@ static void parse_options(int argc, char **argv, struct options *o)
         {"rate", required_argument, NULL, O_RATE},
         {"payload-bytes", required_argument, NULL, O_PAYLOAD},
         {"feed-batch", required_argument, NULL, O_FEED_BATCH},
+        {"feed-quantum-us", required_argument, NULL, O_FEED_QUANTUM},
         {"feed-channel", required_argument, NULL, O_FEED_CHANNEL},
         {"drain", required_argument, NULL, O_DRAIN},
         {"rpc", required_argument, NULL, O_RPC},
@@ -386,6 +393,10 @@ static void parse_options(int argc, char **argv, struct options *o)
             break;
         case O_FEED_BATCH:
             fd->batch = (size_t)parse_u64("--feed-batch", optarg, 1, 65535);
+            o->feed_opt_set = true;
+            break;
+        case O_FEED_QUANTUM:
+            fd->quantum_ns = (int64_t)parse_u64("--feed-quantum-us", optarg, 0, 1000000) * 1000;
             o->feed_opt_set = true;
             break;
         case O_FEED_CHANNEL:
@@ -741,9 +752,9 @@ static void write_json(FILE *f, const struct benchrun_config *c, const struct be
         json_str(f, c->feed->spec);
         fprintf(f,
                 ",\"rate\":%" PRIu64 ",\"payload_bytes\":%zu,\"batch\":%zu,\"channel\":%u,"
-                "\"drain_s\":%g}",
+                "\"quantum_us\":%" PRId64 ",\"drain_s\":%g}",
                 c->feed->rate, c->feed->payload_bytes, c->feed->batch, c->feed->channel,
-                c->drain_s);
+                c->feed->quantum_ns / 1000, c->drain_s);
     } else {
         fprintf(f, "null");
     }

@@ -142,11 +142,13 @@ static void *sender_main(void *p)
     if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), SENDER_NICE) == 0)
         st->nice = SENDER_NICE;
     int64_t now = log_now_mono_ns();
+    int64_t flushed = now; /* the last send: at most one per quantum */
     while (!atomic_load_explicit(&f->stop, memory_order_relaxed)) {
         int64_t due = benchfeed_due_ns(&f->sched, i);
         if (due > now) {
-            if (queued) {
+            if (queued && now - flushed >= f->cfg.quantum_ns) {
                 rc = flush(f, first, i - 1, &now);
+                flushed = now;
                 queued = 0;
                 if (rc)
                     break;
@@ -154,7 +156,13 @@ static void *sender_main(void *p)
                 now = log_now_mono_ns();
             }
             if (due > now) {
-                feedpace_sleep_until(due - now > STOP_POLL_NS ? now + STOP_POLL_NS : due);
+                /* with a quantum, the ticks due before the next send may
+                 * go queue up meanwhile: no wake for each of them */
+                int64_t until =
+                    due < flushed + f->cfg.quantum_ns ? flushed + f->cfg.quantum_ns : due;
+                if (!queued && until > due)
+                    until = due; /* nothing waits: wake for the next tick */
+                feedpace_sleep_until(until - now > STOP_POLL_NS ? now + STOP_POLL_NS : until);
                 now = log_now_mono_ns();
                 continue;
             }

@@ -39,6 +39,10 @@ struct benchfeed_config {
     size_t payload_bytes; /* body size; 0 = the bare encoded Tick */
     size_t batch;         /* frames per datagram at most; 0 = as many as fit 1,472 bytes */
     uint32_t channel;     /* frames' channel; source_seq counts 1, 2, 3 ... on it */
+    /* the sender wakes at most once per quantum and sends every tick due
+     * by then, each stamped with its own due time (so the wait counts in
+     * its latency); 0 = wake for every due time */
+    int64_t quantum_ns;
 };
 
 /* The schedule: tick i is due at t0_mono_ns + i / rate on CLOCK_MONOTONIC,

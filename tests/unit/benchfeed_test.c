@@ -170,6 +170,49 @@ static void on_schedule_every_tick_arrives_once_in_order_with_its_scheduled_stam
     close(r.fd);
 }
 
+/* With a quantum the sender sends at most once per quantum: the ticks due
+ * meanwhile share a datagram, each still stamped with its own due time. */
+static void a_quantum_sends_the_ticks_due_meanwhile_together(void **state)
+{
+    struct receiver r;
+    receiver_open(&r);
+    char err[256];
+    benchfeed_t *f;
+    struct benchfeed_config c = {.spec = r.spec,
+                                 .topic = "bench",
+                                 .rate = 20000,
+                                 .payload_bytes = 100,
+                                 .batch = 64,
+                                 .channel = 3,
+                                 .quantum_ns = 2000000};
+    assert_int_equal(benchfeed_create(&f, &c, err, sizeof(err)), 0);
+    int64_t t0 = log_now_mono_ns();
+    assert_int_equal(benchfeed_start(f, t0), 0);
+    sleep_ms(100);
+    benchfeed_stop(f);
+    int64_t stopped = log_now_mono_ns();
+    struct benchfeed_stats st;
+    benchfeed_get_stats(f, &st);
+    struct benchfeed_schedule s = benchfeed_get_schedule(f);
+    assert_int_equal(st.error, 0);
+
+    struct received got;
+    receive_all(&r, &got, 3, 100);
+    assert_true(st.ticks >= 1000);
+    assert_int_equal(got.n, st.ticks);
+    assert_int_equal(got.datagrams, st.datagrams);
+    /* one send per 2 ms at most (each one datagram: 40 ticks fit 64 KiB),
+     * and the last one at the stop */
+    assert_true((int64_t)got.datagrams <= (stopped - t0) / 2000000 + 2);
+    assert_true(got.max_per_datagram > 1);
+    for (size_t i = 0; i < got.n; i++) {
+        assert_int_equal(got.seq[i], i + 1);
+        assert_int_equal(got.time_us[i], benchfeed_stamp_us(&s, i));
+    }
+    benchfeed_destroy(f);
+    close(r.fd);
+}
+
 static void a_late_sender_sends_at_once_and_keeps_the_scheduled_stamps(void **state)
 {
     struct receiver r;
@@ -238,6 +281,7 @@ int main(void)
         cmocka_unit_test(bad_configurations_are_refused),
         cmocka_unit_test(on_schedule_every_tick_arrives_once_in_order_with_its_scheduled_stamp),
         cmocka_unit_test(a_late_sender_sends_at_once_and_keeps_the_scheduled_stamps),
+        cmocka_unit_test(a_quantum_sends_the_ticks_due_meanwhile_together),
         cmocka_unit_test(a_feed_stopped_before_it_started_sends_nothing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
