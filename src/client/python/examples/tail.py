@@ -16,6 +16,22 @@ import tickfan
 from market.v1 import tick_pb2
 
 
+def describe(d):
+    """One Data event as a line: seq, kind, key and, for the market.v1.Tick
+    bodies of the built-in simulator, the price (tail_many.py uses it too)."""
+    line = f"{d.seq} {d.kind} {d.key}"
+    t = tick_pb2.Tick()
+    try:
+        t.ParseFromString(d.body)
+        if t.HasField("quote"):
+            line += f" bid {t.quote.bid_price} ask {t.quote.ask_price} e{t.price_exponent}"
+        elif t.HasField("trade"):
+            line += f" trade {t.trade.price} x {t.trade.size} e{t.price_exponent}"
+    except Exception:
+        line += f" ({len(d.body)} bytes)"
+    return line
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--server", default="localhost:50051")
@@ -35,18 +51,7 @@ def main():
                 print(f"# gap: {ev.gap.missed} missed ({tickfan.pb.GapReason.Name(ev.gap.reason)})")
             if kind != "data":
                 continue
-            d = ev.data
-            line = f"{d.seq} {d.kind} {d.key}"
-            t = tick_pb2.Tick()
-            try:
-                t.ParseFromString(d.body)
-                if t.HasField("quote"):
-                    line += f" bid {t.quote.bid_price} ask {t.quote.ask_price} e{t.price_exponent}"
-                elif t.HasField("trade"):
-                    line += f" trade {t.trade.price} x {t.trade.size} e{t.price_exponent}"
-            except Exception:
-                line += f" ({len(d.body)} bytes)"
-            print(line, flush=True)
+            print(describe(ev.data), flush=True)
             n += 1
             if a.count and n >= a.count:
                 break

@@ -17,21 +17,7 @@ import signal
 import sys
 
 import tickfan
-from market.v1 import tick_pb2
-
-
-def describe(d):
-    line = f"{d.seq} {d.kind} {d.key}"
-    t = tick_pb2.Tick()
-    try:
-        t.ParseFromString(d.body)
-        if t.HasField("quote"):
-            line += f" bid {t.quote.bid_price} ask {t.quote.ask_price} e{t.price_exponent}"
-        elif t.HasField("trade"):
-            line += f" trade {t.trade.price} x {t.trade.size} e{t.price_exponent}"
-    except Exception:
-        line += f" ({len(d.body)} bytes)"
-    return line
+from tail import describe  # the line for one Data event, as tail.py prints it
 
 
 def main():

@@ -93,7 +93,36 @@ class _Watchdog(Exception):
     pass
 
 
-class Subscriber:
+class _Taken:
+    """What a subscription took: the cursor of the last event, whether it is
+    past its snapshot, counts, and the cursor file written every
+    commit_every events. Shared by Subscriber and multi.Subscription, which
+    set cursor, cursor_file and commit_every."""
+
+    past_snapshot = False
+    events = 0
+    data_events = 0
+    _since_commit = 0
+
+    def _took(self, ev):
+        if ev.cursor:
+            self.cursor = ev.cursor
+        if not (ev.WhichOneof("payload") == "data" and ev.data.snapshot):
+            self.past_snapshot = True
+        self.events += 1
+        if ev.WhichOneof("payload") == "data":
+            self.data_events += 1
+        self._since_commit += 1
+        if self.commit_every and self._since_commit >= self.commit_every:
+            self._commit()
+
+    def _commit(self):
+        self._since_commit = 0
+        if self.cursor_file and self.cursor:
+            _write_cursor(self.cursor_file, self.cursor)
+
+
+class Subscriber(_Taken):
     """One Watch subscription that resumes by itself. Iterate it for
     WatchEvents; stop() (from any thread) or breaking out of the loop ends
     it. Stats: resumes, events, data_events."""
@@ -244,27 +273,8 @@ class Subscriber:
             code, details, trailers = grpc.StatusCode.UNAVAILABLE, "no status", {}
         return code, details or "", trailers
 
-    def _took(self, ev):
-        if ev.cursor:
-            self.cursor = ev.cursor
-        if not (ev.WhichOneof("payload") == "data" and ev.data.snapshot):
-            self.past_snapshot = True
-        self.events += 1
-        if ev.WhichOneof("payload") == "data":
-            self.data_events += 1
-        self._since_commit += 1
-        if self.commit_every and self._since_commit >= self.commit_every:
-            self._commit()
-
-    # --- the cursor file ----------------------------------------------------
-
     def _read_cursor_file(self):
         return _read_cursor(self.cursor_file) if self.cursor_file else ""
-
-    def _commit(self):
-        self._since_commit = 0
-        if self.cursor_file and self.cursor:
-            _write_cursor(self.cursor_file, self.cursor)
 
 
 def _read_cursor(path):

@@ -53,7 +53,7 @@ import grpc
 from events.v1 import watcher_pb2 as pb
 from events.v1 import watcher_pb2_grpc as pb_grpc
 
-from . import _RESUMABLE, StreamError, _read_cursor, _write_cursor
+from . import _RESUMABLE, StreamError, _read_cursor, _Taken
 
 __all__ = ["MultiSubscriber", "Subscription", "is_end"]
 
@@ -79,7 +79,7 @@ def _end_resumable(end):
     return code in _RESUMABLE
 
 
-class Subscription:
+class Subscription(_Taken):
     """One subscription of a MultiSubscriber (what add() returns). topic,
     cursor (of the last event taken), end (the SubscriptionEnd once it is
     over, else None), events, data_events, readds (times it was added again
@@ -90,15 +90,11 @@ class Subscription:
         self.tag = tag  # anything of the caller's
         self.cursor = cursor
         self.end = None
-        self.events = 0
-        self.data_events = 0
         self.readds = 0
         self._request = request  # a WatchRequest without cursor
         self._snapshot = snapshot
-        self._past_snapshot = False
-        self._cursor_file = cursor_file
-        self._commit_every = commit_every
-        self._since_commit = 0
+        self.cursor_file = cursor_file
+        self.commit_every = commit_every
         self._id = 0  # the id of its current add; 0 when not on a stream
         self._removing = False
 
@@ -112,25 +108,8 @@ class Subscription:
             r.cursor = self.cursor
             r.ClearField("start")
             r.start_unix_micros = 0
-        r.snapshot = bool(self._snapshot and not self._past_snapshot)
+        r.snapshot = bool(self._snapshot and not self.past_snapshot)
         return r
-
-    def _took(self, ev):
-        if ev.cursor:
-            self.cursor = ev.cursor
-        if not (ev.WhichOneof("payload") == "data" and ev.data.snapshot):
-            self._past_snapshot = True
-        self.events += 1
-        if ev.WhichOneof("payload") == "data":
-            self.data_events += 1
-        self._since_commit += 1
-        if self._commit_every and self._since_commit >= self._commit_every:
-            self._commit()
-
-    def _commit(self):
-        self._since_commit = 0
-        if self._cursor_file and self.cursor:
-            _write_cursor(self._cursor_file, self.cursor)
 
 
 class _Stream:
