@@ -1,4 +1,4 @@
-"""Configuration: the README's option table is the code's; --check-config;
+"""Configuration: the option table of docs/configuration.md is the code's; --check-config;
 a config file with topic sections; SIGHUP applies live settings and reports
 what needs a restart; a bad file on SIGHUP keeps the running configuration."""
 import os
@@ -8,16 +8,16 @@ import time
 
 from tickfan_harness import TICKFAND, Watch
 
-README = os.path.join(os.path.dirname(__file__), "..", "..", "README.md")
+CONFIG_DOC = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "configuration.md")
 
 
-def test_readme_option_table_is_generated_from_the_option_table():
+def test_the_documented_option_table_is_generated_from_the_option_table():
     table = subprocess.run([TICKFAND, "--options-markdown"], capture_output=True, text=True,
                            timeout=10, check=True).stdout.strip()
     assert table.startswith("| option |")
-    with open(README) as f:
-        assert table in f.read(), "README option table differs: regenerate it with " \
-                                  "tickfand --options-markdown"
+    with open(CONFIG_DOC) as f:
+        assert table in f.read(), "docs/configuration.md option table differs: regenerate " \
+                                  "it with tickfand --options-markdown"
 
 
 def test_check_config_accepts_a_valid_file_and_names_what_is_wrong(tmp_path):

@@ -8,7 +8,7 @@
             handle(ev.data)
     # or: sub.run(handler) with handler(ev) returning False to stop
 
-Follows the resume rules of the README's contract, so a broken stream is
+Follows the resume rules of docs/subscribers.md, so a broken stream is
 invisible to the caller apart from its cost:
 
 - every event handed out carries a cursor; the subscriber remembers the
@@ -81,7 +81,7 @@ class OutOfRange(StreamError):
 
 def resumable(code, details, trailers):
     """Whether a stream that ended with (code, details, trailers) may be
-    reopened from its cursor, per the README's rules."""
+    reopened from its cursor, per the rules of docs/subscribers.md."""
     if code in _RESUMABLE:
         return True
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:

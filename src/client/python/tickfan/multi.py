@@ -11,8 +11,9 @@ each resumed from its own cursor.
         if msg.WhichOneof("payload") == "data":
             handle(sub.topic, msg.data)
 
-One connection and one Subscribe stream carry every subscription (README,
-"Subscribe: many subscriptions over one stream"). add() and remove() work
+One connection and one Subscribe stream carry every subscription
+(docs/contract.md, "Subscribe: many subscriptions over one stream"). add()
+and remove() work
 at any time, from any thread, before or during iteration. The rules are
 those of tickfan.Subscriber, per subscription:
 
