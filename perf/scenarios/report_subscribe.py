@@ -18,8 +18,9 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from report import case, fmt, load, load_avg, lost, machine  # noqa: E402
 
-ROWS = {"tickfand-subscribe": "tickfand Subscribe", "tickfand-watch": "tickfand Watch",
-        "go-peer-watch": "go peer Watch"}
+ROWS = {"tickfand-subscribe": "tickfand Subscribe",
+        "tickfand-subscribe-1shard": "tickfand Subscribe, --shards 1",
+        "tickfand-watch": "tickfand Watch", "go-peer-watch": "go peer Watch"}
 # a bench at or above this share of its core limits what it measures
 CLIENT_BOUND_PCT = 90.0
 # ... and at or above this one it is close to that
