@@ -137,12 +137,13 @@ static void send_status(struct watch *w, grpc_status_code code, const char *deta
         mux_end(w->mux, w, code, details, md_key, md_value);
         return;
     }
-    watch_call(w)->status_details = grpc_slice_from_copied_string(details);
-    watch_call(w)->trailing_count = 0;
+    struct watch_call *c = watch_call(w);
+    c->status_details = grpc_slice_from_copied_string(details);
+    c->trailing_count = 0;
     if (md_key) {
-        watch_call(w)->trailing[0].key = grpc_slice_from_static_string(md_key);
-        watch_call(w)->trailing[0].value = grpc_slice_from_copied_string(md_value);
-        watch_call(w)->trailing_count = 1;
+        c->trailing[0].key = grpc_slice_from_static_string(md_key);
+        c->trailing[0].value = grpc_slice_from_copied_string(md_value);
+        c->trailing_count = 1;
     }
     grpc_op ops[2];
     memset(ops, 0, sizeof(ops));
@@ -153,16 +154,16 @@ static void send_status(struct watch *w, grpc_status_code code, const char *deta
     }
     ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
     ops[n].data.send_status_from_server.status = code;
-    ops[n].data.send_status_from_server.status_details = &watch_call(w)->status_details;
-    ops[n].data.send_status_from_server.trailing_metadata_count = watch_call(w)->trailing_count;
-    ops[n].data.send_status_from_server.trailing_metadata = watch_call(w)->trailing;
+    ops[n].data.send_status_from_server.status_details = &c->status_details;
+    ops[n].data.send_status_from_server.trailing_metadata_count = c->trailing_count;
+    ops[n].data.send_status_from_server.trailing_metadata = c->trailing;
     n++;
     w->status_started = true;
     w->close_reason = wire_status_name(code);
     if ((unsigned)code < 17)
         counter_add(&w->shard->ctr.status[code], 1);
     w->refs++;
-    grpc_call_error e = grpc_call_start_batch(w->call, ops, n, &watch_call(w)->t_status, NULL);
+    grpc_call_error e = grpc_call_start_batch(w->call, ops, n, &c->t_status, NULL);
     if (e != GRPC_CALL_OK) {
         log_error("msg=start_batch_failed op=status id=%llu error=%d", (unsigned long long)w->id,
                   e);
@@ -180,12 +181,12 @@ static void finish(struct watch *w, grpc_status_code code, const char *details, 
         return;
     if (w->send_busy) { /* a Watch stream's: a subscription's sends are its stream's */
         if (!w->end_pending) {
+            struct watch_call *c = watch_call(w);
             w->end_pending = true;
-            watch_call(w)->end_code = code;
-            watch_call(w)->end_details = strdup(details); /* NULL: finish() says "stream ended" */
-            watch_call(w)->end_md_key = md_key;
-            snprintf(watch_call(w)->end_md_value, sizeof(watch_call(w)->end_md_value), "%s",
-                     md_value ? md_value : "");
+            c->end_code = code;
+            c->end_details = strdup(details); /* NULL: finish() says "stream ended" */
+            c->end_md_key = md_key;
+            snprintf(c->end_md_value, sizeof(c->end_md_value), "%s", md_value ? md_value : "");
         }
         return;
     }
@@ -208,16 +209,15 @@ static int64_t held_status_grace_us(const struct watch *w)
  * message the client surely holds whole; the one in flight is abandoned. */
 static void cancel_held(struct watch *w)
 {
+    struct watch_call *c = watch_call(w);
     char text[CURSOR_TEXT_MAX], msg[384];
-    watch_call(w)->held_deadline_us = 0;
-    cursor_format(
-        (struct cursor){.epoch = ringlog_epoch(w->topic->log), .seq = watch_call(w)->done_seq},
-        text);
+    c->held_deadline_us = 0;
+    cursor_format((struct cursor){.epoch = ringlog_epoch(w->topic->log), .seq = c->done_seq}, text);
     snprintf(msg, sizeof(msg), "%s; resume from cursor %s",
-             watch_call(w)->held_details ? watch_call(w)->held_details : "slow consumer", text);
+             c->held_details ? c->held_details : "slow consumer", text);
     log_info("msg=stream_cancelled id=%llu topic=%s reason=held_status_not_read cursor=%s",
              (unsigned long long)w->id, w->topic->name, text);
-    grpc_call_cancel_with_status(w->call, watch_call(w)->held_code, msg, NULL);
+    grpc_call_cancel_with_status(w->call, c->held_code, msg, NULL);
 }
 
 /* Starts the one send of the stream. flags: GRPC_WRITE_BUFFER_HINT when the
@@ -235,6 +235,7 @@ static void start_send_flags(struct watch *w, grpc_byte_buffer *bb, uint32_t fla
         mux_emit_buffer(w->mux, w, bb);
         return;
     }
+    struct watch_call *c = watch_call(w);
     grpc_op ops[2];
     memset(ops, 0, sizeof(ops));
     size_t n = 0;
@@ -246,18 +247,18 @@ static void start_send_flags(struct watch *w, grpc_byte_buffer *bb, uint32_t fla
     ops[n].flags = flags;
     ops[n].data.send_message.send_message = bb;
     n++;
-    watch_call(w)->send_bb = bb;
+    c->send_bb = bb;
     w->send_busy = true;
-    watch_call(w)->send_seq = w->it.seq - 1;
-    watch_call(w)->send_hinted = flags & GRPC_WRITE_BUFFER_HINT;
+    c->send_seq = w->it.seq - 1;
+    c->send_hinted = flags & GRPC_WRITE_BUFFER_HINT;
     counter_add(&w->shard->ctr.sent, 1);
     w->refs++;
-    grpc_call_error e = shard_start_batch(w->shard, w->call, ops, n, &watch_call(w)->t_send);
+    grpc_call_error e = shard_start_batch(w->shard, w->call, ops, n, &c->t_send);
     if (e != GRPC_CALL_OK) {
         log_error("msg=start_batch_failed op=send id=%llu error=%d", (unsigned long long)w->id, e);
         w->refs--;
         w->send_busy = false;
-        watch_call(w)->send_bb = NULL;
+        c->send_bb = NULL;
         grpc_byte_buffer_destroy(bb);
         grpc_call_cancel(w->call, NULL);
     }
@@ -314,11 +315,12 @@ static void overflow(struct watch *w, bool stalled)
             /* the trailers follow the held message if the client reads
              * within the grace period; else cancel_held() */
             send_status(w, GRPC_STATUS_RESOURCE_EXHAUSTED, msg, "tickfan-cursor", text);
-            watch_call(w)->held_code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+            struct watch_call *c = watch_call(w);
+            c->held_code = GRPC_STATUS_RESOURCE_EXHAUSTED;
             size_t keep = strcspn(msg, ";"); /* the message without its cursor */
-            free(watch_call(w)->held_details);
-            watch_call(w)->held_details = strndup(msg, keep);
-            watch_call(w)->held_deadline_us = log_now_mono_us() + held_status_grace_us(w);
+            free(c->held_details);
+            c->held_details = strndup(msg, keep);
+            c->held_deadline_us = log_now_mono_us() + held_status_grace_us(w);
         } else {
             finish(w, GRPC_STATUS_RESOURCE_EXHAUSTED, msg, "tickfan-cursor", text);
         }
@@ -870,8 +872,8 @@ void watch_tick(struct watch *w, int64_t now_us)
         mux_emit_heartbeat(w->mux, w, hb);
         return;
     }
-    if (watch_call(w)->held_deadline_us && !w->closed &&
-        now_us >= watch_call(w)->held_deadline_us) {
+    int64_t held_deadline_us = watch_call(w)->held_deadline_us;
+    if (held_deadline_us && !w->closed && now_us >= held_deadline_us) {
         cancel_held(w);
         return;
     }
@@ -900,13 +902,14 @@ void watch_drain(struct watch *w)
 
 void watch_on_send(struct watch *w, bool ok)
 {
+    struct watch_call *c = watch_call(w);
     w->refs--;
     w->send_busy = false;
-    grpc_byte_buffer_destroy(watch_call(w)->send_bb);
-    watch_call(w)->send_bb = NULL;
+    grpc_byte_buffer_destroy(c->send_bb);
+    c->send_bb = NULL;
     w->last_send_us = log_now_mono_us();
-    if (ok && !watch_call(w)->send_hinted)
-        watch_call(w)->done_seq = watch_call(w)->send_seq;
+    if (ok && !c->send_hinted)
+        c->done_seq = c->send_seq;
     if (!ok && is_live(w)) {
         /* The transport refused the message: the stream cannot go on. End
          * the call so the client sees it (and resumes) instead of waiting. */
@@ -917,10 +920,10 @@ void watch_on_send(struct watch *w, bool ok)
     if (ok && is_live(w)) {
         if (w->end_pending) {
             w->end_pending = false;
-            char *details = watch_call(w)->end_details;
-            watch_call(w)->end_details = NULL;
-            finish(w, watch_call(w)->end_code, details ? details : "stream ended",
-                   watch_call(w)->end_md_key, watch_call(w)->end_md_value);
+            char *details = c->end_details;
+            c->end_details = NULL;
+            finish(w, c->end_code, details ? details : "stream ended", c->end_md_key,
+                   c->end_md_value);
             free(details);
         } else if (atomic_load_explicit(&w->shard->srv->draining, memory_order_relaxed)) {
             watch_drain(w);
@@ -943,13 +946,14 @@ void watch_on_close(struct watch *w)
 
 void watch_on_status(struct watch *w)
 {
+    struct watch_call *c = watch_call(w);
     w->refs--;
-    grpc_slice_unref(watch_call(w)->status_details);
-    for (size_t i = 0; i < watch_call(w)->trailing_count; i++) {
-        grpc_slice_unref(watch_call(w)->trailing[i].key);
-        grpc_slice_unref(watch_call(w)->trailing[i].value);
+    grpc_slice_unref(c->status_details);
+    for (size_t i = 0; i < c->trailing_count; i++) {
+        grpc_slice_unref(c->trailing[i].key);
+        grpc_slice_unref(c->trailing[i].value);
     }
-    watch_call(w)->trailing_count = 0;
+    c->trailing_count = 0;
     maybe_free(w);
 }
 
@@ -1110,13 +1114,14 @@ void watch_accept(struct shard *sh, grpc_call *call, grpc_byte_buffer *payload)
             grpc_byte_buffer_destroy(payload);
         return;
     }
+    struct watch_call *c = &ws->c;
     w->shard = sh;
     w->call = call;
-    w->peer = ws->c.peer; /* filled once the request is read */
+    w->peer = c->peer; /* filled once the request is read */
     w->id = atomic_fetch_add(&srv->next_stream_id, 1) + 1;
-    watch_call(w)->t_send = (struct tag){.kind = TAG_SEND, .obj = w};
-    watch_call(w)->t_close = (struct tag){.kind = TAG_RECV_CLOSE, .obj = w};
-    watch_call(w)->t_status = (struct tag){.kind = TAG_STATUS, .obj = w};
+    c->t_send = (struct tag){.kind = TAG_SEND, .obj = w};
+    c->t_close = (struct tag){.kind = TAG_RECV_CLOSE, .obj = w};
+    c->t_status = (struct tag){.kind = TAG_STATUS, .obj = w};
     w->last_send_us = log_now_mono_us();
     shard_add(sh, w);
 
@@ -1125,7 +1130,7 @@ void watch_accept(struct shard *sh, grpc_call *call, grpc_byte_buffer *payload)
     op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
     op.data.recv_close_on_server.cancelled = &w->cancelled;
     w->refs++;
-    if (grpc_call_start_batch(call, &op, 1, &watch_call(w)->t_close, NULL) != GRPC_CALL_OK) {
+    if (grpc_call_start_batch(call, &op, 1, &c->t_close, NULL) != GRPC_CALL_OK) {
         log_error("msg=start_batch_failed op=recv_close id=%llu", (unsigned long long)w->id);
         w->refs--;
         w->closed = true;
@@ -1155,7 +1160,7 @@ void watch_accept(struct shard *sh, grpc_call *call, grpc_byte_buffer *payload)
 
     counter_add(&sh->ctr.opened, 1);
     char *peer = grpc_call_get_peer(call);
-    snprintf(ws->c.peer, sizeof(ws->c.peer), "%s", peer ? peer : "-");
+    snprintf(c->peer, sizeof(c->peer), "%s", peer ? peer : "-");
     w->since_us = log_now_unix_us();
     char text[CURSOR_TEXT_MAX];
     cursor_format(cursor_of(w), text);

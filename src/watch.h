@@ -10,6 +10,7 @@
 #ifndef TICKFAN_WATCH_H
 #define TICKFAN_WATCH_H
 
+#include <assert.h>
 #include <grpc/grpc.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -137,9 +138,11 @@ struct watch_stream {
     struct watch_call c;
 };
 
-/* The call state of a Watch stream (w->mux == NULL). */
+/* The call state of a Watch stream; a subscription (w->mux set) has none,
+ * and reading it would read past its allocation. */
 static inline struct watch_call *watch_call(struct watch *w)
 {
+    assert(!w->mux);
     return &((struct watch_stream *)w)->c;
 }
 

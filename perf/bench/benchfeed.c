@@ -158,10 +158,8 @@ static void *sender_main(void *p)
             if (due > now) {
                 /* with a quantum, the ticks due before the next send may
                  * go queue up meanwhile: no wake for each of them */
-                int64_t until =
-                    due < flushed + f->cfg.quantum_ns ? flushed + f->cfg.quantum_ns : due;
-                if (!queued && until > due)
-                    until = due; /* nothing waits: wake for the next tick */
+                int64_t next_send = flushed + f->cfg.quantum_ns;
+                int64_t until = queued && due < next_send ? next_send : due;
                 feedpace_sleep_until(until - now > STOP_POLL_NS ? now + STOP_POLL_NS : until);
                 now = log_now_mono_ns();
                 continue;

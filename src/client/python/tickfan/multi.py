@@ -24,9 +24,10 @@ those of tickfan.Subscriber, per subscription:
   ABORTED, a CANCELLED not asked for, a drain) is reopened with backoff
   and full jitter, and every live subscription is added again from its own
   cursor;
-- a subscription the server ends with a cursor to resume from (a drain's
-  UNAVAILABLE, a slow-consumer RESOURCE_EXHAUSTED) is added again from its
-  cursor on the same stream; the caller sees nothing of it;
+- a subscription the server ends with a code a Watch stream would resume
+  on (tickfan.resumable: a drain's UNAVAILABLE, a slow-consumer
+  RESOURCE_EXHAUSTED, ...) is added again on the same stream from the
+  end's cursor (else the last one taken); the caller sees nothing of it;
 - any other end (NOT_FOUND, INVALID_ARGUMENT, OUT_OF_RANGE with its
   earliest cursor, RESOURCE_EXHAUSTED over the per-stream limit, and OK
   after remove()) is handed to the caller as (sub, SubscriptionEnd), once:
@@ -54,7 +55,7 @@ import grpc
 from events.v1 import watcher_pb2 as pb
 from events.v1 import watcher_pb2_grpc as pb_grpc
 
-from . import _RESUMABLE, StreamError, _read_cursor, _Taken
+from . import _RESUMABLE, TRAILER_CURSOR, StreamError, _read_cursor, _Taken, resumable
 
 __all__ = ["MultiSubscriber", "Subscription", "is_end"]
 
@@ -67,17 +68,20 @@ def is_end(msg):
     return isinstance(msg, pb.SubscriptionEnd)
 
 
+_CODES = {c.value[0]: c for c in grpc.StatusCode}
+
+
 def _end_resumable(end):
-    """A subscription the server ended but that may go on from its cursor."""
-    code = grpc.StatusCode.UNKNOWN
-    for c in grpc.StatusCode:
-        if c.value[0] == end.code:
-            code = c
-    if not end.cursor:
-        return False
-    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return end.message.startswith("slow consumer: ")
-    return code in _RESUMABLE
+    """A subscription the server ended but that may go on from its cursor:
+    the rules of a Watch stream's status, its cursor field for the trailer."""
+    code = _CODES.get(end.code, grpc.StatusCode.UNKNOWN)
+    return resumable(code, end.message, {TRAILER_CURSOR: end.cursor} if end.cursor else {})
+
+
+def _removed(sub):
+    """The end of a subscription removed while no stream could say it."""
+    return pb.SubscriptionEnd(code=grpc.StatusCode.OK.value[0], message="removed",
+                              cursor=sub.cursor)
 
 
 class Subscription(_Taken):
@@ -215,9 +219,7 @@ class MultiSubscriber:
                 self._stream.send(pb.SubscribeRequest(remove=pb.SubscriptionRemove(id=sub._id)))
                 return
             # not on a stream: it ends here
-            self._subs.remove(sub)
-            sub.end = pb.SubscriptionEnd(code=grpc.StatusCode.OK.value[0], message="removed",
-                                         cursor=sub.cursor)
+            self._ended(sub, _removed(sub))
             self._pending_ends.append(sub)
 
     def subscriptions(self):
@@ -272,10 +274,8 @@ class MultiSubscriber:
                 self._stream = st
                 st.call = pb_grpc.WatcherStub(channel).Subscribe(st.request_iter())
                 for sub in list(self._subs):
-                    if sub._removing:  # removed while no stream was open
-                        self._ended(sub, pb.SubscriptionEnd(
-                            code=grpc.StatusCode.OK.value[0], message="removed",
-                            cursor=sub.cursor))
+                    if sub._removing:  # its remove went out on a stream that broke
+                        self._ended(sub, _removed(sub))
                         self._pending_ends.append(sub)
                     else:
                         self._send_add(sub)
@@ -296,7 +296,7 @@ class MultiSubscriber:
                         code, details = self._status(st.call)
                         break
                     self.responses += 1
-                    yield from self._deliver(st, resp)
+                    yield from self._deliver(resp)
                     if time.monotonic() - opened > self.healthy_s:
                         attempt = 0
             finally:
@@ -317,26 +317,24 @@ class MultiSubscriber:
             if self._stopped.wait(random.uniform(0, cap)):
                 return
 
-    def _deliver(self, st, resp):
+    def _deliver(self, resp):
         for d in resp.deliveries:
             self.deliveries += 1
             payload = d.WhichOneof("payload")
             for i in d.ids:
                 with self._lock:
                     sub = self._by_id.get(i)
-                    if sub is None or sub._id != i:
+                    if sub is None:
                         continue  # not ours (any more): nothing to take
                     if payload == "end":
                         del self._by_id[i]
                         if not sub._removing and self.resume and _end_resumable(d.end):
-                            # ended with a cursor to go on from: at this point
-                            # the caller has taken every event before the end
-                            sub.cursor = d.end.cursor
+                            # at this point the caller has taken every event
+                            # before the end: go on from the end's cursor
+                            # (past filtered events too), else from its own
+                            sub.cursor = d.end.cursor or sub.cursor
                             sub.readds += 1
-                            if self._stream is st:
-                                self._send_add(sub)
-                            else:
-                                sub._id = 0
+                            self._send_add(sub)  # on this stream, still current
                             continue
                         self._ended(sub, d.end)
                 if payload == "end":
