@@ -231,6 +231,9 @@ def test_half_close_is_not_an_end_and_drain_tells_every_subscription(tickfand):
     srv.signal(signal.SIGTERM)
     s.pump(lambda s: s.status is not None, timeout=20)
     assert s.status.code() == grpc.StatusCode.UNAVAILABLE, s.status
+    # the drain ends the process by itself (a second SIGTERM from the
+    # teardown while it still drains would make it exit 1 at once)
+    assert srv.wait_exit(15) == 0
     for i, last in ((1, 25), (2, 22)):
         end = s.ends[i][0]
         assert end.code == UNAVAILABLE and end.cursor, end
