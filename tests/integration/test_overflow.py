@@ -70,15 +70,23 @@ def slow_consumer_lines(srv, policy):
             if "msg=slow_consumer " in line and f"policy={policy}" in line]
 
 
-def episode_totals(srv, policy):
-    """What the server logged each slow-consumer episode skipped in all. A
-    stalled reader (its send held by flow control) is logged when it
-    crosses the budget (stalled=1, the count then) and its Gap may widen
-    while it stays stalled; msg=slow_consumer_told gives the total when the
-    Gap is sent. Otherwise the slow_consumer line has the total."""
+def episode_totals(srv, policy, first=None):
+    """What the server logged each slow-consumer episode skipped in all (the
+    `first` episodes only, if given). A stalled reader (its send held by
+    flow control) is logged when it crosses the budget (stalled=1, the count
+    then) and its Gap may widen while it stays stalled;
+    msg=slow_consumer_told gives the total when the Gap is sent. Otherwise
+    the slow_consumer line has the total.
+
+    A test compares the episodes whose Gaps its client read: a Python
+    reader that goes on after its Gap at 20,000 events/s may fall behind
+    again before it stops reading, under load, which is a later episode of
+    its own (seen in CI: a second one 45 ms after the first was told)."""
     lines = [logfmt(line) for line in srv.lines]
     out = []
     for i, kv in enumerate(lines):
+        if first is not None and len(out) == first:
+            break
         if kv.get("msg") != "slow_consumer" or kv.get("policy") != policy:
             continue
         if kv.get("stalled") != "1":
@@ -110,7 +118,7 @@ def test_drop_sends_a_gap_with_the_exact_number_skipped_then_continues(tickfand)
     assert data_post == list(range(data_post[0], data_post[0] + len(data_post)))
     assert not any(ev.data.snapshot for ev in post if ev.WhichOneof("payload") == "data")
     logged = slow_consumer_lines(srv, "drop")
-    assert episode_totals(srv, "drop") == [gap.gap.missed], logged
+    assert episode_totals(srv, "drop", first=1) == [gap.gap.missed], logged
 
 
 def test_conflate_sends_the_gap_then_the_latest_value_of_each_changed_pair(tickfand):
@@ -135,7 +143,7 @@ def test_conflate_sends_the_gap_then_the_latest_value_of_each_changed_pair(tickf
         assert ev.cursor == gap.cursor
     assert [ev.data.seq for ev in live] == list(range(resume_seq + 1, resume_seq + 1 + len(live)))
     logged = slow_consumer_lines(srv, "conflate")
-    assert episode_totals(srv, "conflate") == [gap.gap.missed], logged
+    assert episode_totals(srv, "conflate", first=1) == [gap.gap.missed], logged
     assert int(logged[0]["conflated_keys"]) == len(pairs), (logged, pairs)
     # exactly the latest record of every pair that changed in the skipped
     # range: check against the topic's history, replayed from the start
@@ -247,7 +255,7 @@ def test_the_events_budget_is_per_topic_and_live_on_sighup(tickfand, tmp_path):
     gap = check_drop_gap(srv, before, events)
     assert gap.missed > 2000, gap  # unfiltered: the events behind, all skipped
     fields, _ = srv.wait_event("slow_consumer", since=mark)
-    assert fields["policy"] == "drop" and episode_totals(srv, "drop") == [gap.missed], fields
+    assert fields["policy"] == "drop" and episode_totals(srv, "drop", first=1) == [gap.missed], fields
 
 
 def test_the_events_budget_disconnect_names_the_budget_and_the_cursor(tickfand):
