@@ -20,6 +20,21 @@
 #define WANTED_US 5000000   /* keep snapshotting this long after a request */
 #define PATIENCE_US 2000000 /* answer with what there is after this long */
 
+/* The admin service's state on one shard: the snapshot of its streams, and
+ * the calls waiting on it. */
+struct admin_shard {
+    pthread_mutex_t snap_mu;
+    struct watch_info *snap;
+    size_t nsnap, capsnap;
+    _Atomic int64_t snap_at_us; /* when the snapshot was taken (monotonic) */
+    struct admin_call *calls;
+};
+
+static struct admin_shard *admin_of(const struct shard *sh)
+{
+    return shard_state(sh, &admin_service);
+}
+
 struct admin_call {
     struct admin_call *next;
     struct tag tag;
@@ -31,14 +46,6 @@ struct admin_call {
     grpc_byte_buffer *resp;
     grpc_slice details;
 };
-
-static void join(char *out, size_t len, const struct filter_set *s)
-{
-    out[0] = 0;
-    size_t used = 0;
-    for (size_t i = 0; i < s->count && used + 2 < len; i++)
-        used += (size_t)snprintf(out + used, len - used, "%s%s", i ? "," : "", s->items[i]);
-}
 
 /* Splits a comma-joined list in place; returns the entries (malloc'd). */
 static char **split(char *joined, size_t *count)
@@ -60,42 +67,21 @@ static char **split(char *joined, size_t *count)
     return out;
 }
 
-static void take_snapshot(struct shard *sh, int64_t now_us)
+static void take_snapshot(struct shard *sh, struct admin_shard *as, int64_t now_us)
 {
-    pthread_mutex_lock(&sh->snap_mu);
-    size_t n = 0;
-    for (struct watch *w = sh->all; w; w = w->next)
-        n++;
-    if (n > sh->capsnap) {
-        struct admin_row *grown = realloc(sh->snap, n * sizeof(*grown));
+    pthread_mutex_lock(&as->snap_mu);
+    size_t n = watch_list(sh, as->snap, as->capsnap);
+    if (n > as->capsnap) {
+        struct watch_info *grown = realloc(as->snap, n * sizeof(*grown));
         if (grown) {
-            sh->snap = grown;
-            sh->capsnap = n;
+            as->snap = grown;
+            as->capsnap = n;
         }
+        n = watch_list(sh, as->snap, as->capsnap);
     }
-    sh->nsnap = 0;
-    for (struct watch *w = sh->all; w && sh->nsnap < sh->capsnap; w = w->next) {
-        if (!w->topic)
-            continue; /* still being set up */
-        struct admin_row *r = &sh->snap[sh->nsnap++];
-        ringlog_t *log = w->topic->log;
-        r->id = w->id;
-        snprintf(r->peer, sizeof(r->peer), "%s", w->peer);
-        snprintf(r->topic, sizeof(r->topic), "%s", w->topic->name);
-        join(r->kinds, sizeof(r->kinds), &w->filter.kinds);
-        join(r->keys, sizeof(r->keys), &w->filter.keys);
-        uint64_t head = ringlog_head_seq(log);
-        r->lag_events = head >= w->it.seq ? head - w->it.seq + 1 : 0;
-        r->lag_bytes = ringlog_head_pos(log) - w->it.pos;
-        r->sent = w->sent_data;
-        r->dropped = w->dropped;
-        r->since_us = w->since_us;
-        cursor_format((struct cursor){.epoch = ringlog_epoch(log), .seq = w->it.seq - 1},
-                      r->cursor);
-        r->state = w->status_started || w->closed ? "ending" : w->eob_sent ? "live" : "replaying";
-    }
-    pthread_mutex_unlock(&sh->snap_mu);
-    atomic_store(&sh->snap_at_us, now_us);
+    as->nsnap = n < as->capsnap ? n : as->capsnap;
+    pthread_mutex_unlock(&as->snap_mu);
+    atomic_store(&as->snap_at_us, now_us);
 }
 
 static void call_done(struct shard *sh, void *obj, bool ok)
@@ -106,7 +92,7 @@ static void call_done(struct shard *sh, void *obj, bool ok)
     grpc_slice_unref(ac->details);
     grpc_call_unref(ac->call);
     free(ac);
-    sh->calls_live--;
+    shard_call_closed(sh);
 }
 
 static void answer(struct shard *sh, struct admin_call *ac)
@@ -115,26 +101,26 @@ static void answer(struct shard *sh, struct admin_call *ac)
     /* Every shard's snapshot, locked in index order (no thread holds two
      * otherwise), so the rows counted are the rows copied. */
     for (size_t i = 0; i < srv->nshards; i++)
-        pthread_mutex_lock(&srv->shards[i]->snap_mu);
+        pthread_mutex_lock(&admin_of(srv->shards[i])->snap_mu);
     size_t total = 0;
     for (size_t i = 0; i < srv->nshards; i++)
-        total += srv->shards[i]->nsnap;
+        total += admin_of(srv->shards[i])->nsnap;
     Tickfan__Admin__V1__ListSubscribersResponse resp =
         TICKFAN__ADMIN__V1__LIST_SUBSCRIBERS_RESPONSE__INIT;
     Tickfan__Admin__V1__Subscriber *subs = calloc(total + 1, sizeof(*subs));
     Tickfan__Admin__V1__Subscriber **ptrs = calloc(total + 1, sizeof(*ptrs));
     /* the strings point into copies of the rows, kept until packed */
-    struct admin_row *rows = calloc(total + 1, sizeof(*rows));
+    struct watch_info *rows = calloc(total + 1, sizeof(*rows));
     char **kinds = calloc(total + 1, sizeof(char *)), **keys = calloc(total + 1, sizeof(char *));
     size_t n = 0;
     if (subs && ptrs && rows && kinds && keys) {
         for (size_t i = 0; i < srv->nshards; i++) {
-            struct shard *s = srv->shards[i];
+            const struct admin_shard *s = admin_of(srv->shards[i]);
             for (size_t k = 0; k < s->nsnap && n < total; k++) {
                 if (ac->topic[0] && strcmp(ac->topic, s->snap[k].topic) != 0)
                     continue;
                 rows[n] = s->snap[k];
-                struct admin_row *r = &rows[n];
+                struct watch_info *r = &rows[n];
                 Tickfan__Admin__V1__Subscriber *x = &subs[n];
                 tickfan__admin__v1__subscriber__init(x);
                 x->id = r->id;
@@ -158,7 +144,7 @@ static void answer(struct shard *sh, struct admin_call *ac)
         }
     }
     for (size_t i = 0; i < srv->nshards; i++)
-        pthread_mutex_unlock(&srv->shards[i]->snap_mu);
+        pthread_mutex_unlock(&admin_of(srv->shards[i])->snap_mu);
     resp.n_subscribers = n;
     resp.subscribers = ptrs;
     size_t len = tickfan__admin__v1__list_subscribers_response__get_packed_size(&resp);
@@ -190,16 +176,19 @@ static void answer(struct shard *sh, struct admin_call *ac)
         call_done(sh, ac, false);
 }
 
-void admin_tick(struct shard *sh, int64_t now_us)
+/* On the shard's tick: refresh its snapshot if wanted, answer the calls
+ * waiting on it whose snapshots are all fresh. */
+static void as_tick(struct shard *sh, void *st, int64_t now_us)
 {
     struct server *srv = sh->srv;
+    struct admin_shard *as = st;
     if (now_us < atomic_load(&srv->admin_wanted_until_us))
-        take_snapshot(sh, now_us);
-    for (struct admin_call **p = &sh->admin_calls; *p;) {
+        take_snapshot(sh, as, now_us);
+    for (struct admin_call **p = &as->calls; *p;) {
         struct admin_call *ac = *p;
         bool fresh = true;
         for (size_t i = 0; i < srv->nshards; i++)
-            fresh &= atomic_load(&srv->shards[i]->snap_at_us) >= ac->requested_us;
+            fresh &= atomic_load(&admin_of(srv->shards[i])->snap_at_us) >= ac->requested_us;
         if (!fresh && now_us - ac->requested_us < PATIENCE_US) {
             p = &ac->next;
             continue;
@@ -209,7 +198,7 @@ void admin_tick(struct shard *sh, int64_t now_us)
     }
 }
 
-static void accept_list(struct shard *sh, grpc_call *call, grpc_byte_buffer *payload)
+static void accept_list(struct shard *sh, void *st, grpc_call *call, grpc_byte_buffer *payload)
 {
     char topic[130] = "";
     if (payload) {
@@ -243,25 +232,46 @@ static void accept_list(struct shard *sh, grpc_call *call, grpc_byte_buffer *pay
         return;
     }
     int64_t now = log_now_mono_us();
-    ac->tag = (struct tag){.kind = TAG_CALLBACK, .obj = ac, .fn = call_done};
+    ac->tag = (struct tag){.fn = call_done, .obj = ac};
     ac->call = call;
     ac->requested_us = now;
     ac->details = grpc_empty_slice();
     snprintf(ac->topic, sizeof(ac->topic), "%s", topic);
-    ac->next = sh->admin_calls;
-    sh->admin_calls = ac;
-    sh->calls_live++;
+    struct admin_shard *as = st;
+    ac->next = as->calls;
+    as->calls = ac;
+    shard_call_opened(sh);
     atomic_store(&sh->srv->admin_wanted_until_us, now + WANTED_US);
     for (size_t i = 0; i < sh->srv->nshards; i++)
         shard_ring(sh->srv->shards[i]);
 }
 
+static int as_init(struct shard *sh, void *st)
+{
+    (void)sh;
+    struct admin_shard *as = st;
+    atomic_init(&as->snap_at_us, 0);
+    return -pthread_mutex_init(&as->snap_mu, NULL);
+}
+
+static void as_fini(struct shard *sh, void *st)
+{
+    (void)sh;
+    struct admin_shard *as = st;
+    free(as->snap);
+    pthread_mutex_destroy(&as->snap_mu);
+}
+
 static const struct service_method methods[] = {
-    {"/tickfan.admin.v1.Admin/ListSubscribers", true, accept_list},
+    {"/tickfan.admin.v1.Admin/ListSubscribers", true, accept_list, 0, false},
 };
 
-const struct service_method *admin_methods(size_t *count)
-{
-    *count = sizeof(methods) / sizeof(methods[0]);
-    return methods;
-}
+const struct service admin_service = {
+    .name = "admin",
+    .methods = methods,
+    .nmethods = sizeof(methods) / sizeof(methods[0]),
+    .state_size = sizeof(struct admin_shard),
+    .init = as_init,
+    .fini = as_fini,
+    .tick = as_tick,
+};

@@ -14,10 +14,7 @@
 
 #include "shard.h"
 
-const struct service_method *admin_methods(size_t *count);
-
-/* On the shard's tick: refresh its snapshot if wanted, answer the calls
- * waiting on it whose snapshots are all fresh. */
-void admin_tick(struct shard *sh, int64_t now_us);
+/* The admin service (/tickfan.admin.v1.Admin/ListSubscribers). */
+extern const struct service admin_service;
 
 #endif

@@ -79,11 +79,12 @@ static void check_done(struct shard *sh, void *obj, bool ok)
     grpc_slice_unref(hc->details);
     grpc_call_unref(hc->call);
     free(hc);
-    sh->calls_live--;
+    shard_call_closed(sh);
 }
 
-static void accept_check(struct shard *sh, grpc_call *call, grpc_byte_buffer *payload)
+static void accept_check(struct shard *sh, void *st, grpc_call *call, grpc_byte_buffer *payload)
 {
+    (void)st;
     char *service = requested_service(payload);
     if (payload)
         grpc_byte_buffer_destroy(payload);
@@ -93,7 +94,7 @@ static void accept_check(struct shard *sh, grpc_call *call, grpc_byte_buffer *pa
         shard_refuse(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
         return;
     }
-    hc->tag = (struct tag){.kind = TAG_CALLBACK, .obj = hc, .fn = check_done};
+    hc->tag = (struct tag){.fn = check_done, .obj = hc};
     hc->call = call;
     grpc_status_code code = GRPC_STATUS_OK;
     char msg[300] = "";
@@ -124,7 +125,7 @@ static void accept_check(struct shard *sh, grpc_call *call, grpc_byte_buffer *pa
     ops[n++].data.send_status_from_server.status_details = &hc->details;
     ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
     ops[n++].data.recv_close_on_server.cancelled = &hc->cancelled;
-    sh->calls_live++;
+    shard_call_opened(sh);
     if (grpc_call_start_batch(call, ops, n, &hc->tag, NULL) != GRPC_CALL_OK) {
         log_error("msg=start_batch_failed op=health_check");
         check_done(sh, hc, false);
@@ -134,7 +135,7 @@ static void accept_check(struct shard *sh, grpc_call *call, grpc_byte_buffer *pa
 /* ---- Watch --------------------------------------------------------------- */
 
 struct health_watch {
-    struct health_watch *prev, *next; /* shard->health_watches */
+    struct health_watch *prev, *next; /* its shard's (struct health_shard) */
     struct shard *shard;
     grpc_call *call;
     struct tag t_send, t_close;
@@ -145,6 +146,11 @@ struct health_watch {
     grpc_slice details;
 };
 
+/* The Health service's state on one shard: its Watch streams. */
+struct health_shard {
+    struct health_watch *watches;
+};
+
 static void watch_free_if_done(struct health_watch *hw)
 {
     if (hw->refs)
@@ -153,14 +159,14 @@ static void watch_free_if_done(struct health_watch *hw)
     if (hw->prev)
         hw->prev->next = hw->next;
     else
-        sh->health_watches = hw->next;
+        ((struct health_shard *)shard_state(sh, &health_service))->watches = hw->next;
     if (hw->next)
         hw->next->prev = hw->prev;
     if (hw->ended)
         grpc_slice_unref(hw->details);
     grpc_call_unref(hw->call);
     free(hw);
-    sh->calls_live--;
+    shard_call_closed(sh);
     atomic_fetch_sub(&sh->srv->other_streams_live, 1);
 }
 
@@ -215,7 +221,7 @@ static void watch_on_close(struct shard *sh, void *obj, bool ok)
     watch_free_if_done(hw);
 }
 
-static void accept_watch(struct shard *sh, grpc_call *call, grpc_byte_buffer *payload)
+static void accept_watch(struct shard *sh, void *st, grpc_call *call, grpc_byte_buffer *payload)
 {
     char *service = requested_service(payload);
     if (payload)
@@ -232,13 +238,14 @@ static void accept_watch(struct shard *sh, grpc_call *call, grpc_byte_buffer *pa
     }
     hw->shard = sh;
     hw->call = call;
-    hw->t_send = (struct tag){.kind = TAG_CALLBACK, .obj = hw, .fn = watch_on_send};
-    hw->t_close = (struct tag){.kind = TAG_CALLBACK, .obj = hw, .fn = watch_on_close};
-    hw->next = sh->health_watches;
+    hw->t_send = (struct tag){.fn = watch_on_send, .obj = hw};
+    hw->t_close = (struct tag){.fn = watch_on_close, .obj = hw};
+    struct health_shard *hs = st;
+    hw->next = hs->watches;
     if (hw->next)
         hw->next->prev = hw;
-    sh->health_watches = hw;
-    sh->calls_live++;
+    hs->watches = hw;
+    shard_call_opened(sh);
     atomic_fetch_add(&sh->srv->other_streams_live, 1);
 
     grpc_op op;
@@ -253,17 +260,20 @@ static void accept_watch(struct shard *sh, grpc_call *call, grpc_byte_buffer *pa
         watch_free_if_done(hw);
         return;
     }
-    serving_status st = status_of(sh, service);
+    serving_status status = status_of(sh, service);
     free(service);
     /* Draining already: say so and end; otherwise the current status. */
-    watch_send(hw, st,
+    watch_send(hw, status,
                atomic_load(&sh->srv->draining) &&
-                   st != GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN);
+                   status !=
+                       GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN);
 }
 
-void health_drain(struct shard *sh)
+/* Drain: every Watch stream is told NOT_SERVING and ended. */
+static void hs_drain(struct shard *sh, void *st)
 {
-    for (struct health_watch *hw = sh->health_watches; hw; hw = hw->next) {
+    (void)sh;
+    for (struct health_watch *hw = ((struct health_shard *)st)->watches; hw; hw = hw->next) {
         if (hw->ended || hw->end_pending)
             continue;
         if (hw->send_busy)
@@ -274,13 +284,23 @@ void health_drain(struct shard *sh)
     }
 }
 
+/* Streams opened while the server was stopping are ended at once. */
+static void hs_run(struct shard *sh, void *st)
+{
+    if (atomic_load(&sh->srv->stopping))
+        hs_drain(sh, st);
+}
+
 static const struct service_method methods[] = {
-    {"/grpc.health.v1.Health/Check", true, accept_check},
-    {"/grpc.health.v1.Health/Watch", true, accept_watch},
+    {"/grpc.health.v1.Health/Check", true, accept_check, 0, false},
+    {"/grpc.health.v1.Health/Watch", true, accept_watch, 0, false},
 };
 
-const struct service_method *health_methods(size_t *count)
-{
-    *count = sizeof(methods) / sizeof(methods[0]);
-    return methods;
-}
+const struct service health_service = {
+    .name = "health",
+    .methods = methods,
+    .nmethods = sizeof(methods) / sizeof(methods[0]),
+    .state_size = sizeof(struct health_shard),
+    .run = hs_run,
+    .drain = hs_drain,
+};

@@ -14,10 +14,8 @@
 
 #include "shard.h"
 
-/* The methods to register (server.c). */
-const struct service_method *health_methods(size_t *count);
-
-/* Draining started: every Watch on `sh` gets NOT_SERVING, then UNAVAILABLE. */
-void health_drain(struct shard *sh);
+/* The Health service (/grpc.health.v1.Health/Check and /Watch). Draining:
+ * every Watch gets NOT_SERVING, then UNAVAILABLE. */
+extern const struct service health_service;
 
 #endif

@@ -14,6 +14,7 @@
 
 #include "events/v1/watcher.pb-c.h"
 #include "shard.h"
+#include "watch.h"
 #include "wire.h"
 
 /* jemalloc's control interface, when the binary links jemalloc. */
@@ -190,19 +191,26 @@ void metrics_render(FILE *out, struct server *srv, struct topics *topics, ingest
             SHARD_SUM(srv, cancelled_before_request));
     family(out, "tickfan_subscriber_lag_bytes", "histogram",
            "Live subscribers by log bytes behind the head, as of the last shard tick.");
+    uint64_t lag[WATCH_LAG_BUCKETS] = {0}, lag_sum = 0;
+    for (size_t i = 0; i < srv->nshards; i++) {
+        uint64_t l[WATCH_LAG_BUCKETS], sum;
+        watch_lag_totals(srv->shards[i], l, &sum);
+        for (size_t b = 0; b < WATCH_LAG_BUCKETS; b++)
+            lag[b] += l[b];
+        lag_sum += sum;
+    }
     uint64_t cum = 0;
-    for (size_t b = 0; b < SHARD_LAG_BUCKETS; b++) {
-        cum += shard_sum(srv, offsetof(struct shard_counters, lag) + b * sizeof(counter_t));
-        if (b + 1 < SHARD_LAG_BUCKETS)
+    for (size_t b = 0; b < WATCH_LAG_BUCKETS; b++) {
+        cum += lag[b];
+        if (b + 1 < WATCH_LAG_BUCKETS)
             fprintf(out, "tickfan_subscriber_lag_bytes_bucket{le=\"%llu\"} %llu\n",
-                    (unsigned long long)shard_lag_bounds[b], (unsigned long long)cum);
+                    (unsigned long long)watch_lag_bounds[b], (unsigned long long)cum);
         else
             fprintf(out, "tickfan_subscriber_lag_bytes_bucket{le=\"+Inf\"} %llu\n",
                     (unsigned long long)cum);
     }
     fprintf(out, "tickfan_subscriber_lag_bytes_count %llu\n", (unsigned long long)cum);
-    fprintf(out, "tickfan_subscriber_lag_bytes_sum %llu\n",
-            (unsigned long long)SHARD_SUM(srv, lag_sum));
+    fprintf(out, "tickfan_subscriber_lag_bytes_sum %llu\n", (unsigned long long)lag_sum);
 
     if (mallctl) {
         uint64_t epoch = 1;

@@ -32,10 +32,16 @@ struct batch {
     struct ingest_record recs[PUBLISH_BATCH];
     size_t n;
     struct ingest_job job;
+    struct tag acked; /* the job is back: on_ack on the call's shard */
+};
+
+/* The Publish service's state on one shard: its calls. */
+struct publish_shard {
+    struct publish_call *calls;
 };
 
 struct publish_call {
-    struct publish_call *prev, *next; /* shard->publish_calls */
+    struct publish_call *prev, *next; /* its shard's (struct publish_shard) */
     struct shard *shard;
     grpc_call *call;
     struct tag t_recv, t_close, t_end;
@@ -83,7 +89,7 @@ static void maybe_free(struct publish_call *pc)
     if (pc->prev)
         pc->prev->next = pc->next;
     else
-        sh->publish_calls = pc->next;
+        ((struct publish_shard *)shard_state(sh, &publish_service))->calls = pc->next;
     if (pc->next)
         pc->next->prev = pc->prev;
     free_batch(&pc->batches[0]);
@@ -104,7 +110,7 @@ static void maybe_free(struct publish_call *pc)
                        : "cancelled");
     grpc_call_unref(pc->call);
     free(pc);
-    sh->calls_live--;
+    shard_call_closed(sh);
     atomic_fetch_sub(&sh->srv->other_streams_live, 1);
 }
 
@@ -154,10 +160,14 @@ static void end_call(struct publish_call *pc)
     }
 }
 
+static void on_ack(struct shard *sh, void *obj, bool ok);
+static void ps_drain(struct shard *sh, void *st);
+
 static void job_done(struct ingest_job *job)
 {
     struct publish_call *pc = job->arg;
-    shard_post(pc->shard, job); /* back to the call's shard */
+    struct batch *b = (struct batch *)((char *)job - offsetof(struct batch, job));
+    shard_post(pc->shard, &b->acked); /* back to the call's shard */
 }
 
 /* Hands the filling batch to the ingest thread if it has records and none
@@ -168,6 +178,7 @@ static void submit(struct publish_call *pc)
     if (pc->in_flight || !b->n)
         return;
     b->job = (struct ingest_job){.recs = b->recs, .n = b->n, .done = job_done, .arg = pc};
+    b->acked = (struct tag){.fn = on_ack, .obj = b};
     pc->in_flight = true;
     pc->filling ^= 1;
     ingest_submit(pc->shard->srv->ingest, &b->job);
@@ -305,10 +316,13 @@ static void on_recv(struct shard *sh, void *obj, bool ok)
     maybe_free(pc);
 }
 
-void publish_on_ack(struct shard *sh, struct ingest_job *job)
+/* A batch is back from the ingest thread, on the call's shard. */
+static void on_ack(struct shard *sh, void *obj, bool ok)
 {
+    (void)ok;
+    struct batch *b = obj;
+    struct ingest_job *job = &b->job;
     struct publish_call *pc = job->arg;
-    struct batch *b = (struct batch *)((char *)job - offsetof(struct batch, job));
     pc->in_flight = false;
     pc->accepted += job->appended;
     if (job->appended) {
@@ -351,7 +365,7 @@ static void on_end(struct shard *sh, void *obj, bool ok)
     maybe_free(pc);
 }
 
-static void accept_publish(struct shard *sh, grpc_call *call, grpc_byte_buffer *payload)
+static void accept_publish(struct shard *sh, void *st, grpc_call *call, grpc_byte_buffer *payload)
 {
     if (payload)
         grpc_byte_buffer_destroy(payload);
@@ -362,14 +376,15 @@ static void accept_publish(struct shard *sh, grpc_call *call, grpc_byte_buffer *
     }
     pc->shard = sh;
     pc->call = call;
-    pc->t_recv = (struct tag){.kind = TAG_CALLBACK, .obj = pc, .fn = on_recv};
-    pc->t_close = (struct tag){.kind = TAG_CALLBACK, .obj = pc, .fn = on_close};
-    pc->t_end = (struct tag){.kind = TAG_CALLBACK, .obj = pc, .fn = on_end};
-    pc->next = sh->publish_calls;
+    pc->t_recv = (struct tag){.fn = on_recv, .obj = pc};
+    pc->t_close = (struct tag){.fn = on_close, .obj = pc};
+    pc->t_end = (struct tag){.fn = on_end, .obj = pc};
+    struct publish_shard *ps = st;
+    pc->next = ps->calls;
     if (pc->next)
         pc->next->prev = pc;
-    sh->publish_calls = pc;
-    sh->calls_live++;
+    ps->calls = pc;
+    shard_call_opened(sh);
     atomic_fetch_add(&sh->srv->other_streams_live, 1);
 
     grpc_op op;
@@ -385,14 +400,15 @@ static void accept_publish(struct shard *sh, grpc_call *call, grpc_byte_buffer *
         return;
     }
     if (atomic_load(&sh->srv->draining))
-        publish_drain(sh);
+        ps_drain(sh, ps);
     else
         post_recv(pc);
 }
 
-void publish_drain(struct shard *sh)
+static void ps_drain(struct shard *sh, void *st)
 {
-    for (struct publish_call *pc = sh->publish_calls; pc; pc = pc->next) {
+    (void)sh;
+    for (struct publish_call *pc = ((struct publish_shard *)st)->calls; pc; pc = pc->next) {
         if (pc->ended || pc->stop_reading)
             continue;
         /* what was received is appended first, then UNAVAILABLE */
@@ -402,11 +418,13 @@ void publish_drain(struct shard *sh)
 }
 
 static const struct service_method methods[] = {
-    {"/events.v1.Publisher/Publish", false, accept_publish},
+    {"/events.v1.Publisher/Publish", false, accept_publish, 0, false},
 };
 
-const struct service_method *publish_methods(size_t *count)
-{
-    *count = sizeof(methods) / sizeof(methods[0]);
-    return methods;
-}
+const struct service publish_service = {
+    .name = "publish",
+    .methods = methods,
+    .nmethods = sizeof(methods) / sizeof(methods[0]),
+    .state_size = sizeof(struct publish_shard),
+    .drain = ps_drain,
+};

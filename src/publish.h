@@ -9,17 +9,10 @@
 
 #include <stddef.h>
 
-#include "ingest.h"
 #include "shard.h"
 
-/* The methods to register (server.c). */
-const struct service_method *publish_methods(size_t *count);
-
-/* A batch came back from the ingest thread (shard thread). */
-void publish_on_ack(struct shard *sh, struct ingest_job *job);
-
-/* Draining: every Publish call on `sh` appends what it received, then ends
- * with UNAVAILABLE and its count. */
-void publish_drain(struct shard *sh);
+/* The Publish service (/events.v1.Publisher/Publish). Draining: every call
+ * appends what it received, then ends with UNAVAILABLE and its count. */
+extern const struct service publish_service;
 
 #endif

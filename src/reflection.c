@@ -229,7 +229,7 @@ static void maybe_free(struct refl_call *rc)
     if (rc->ended)
         grpc_slice_unref(rc->details);
     grpc_call_unref(rc->call);
-    rc->shard->calls_live--;
+    shard_call_closed(rc->shard);
     free(rc);
 }
 
@@ -408,8 +408,10 @@ static void on_end(struct shard *sh, void *obj, bool ok)
     maybe_free(rc);
 }
 
-static void accept_reflection(struct shard *sh, grpc_call *call, grpc_byte_buffer *payload)
+static void accept_reflection(struct shard *sh, void *st, grpc_call *call,
+                              grpc_byte_buffer *payload)
 {
+    (void)st;
     pthread_once(&index_once, build_index);
     if (payload)
         grpc_byte_buffer_destroy(payload);
@@ -420,11 +422,11 @@ static void accept_reflection(struct shard *sh, grpc_call *call, grpc_byte_buffe
     }
     rc->shard = sh;
     rc->call = call;
-    rc->t_recv = (struct tag){.kind = TAG_CALLBACK, .obj = rc, .fn = on_recv};
-    rc->t_send = (struct tag){.kind = TAG_CALLBACK, .obj = rc, .fn = on_send};
-    rc->t_close = (struct tag){.kind = TAG_CALLBACK, .obj = rc, .fn = on_close};
-    rc->t_end = (struct tag){.kind = TAG_CALLBACK, .obj = rc, .fn = on_end};
-    sh->calls_live++;
+    rc->t_recv = (struct tag){.fn = on_recv, .obj = rc};
+    rc->t_send = (struct tag){.fn = on_send, .obj = rc};
+    rc->t_close = (struct tag){.fn = on_close, .obj = rc};
+    rc->t_end = (struct tag){.fn = on_end, .obj = rc};
+    shard_call_opened(sh);
     grpc_op ops[2];
     memset(ops, 0, sizeof(ops));
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
@@ -441,15 +443,17 @@ static void accept_reflection(struct shard *sh, grpc_call *call, grpc_byte_buffe
 }
 
 static const struct service_method methods[] = {
-    {"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", false, accept_reflection},
-    {"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", false, accept_reflection},
+    {"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", false, accept_reflection, 0,
+     false},
+    {"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", false, accept_reflection, 0,
+     false},
 };
 
-const struct service_method *reflection_methods(size_t *count)
-{
-    *count = sizeof(methods) / sizeof(methods[0]);
-    return methods;
-}
+const struct service reflection_service = {
+    .name = "reflection",
+    .methods = methods,
+    .nmethods = sizeof(methods) / sizeof(methods[0]),
+};
 
 size_t reflection_services(const char **out, size_t max)
 {

@@ -9,8 +9,8 @@
 
 #include "shard.h"
 
-/* The methods to register (server.c). */
-const struct service_method *reflection_methods(size_t *count);
+/* The reflection service, v1 and v1alpha. */
+extern const struct service reflection_service;
 /* The fully qualified names of the services described (for tests, logs). */
 size_t reflection_services(const char **out, size_t max);
 

@@ -17,14 +17,21 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "events/v1/watcher.pb-c.h"
 #include "admin.h"
 #include "health.h"
+#include "log.h"
 #include "publish.h"
 #include "reflection.h"
-#include "log.h"
 #include "shard.h"
 #include "subscribe.h"
+#include "watch.h"
+
+/* The services served, in the order each shard runs their hooks: Watch
+ * first (Subscribe's subscriptions are its streams), the admin view last. */
+static const struct service *const services[] = {
+    &watch_service,   &subscribe_service,  &health_service,
+    &publish_service, &reflection_service, &admin_service,
+};
 
 static int shutdown_tag;
 
@@ -112,21 +119,27 @@ int server_create(struct server **out, const struct config *cfg, struct topics *
     grpc_channel_args chargs = {.num_args = nargs, .args = args};
     srv->ingest = ingest;
     int rc;
-    const struct service_method *(*const providers[])(size_t *) = {
-        subscribe_methods, health_methods, publish_methods, reflection_methods, admin_methods};
-    for (size_t p = 0; p < sizeof(providers) / sizeof(providers[0]); p++) {
-        size_t n;
-        const struct service_method *m = providers[p](&n);
-        if (n > SHARD_MAX_METHODS - srv->nmethods) {
-            snprintf(err, errlen,
-                     "the services have more than SHARD_MAX_METHODS (%d) methods (%s is one "
-                     "too many); raise it in shard.h",
-                     SHARD_MAX_METHODS, m[SHARD_MAX_METHODS - srv->nmethods].path);
-            rc = -E2BIG;
-            goto out_destroy;
+    _Static_assert(sizeof(services) / sizeof(services[0]) <= SHARD_MAX_SERVICES,
+                   "raise SHARD_MAX_SERVICES");
+    size_t nrequests = 0;
+    for (size_t p = 0; p < sizeof(services) / sizeof(services[0]); p++) {
+        const struct service *svc = services[p];
+        srv->services[srv->nservices++] = svc;
+        for (size_t i = 0; i < svc->nmethods; i++) {
+            const struct service_method *m = &svc->methods[i];
+            nrequests += m->ahead ? m->ahead : 1;
+            if (srv->nmethods == SHARD_MAX_METHODS || nrequests > SHARD_MAX_REQUESTS) {
+                snprintf(err, errlen,
+                         "the services have more than SHARD_MAX_METHODS (%d) methods or "
+                         "SHARD_MAX_REQUESTS (%d) requests ahead (%s is one too many); raise "
+                         "them in shard.h",
+                         SHARD_MAX_METHODS, SHARD_MAX_REQUESTS, m->path);
+                rc = -E2BIG;
+                goto out_destroy;
+            }
+            srv->method_service[srv->nmethods] = p;
+            srv->methods[srv->nmethods++] = m;
         }
-        for (size_t i = 0; i < n; i++)
-            srv->methods[srv->nmethods++] = m[i];
     }
     srv->grpc = grpc_server_create(&chargs, NULL);
     srv->ctl_cq = grpc_completion_queue_create_for_next(NULL);
@@ -140,22 +153,15 @@ int server_create(struct server **out, const struct config *cfg, struct topics *
         goto out_destroy;
     }
     grpc_server_register_completion_queue(srv->grpc, srv->ctl_cq, NULL);
-    srv->watch_method = grpc_server_register_method(srv->grpc, "/events.v1.Watcher/Watch", NULL,
-                                                    GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
-    if (!srv->watch_method) {
-        snprintf(err, errlen, "gRPC refused to register method /events.v1.Watcher/Watch");
-        rc = -EIO;
-        goto out_destroy;
-    }
     for (size_t i = 0; i < srv->nmethods; i++) {
         srv->method_handles[i] = grpc_server_register_method(
-            srv->grpc, srv->methods[i].path, NULL,
-            srv->methods[i].read_payload ? GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER
-                                         : GRPC_SRM_PAYLOAD_NONE,
+            srv->grpc, srv->methods[i]->path, NULL,
+            srv->methods[i]->read_payload ? GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER
+                                          : GRPC_SRM_PAYLOAD_NONE,
             0);
         if (!srv->method_handles[i]) {
             snprintf(err, errlen, "gRPC refused to register method %s (registered twice?)",
-                     srv->methods[i].path);
+                     srv->methods[i]->path);
             rc = -EIO;
             goto out_destroy;
         }

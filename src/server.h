@@ -25,11 +25,14 @@ struct server {
     const struct config *cfg;
     struct topics *topics;
     grpc_server *grpc;
-    void *watch_method;               /* registered /events.v1.Watcher/Watch */
-    struct service_method methods[8]; /* other served methods (health, publish) */
+    /* the services every shard runs, in this order (server.c) */
+    const struct service *services[SHARD_MAX_SERVICES];
+    size_t nservices;
+    const struct service_method *methods[SHARD_MAX_METHODS]; /* all of theirs */
     size_t nmethods;
-    void *method_handles[8]; /* registered handles of methods[] */
-    struct ingest *ingest;   /* where Publish hands its records */
+    size_t method_service[SHARD_MAX_METHODS]; /* whose: index into services[] */
+    void *method_handles[SHARD_MAX_METHODS];  /* registered handles of methods[] */
+    struct ingest *ingest;                   /* where Publish hands its records */
     struct shard **shards;
     size_t nshards;
     grpc_completion_queue *ctl_cq; /* main thread: server shutdown notification */

@@ -16,130 +16,81 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "admin.h"
-#include "health.h"
-#include "ingest.h"
-#include "publish.h"
 #include "log.h"
-#include "ringlog.h"
 #include "server.h"
-#include "subscribe.h"
 #include "topics.h"
-#include "watch.h"
 
-/* ---- lists --------------------------------------------------------------- */
+/* ---- services ------------------------------------------------------------ */
 
-void shard_add(struct shard *sh, struct watch *w)
+void *shard_state(const struct shard *sh, const struct service *svc)
 {
-    w->prev = NULL;
-    w->next = sh->all;
-    if (sh->all)
-        sh->all->prev = w;
-    sh->all = w;
-    if (!w->mux) /* a Subscribe stream counts once, not per subscription */
-        atomic_fetch_add_explicit(&sh->streams, 1, memory_order_relaxed);
+    const struct server *srv = sh->srv;
+    for (size_t i = 0; i < srv->nservices; i++)
+        if (srv->services[i] == svc)
+            return sh->state[i];
+    return NULL;
 }
 
-void shard_remove(struct shard *sh, struct watch *w)
+void shard_call_opened(struct shard *sh)
 {
-    shard_unlist(sh, w);
-    if (w->prev)
-        w->prev->next = w->next;
+    sh->calls_live++;
+}
+
+void shard_call_closed(struct shard *sh)
+{
+    sh->calls_live--;
+}
+
+void shard_stream_opened(struct shard *sh)
+{
+    atomic_fetch_add_explicit(&sh->streams, 1, memory_order_relaxed);
+}
+
+void shard_stream_closed(struct shard *sh)
+{
+    atomic_fetch_sub_explicit(&sh->streams, 1, memory_order_relaxed);
+}
+
+/* Runs each service's hook `name` that is set, in the server's order. */
+#define EACH_SERVICE(sh, name, ...)                                                                \
+    do {                                                                                           \
+        const struct server *srv_ = (sh)->srv;                                                     \
+        for (size_t i_ = 0; i_ < srv_->nservices; i_++)                                            \
+            if (srv_->services[i_]->name)                                                          \
+                srv_->services[i_]->name((sh), (sh)->state[i_], ##__VA_ARGS__);                    \
+    } while (0)
+
+/* Is work ready in some service (pending), or does some service wait for
+ * appends (wants_data)? */
+static bool any_pending(const struct shard *sh)
+{
+    const struct server *srv = sh->srv;
+    for (size_t i = 0; i < srv->nservices; i++)
+        if (srv->services[i]->pending && srv->services[i]->pending(sh, sh->state[i]))
+            return true;
+    return false;
+}
+
+static bool any_wants_data(const struct shard *sh)
+{
+    const struct server *srv = sh->srv;
+    for (size_t i = 0; i < srv->nservices; i++)
+        if (srv->services[i]->wants_data && srv->services[i]->wants_data(sh, sh->state[i]))
+            return true;
+    return false;
+}
+
+/* ---- completions run by the loop ----------------------------------------- */
+
+static void done_append(struct shard *sh, struct tag *t, bool ok)
+{
+    t->done_ok = ok;
+    t->next = NULL;
+    if (sh->done_tail)
+        sh->done_tail->next = t;
     else
-        sh->all = w->next;
-    if (w->next)
-        w->next->prev = w->prev;
-    if (!w->mux)
-        atomic_fetch_sub_explicit(&sh->streams, 1, memory_order_relaxed);
-}
-
-void shard_unlist(struct shard *sh, struct watch *w)
-{
-    if (w->list == SHARD_LIST_NONE)
-        return;
-    struct watch **head =
-        w->list == SHARD_LIST_WAITING ? &sh->waiting[w->topic->index] : &sh->ready;
-    if (w->wprev)
-        w->wprev->wnext = w->wnext;
-    else
-        *head = w->wnext;
-    if (w->wnext)
-        w->wnext->wprev = w->wprev;
-    else if (w->list == SHARD_LIST_READY)
-        sh->ready_tail = w->wprev;
-    w->wprev = w->wnext = NULL;
-    w->list = SHARD_LIST_NONE;
-}
-
-void shard_set_waiting(struct shard *sh, struct watch *w)
-{
-    shard_unlist(sh, w);
-    struct watch **head = &sh->waiting[w->topic->index];
-    w->wprev = NULL;
-    w->wnext = *head;
-    if (*head)
-        (*head)->wprev = w;
-    *head = w;
-    w->list = SHARD_LIST_WAITING;
-}
-
-void shard_set_ready(struct shard *sh, struct watch *w)
-{
-    shard_unlist(sh, w);
-    w->wnext = NULL;
-    w->wprev = sh->ready_tail;
-    if (sh->ready_tail)
-        sh->ready_tail->wnext = w;
-    else
-        sh->ready = w;
-    sh->ready_tail = w;
-    w->list = SHARD_LIST_READY;
-}
-
-/* ---- shared event slices ------------------------------------------------- */
-
-bool shard_event_slice(struct shard *sh, const struct topic *t, const struct ringlog_iter *it,
-                       const struct ringlog_view *v, grpc_slice *out)
-{
-    struct slice_cache_entry *cache = sh->slices[t->index];
-    if (!cache) {
-        /* first send of this topic on this shard (topics may be created late) */
-        cache = sh->slices[t->index] = calloc(SHARD_SLICE_CACHE, sizeof(*cache));
-        if (!cache) { /* out of memory: an unshared copy */
-            *out = grpc_slice_malloc(v->event_len);
-            ringlog_copy_event(v, GRPC_SLICE_START_PTR(*out));
-            return true; /* the caller checks the view is still valid */
-        }
-    }
-    struct slice_cache_entry *e = &cache[v->seq & (SHARD_SLICE_CACHE - 1)];
-    if (e->seq != v->seq) {
-        grpc_slice s = grpc_slice_malloc(v->event_len);
-        ringlog_copy_event(v, GRPC_SLICE_START_PTR(s));
-        if (!ringlog_view_valid(t->log, it)) {
-            grpc_slice_unref(s); /* torn: the writer lapped us while we copied */
-            return false;
-        }
-        if (e->seq)
-            grpc_slice_unref(e->slice);
-        e->slice = s;
-        e->seq = v->seq;
-        counter_add(&sh->ctr.slice_copies, 1);
-    } else {
-        counter_add(&sh->ctr.slice_shares, 1);
-    }
-    *out = grpc_slice_ref(e->slice);
-    return true;
-}
-
-grpc_byte_buffer *shard_event_buffer(struct shard *sh, const struct topic *t,
-                                     const struct ringlog_iter *it, const struct ringlog_view *v)
-{
-    grpc_slice s;
-    if (!shard_event_slice(sh, t, it, v, &s))
-        return NULL;
-    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
-    grpc_slice_unref(s);
-    return bb;
+        sh->done = t;
+    sh->done_tail = t;
 }
 
 grpc_call_error shard_start_batch(struct shard *sh, grpc_call *call, const grpc_op *ops,
@@ -152,14 +103,7 @@ grpc_call_error shard_start_batch(struct shard *sh, grpc_call *call, const grpc_
     void *tag;
     int ok;
     if (grpc_completion_queue_thread_local_cache_flush(sh->cq, &tag, &ok)) {
-        struct tag *done = tag; /* this batch's, or another of this queue's */
-        done->done_ok = ok;
-        done->done_next = NULL;
-        if (sh->done_tail)
-            sh->done_tail->done_next = done;
-        else
-            sh->done = done;
-        sh->done_tail = done;
+        done_append(sh, tag, ok); /* this batch's, or another of this queue's */
         counter_add(&sh->ctr.cq_cached, 1);
     }
     return e;
@@ -180,35 +124,33 @@ void shard_ring(struct shard *sh)
         grpc_call_start_batch(sh->bell_call, NULL, 0, &sh->bell_tag, NULL);
 }
 
-void shard_post(struct shard *sh, struct ingest_job *job)
+void shard_post(struct shard *sh, struct tag *t)
 {
-    struct ingest_job *head = atomic_load_explicit(&sh->inbox, memory_order_relaxed);
+    struct tag *head = atomic_load_explicit(&sh->inbox, memory_order_relaxed);
     do
-        job->next = head;
-    while (!atomic_compare_exchange_weak(&sh->inbox, &head, job));
+        t->next = head;
+    while (!atomic_compare_exchange_weak(&sh->inbox, &head, t));
     /* Pairs with the shard's fence after arming its doorbell. */
     atomic_thread_fence(memory_order_seq_cst);
     shard_ring(sh);
 }
 
-static bool run_inbox(struct shard *sh)
+/* Moves the posted tags, oldest first, to the completions to run. */
+static void take_inbox(struct shard *sh)
 {
-    struct ingest_job *list = atomic_exchange(&sh->inbox, NULL);
-    if (!list)
-        return false;
-    struct ingest_job *fifo = NULL;
+    struct tag *list = atomic_exchange(&sh->inbox, NULL);
+    struct tag *fifo = NULL;
     while (list) {
-        struct ingest_job *next = list->next;
+        struct tag *next = list->next;
         list->next = fifo;
         fifo = list;
         list = next;
     }
     while (fifo) {
-        struct ingest_job *job = fifo;
-        fifo = job->next;
-        publish_on_ack(sh, job);
+        struct tag *t = fifo;
+        fifo = t->next;
+        done_append(sh, t, true);
     }
-    return true;
 }
 
 /* ---- incoming calls ------------------------------------------------------ */
@@ -220,23 +162,27 @@ struct other_call {
     grpc_slice details;
 };
 
-static bool accepting(const struct shard *sh)
+bool shard_accepting(const struct shard *sh)
 {
     return !atomic_load(&sh->srv->draining) && !atomic_load(&sh->srv->stopping);
 }
 
-static void arm_watch_request(struct shard *sh, struct request_slot *slot)
+static void on_new_call(struct shard *sh, void *obj, bool ok);
+static void on_new_other(struct shard *sh, void *obj, bool ok);
+
+static void arm_request(struct shard *sh, struct request_slot *slot)
 {
-    if (!accepting(sh))
+    if (!shard_accepting(sh))
         return;
+    const struct service_method *m = sh->srv->methods[slot->method];
     grpc_metadata_array_init(&slot->md);
     slot->payload = NULL;
     slot->call = NULL;
     grpc_call_error e = grpc_server_request_registered_call(
-        sh->srv->grpc, sh->srv->watch_method, &slot->call, &slot->deadline, &slot->md,
-        &slot->payload, sh->cq, sh->cq, &slot->tag);
+        sh->srv->grpc, sh->srv->method_handles[slot->method], &slot->call, &slot->deadline,
+        &slot->md, m->read_payload ? &slot->payload : NULL, sh->cq, sh->cq, &slot->tag);
     if (e != GRPC_CALL_OK) {
-        log_error("msg=request_call_failed shard=%zu error=%d", sh->index, e);
+        log_error("msg=request_call_failed shard=%zu method=%s error=%d", sh->index, m->path, e);
         grpc_metadata_array_destroy(&slot->md);
         return;
     }
@@ -246,7 +192,7 @@ static void arm_watch_request(struct shard *sh, struct request_slot *slot)
 static void arm_other_request(struct shard *sh)
 {
     struct request_slot *slot = &sh->other_req;
-    if (!accepting(sh))
+    if (!shard_accepting(sh))
         return;
     grpc_metadata_array_init(&slot->md);
     grpc_call_details_init(&slot->details);
@@ -269,10 +215,10 @@ static void arm_other_request(struct shard *sh)
  * connection's calls stay on the shard of its queue (its completions never
  * cross threads) and gRPC's round-robin balances connections. =stream
  * balances streams instead, for clients that put many streams on few
- * connections: a shard keeps requests armed only while it serves no more
- * than BALANCE_SLACK streams above the least loaded shard (the least loaded
- * one always qualifies, so some shard is always accepting), which spreads
- * one connection's calls over every shard. */
+ * connections: a shard keeps requests of its balanced methods armed only
+ * while it serves no more than BALANCE_SLACK streams above the least loaded
+ * shard (the least loaded one always qualifies, so some shard is always
+ * accepting), which spreads one connection's calls over every shard. */
 #define BALANCE_SLACK 8
 
 static bool below_share(const struct shard *sh)
@@ -289,14 +235,21 @@ static bool below_share(const struct shard *sh)
     return mine <= least + BALANCE_SLACK;
 }
 
-/* Arms every free Watch request slot, if this shard is below its share. */
+static bool balanced(const struct shard *sh, const struct request_slot *slot)
+{
+    return sh->srv->methods[slot->method]->balanced;
+}
+
+/* Arms every free request slot; those of balanced methods only while this
+ * shard is below its share. */
 static void top_up_requests(struct shard *sh)
 {
-    if (!accepting(sh) || !below_share(sh))
+    if (!shard_accepting(sh))
         return;
-    for (size_t i = 0; i < SHARD_WATCH_REQUESTS; i++)
-        if (!sh->watch_req[i].armed)
-            arm_watch_request(sh, &sh->watch_req[i]);
+    bool below = below_share(sh);
+    for (size_t i = 0; i < sh->nreq; i++)
+        if (!sh->req[i].armed && (below || !balanced(sh, &sh->req[i])))
+            arm_request(sh, &sh->req[i]);
 }
 
 #define CANCEL_LOG_INTERVAL_US 1000000
@@ -341,20 +294,23 @@ static bool drop_if_cancelled(struct shard *sh, grpc_call *call, grpc_byte_buffe
     return true;
 }
 
-static void on_new_watch(struct shard *sh, struct request_slot *slot, bool ok)
+static void on_new_call(struct shard *sh, void *obj, bool ok)
 {
+    struct request_slot *slot = obj;
     slot->armed = false;
     grpc_metadata_array_destroy(&slot->md);
+    const struct service_method *m = sh->srv->methods[slot->method];
     if (ok && slot->call) {
-        if (!drop_if_cancelled(sh, slot->call, slot->payload))
-            watch_accept(sh, slot->call, slot->payload);
+        if (!m->read_payload || !drop_if_cancelled(sh, slot->call, slot->payload))
+            m->accept(sh, sh->state[sh->srv->method_service[slot->method]], slot->call,
+                      slot->payload);
     } else if (slot->payload) {
         grpc_byte_buffer_destroy(slot->payload);
     }
     slot->call = NULL;
     slot->payload = NULL;
-    if (below_share(sh)) {
-        arm_watch_request(sh, slot);
+    if (!m->balanced || below_share(sh)) {
+        arm_request(sh, slot);
     } else {
         /* over our share: let the others (idle ones sleep) take new calls */
         for (size_t i = 0; i < sh->srv->nshards; i++)
@@ -363,10 +319,20 @@ static void on_new_watch(struct shard *sh, struct request_slot *slot, bool ok)
     }
 }
 
-/* A method this server does not implement: answer UNIMPLEMENTED. */
-static void on_new_other(struct shard *sh, bool ok)
+static void on_other_done(struct shard *sh, void *obj, bool ok)
 {
-    struct request_slot *slot = &sh->other_req;
+    (void)ok;
+    struct other_call *oc = obj;
+    shard_call_closed(sh);
+    grpc_call_unref(oc->call);
+    grpc_slice_unref(oc->details);
+    free(oc);
+}
+
+/* A method this server does not implement: answer UNIMPLEMENTED. */
+static void on_new_other(struct shard *sh, void *obj, bool ok)
+{
+    struct request_slot *slot = obj;
     slot->armed = false;
     if (ok && slot->call) {
         struct other_call *oc = calloc(1, sizeof(*oc));
@@ -378,7 +344,7 @@ static void on_new_other(struct shard *sh, bool ok)
             char *method = grpc_slice_to_c_string(slot->details.method);
             snprintf(msg, sizeof(msg), "unknown method %.256s", method);
             gpr_free(method);
-            oc->tag = (struct tag){.kind = TAG_OTHER_DONE, .obj = oc};
+            oc->tag = (struct tag){.fn = on_other_done, .obj = oc};
             oc->call = slot->call;
             oc->details = grpc_slice_from_copied_string(msg);
             grpc_op ops[3];
@@ -390,7 +356,7 @@ static void on_new_other(struct shard *sh, bool ok)
             ops[2].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
             ops[2].data.recv_close_on_server.cancelled = &oc->cancelled;
             if (grpc_call_start_batch(oc->call, ops, 3, &oc->tag, NULL) == GRPC_CALL_OK) {
-                sh->calls_live++;
+                shard_call_opened(sh);
             } else {
                 grpc_call_unref(oc->call);
                 grpc_slice_unref(oc->details);
@@ -404,80 +370,11 @@ static void on_new_other(struct shard *sh, bool ok)
     arm_other_request(sh);
 }
 
-static void arm_method_request(struct shard *sh, struct request_slot *slot)
+static void on_bell(struct shard *sh, void *obj, bool ok)
 {
-    if (!accepting(sh))
-        return;
-    const struct service_method *m = &sh->srv->methods[slot->method];
-    grpc_metadata_array_init(&slot->md);
-    slot->payload = NULL;
-    slot->call = NULL;
-    grpc_call_error e = grpc_server_request_registered_call(
-        sh->srv->grpc, sh->srv->method_handles[slot->method], &slot->call, &slot->deadline,
-        &slot->md, m->read_payload ? &slot->payload : NULL, sh->cq, sh->cq, &slot->tag);
-    if (e != GRPC_CALL_OK) {
-        log_error("msg=request_call_failed shard=%zu method=%s error=%d", sh->index, m->path, e);
-        grpc_metadata_array_destroy(&slot->md);
-        return;
-    }
-    slot->armed = true;
-}
-
-static void on_new_method(struct shard *sh, struct request_slot *slot, bool ok)
-{
-    slot->armed = false;
-    grpc_metadata_array_destroy(&slot->md);
-    const struct service_method *m = &sh->srv->methods[slot->method];
-    if (ok && slot->call) {
-        if (!m->read_payload || !drop_if_cancelled(sh, slot->call, slot->payload))
-            m->accept(sh, slot->call, slot->payload);
-    } else if (slot->payload) {
-        grpc_byte_buffer_destroy(slot->payload);
-    }
-    slot->call = NULL;
-    slot->payload = NULL;
-    arm_method_request(sh, slot);
-}
-
-static void on_other_done(struct shard *sh, struct other_call *oc)
-{
-    sh->calls_live--;
-    grpc_call_unref(oc->call);
-    grpc_slice_unref(oc->details);
-    free(oc);
-}
-
-static void dispatch(struct shard *sh, struct tag *t, bool ok)
-{
-    switch (t->kind) {
-    case TAG_BELL:
-        sh->bell_pending = false;
-        break;
-    case TAG_NEW_WATCH:
-        on_new_watch(sh, t->obj, ok);
-        break;
-    case TAG_NEW_OTHER:
-        on_new_other(sh, ok);
-        break;
-    case TAG_OTHER_DONE:
-        on_other_done(sh, t->obj);
-        break;
-    case TAG_SEND:
-        watch_on_send(t->obj, ok);
-        break;
-    case TAG_RECV_CLOSE:
-        watch_on_close(t->obj);
-        break;
-    case TAG_STATUS:
-        watch_on_status(t->obj);
-        break;
-    case TAG_NEW_METHOD:
-        on_new_method(sh, t->obj, ok);
-        break;
-    case TAG_CALLBACK:
-        t->fn(sh, t->obj, ok);
-        break;
-    }
+    (void)obj;
+    (void)ok;
+    sh->bell_pending = false;
 }
 
 /* ---- the loop ------------------------------------------------------------ */
@@ -507,82 +404,25 @@ static void shutdown_cq(struct shard *sh)
     sh->cq_shut = true;
 }
 
-/* Pumps the waiting streams of every topic whose head moved. Returns true if
- * any head had moved. */
-static bool wake_topics(struct shard *sh)
-{
-    const struct topics *topics = sh->srv->topics;
-    bool moved = false;
-    for (size_t i = 0, n = topics_count(topics); i < n; i++) {
-        if (!sh->waiting[i])
-            continue; /* nobody here waits for this topic: its appends are not ours */
-        uint64_t head = ringlog_head_pos(topics->items[i]->log);
-        if (head == sh->seen_head[i])
-            continue;
-        sh->seen_head[i] = head;
-        moved = true;
-        struct watch *w = sh->waiting[i];
-        sh->waiting[i] = NULL;
-        for (struct watch *x = w; x; x = x->wnext)
-            x->list = SHARD_LIST_NONE;
-        while (w) {
-            struct watch *next = w->wnext;
-            w->wprev = w->wnext = NULL;
-            watch_pump(w);
-            w = next;
-        }
-    }
-    return moved;
-}
-
-/* Did a topic that some stream here waits for move? */
-static bool heads_moved(const struct shard *sh)
-{
-    const struct topics *topics = sh->srv->topics;
-    for (size_t i = 0, n = topics_count(topics); i < n; i++) {
-        if (!sh->waiting[i])
-            continue;
-        if (ringlog_head_pos(topics->items[i]->log) != sh->seen_head[i])
-            return true;
-    }
-    return false;
-}
-
 #define DONE_STREAK 64
 
-/* Dispatches the completions shard_start_batch took from the cache. */
+/* Runs the completions taken from the cache and the tags posted to us. */
 static void run_done(struct shard *sh)
 {
+    take_inbox(sh);
     struct tag *t = sh->done;
     sh->done = sh->done_tail = NULL;
     while (t) {
-        struct tag *next = t->done_next;
-        dispatch(sh, t, t->done_ok);
+        struct tag *next = t->next;
+        t->fn(sh, t->obj, t->done_ok);
         t = next;
-    }
-}
-
-static void run_ready(struct shard *sh)
-{
-    struct watch *w = sh->ready;
-    sh->ready = sh->ready_tail = NULL;
-    for (struct watch *x = w; x; x = x->wnext)
-        x->list = SHARD_LIST_NONE;
-    while (w) {
-        struct watch *next = w->wnext;
-        w->wprev = w->wnext = NULL;
-        watch_pump(w);
-        w = next;
     }
 }
 
 static bool requests_armed(const struct shard *sh)
 {
-    for (size_t i = 0; i < SHARD_WATCH_REQUESTS; i++)
-        if (sh->watch_req[i].armed)
-            return true;
-    for (size_t i = 0; i < sh->srv->nmethods; i++)
-        if (sh->method_req[i].armed)
+    for (size_t i = 0; i < sh->nreq; i++)
+        if (sh->req[i].armed)
             return true;
     return sh->other_req.armed;
 }
@@ -593,53 +433,25 @@ static void *shard_main(void *p)
     struct server *srv = sh->srv;
     top_up_requests(sh);
     arm_other_request(sh);
-    for (size_t i = 0; i < srv->nmethods; i++)
-        arm_method_request(sh, &sh->method_req[i]);
     sh->next_tick_us = log_now_mono_us() + sh->tick_us;
 
     for (;;) {
         if (!sh->drain_seen && atomic_load(&srv->draining)) {
             sh->drain_seen = true;
-            for (struct watch *w = sh->all, *next; w; w = next) {
-                next = w->next;
-                watch_drain(w);
-            }
-            subscribe_drain(sh);
-            health_drain(sh);
-            publish_drain(sh);
+            EACH_SERVICE(sh, drain);
         }
         top_up_requests(sh);
-        run_inbox(sh);
-        wake_topics(sh);
-        run_ready(sh);
         run_done(sh);
-        subscribe_run(sh);
+        EACH_SERVICE(sh, run);
         int64_t now = log_now_mono_us();
         if (now >= sh->next_tick_us) {
-            uint64_t lag[SHARD_LAG_BUCKETS] = {0}, lag_sum = 0;
-            for (struct watch *w = sh->all; w; w = w->next) {
-                watch_tick(w, now);
-                if (w->topic && w->eob_sent) {
-                    uint64_t behind = ringlog_head_pos(w->topic->log) - w->it.pos;
-                    size_t b = 0;
-                    while (behind > shard_lag_bounds[b])
-                        b++;
-                    lag[b]++;
-                    lag_sum += behind;
-                }
-            }
-            for (size_t b = 0; b < SHARD_LAG_BUCKETS; b++)
-                atomic_store_explicit(&sh->ctr.lag[b], lag[b], memory_order_relaxed);
-            atomic_store_explicit(&sh->ctr.lag_sum, lag_sum, memory_order_relaxed);
-            admin_tick(sh, now);
+            EACH_SERVICE(sh, tick, now);
             report_cancelled(sh, now);
             sh->tick_us = shard_tick_us(srv); /* SIGHUP may change a cadence */
             sh->next_tick_us = now + sh->tick_us;
         }
-        if (atomic_load(&srv->stopping) && !sh->all && !requests_armed(sh) && !sh->calls_live)
+        if (atomic_load(&srv->stopping) && !requests_armed(sh) && !sh->calls_live)
             break;
-        if (atomic_load(&srv->stopping) && sh->calls_live)
-            health_drain(sh); /* health streams opened while draining */
         /* Completions taken from the thread-local cache are this thread's
          * own: go round again rather than poll a queue they are not in (an
          * empty queue costs a pollset pass). Every DONE_STREAK rounds the
@@ -650,27 +462,26 @@ static void *shard_main(void *p)
 
         /* Appends concern this shard only while a stream waits for data:
          * say so before arming, so the ingest thread rings only then. */
-        bool waiting = false;
-        for (size_t i = 0, n = topics_count(srv->topics); i < n && !waiting; i++)
-            waiting = sh->waiting[i] != NULL;
-        atomic_store(&sh->wants_data, waiting);
+        atomic_store(&sh->wants_data, any_wants_data(sh));
         if (!sh->bell_pending) {
             sh->bell_pending = true;
             atomic_store(&sh->bell_armed, true);
         }
         atomic_thread_fence(memory_order_seq_cst);
         gpr_timespec deadline;
-        if (sh->ready || sh->done || sh->mux_dirty || heads_moved(sh) || atomic_load(&sh->inbox) ||
+        if (sh->done || atomic_load(&sh->inbox) || any_pending(sh) ||
             (!sh->drain_seen && atomic_load(&srv->draining)))
             deadline = gpr_time_0(GPR_CLOCK_MONOTONIC);
         else
             deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
                                     gpr_time_from_micros(sh->next_tick_us - now, GPR_TIMESPAN));
         grpc_event ev = grpc_completion_queue_next(sh->cq, deadline, NULL);
-        if (ev.type == GRPC_OP_COMPLETE)
-            dispatch(sh, ev.tag, ev.success);
-        else if (ev.type == GRPC_QUEUE_SHUTDOWN)
+        if (ev.type == GRPC_OP_COMPLETE) {
+            struct tag *t = ev.tag;
+            t->fn(sh, t->obj, ev.success);
+        } else if (ev.type == GRPC_QUEUE_SHUTDOWN) {
             break;
+        }
     }
 
     /* Take the doorbell back; if someone is ringing it, wait for that tag. */
@@ -680,7 +491,7 @@ static void *shard_main(void *p)
             grpc_completion_queue_next(sh->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
         if (ev.type != GRPC_OP_COMPLETE)
             break;
-        if (((struct tag *)ev.tag)->kind == TAG_BELL)
+        if (ev.tag == &sh->bell_tag)
             bell_in_flight = false;
     }
     /* bell_call itself stays as it is: shard_ring reads it from other
@@ -693,6 +504,19 @@ static void *shard_main(void *p)
 
 /* ---- life cycle ---------------------------------------------------------- */
 
+static void free_states(struct shard *sh)
+{
+    const struct server *srv = sh->srv;
+    for (size_t i = 0; i < srv->nservices; i++) {
+        if (!sh->state[i])
+            continue;
+        if (srv->services[i]->fini)
+            srv->services[i]->fini(sh, sh->state[i]);
+        free(sh->state[i]);
+        sh->state[i] = NULL;
+    }
+}
+
 int shard_create(struct shard **out, struct server *srv, size_t index, char *err, size_t errlen)
 {
     *out = NULL;
@@ -704,16 +528,19 @@ int shard_create(struct shard **out, struct server *srv, size_t index, char *err
     int rc = -ENOMEM;
     sh->srv = srv;
     sh->index = index;
-    /* per topic index, for every topic there may ever be */
-    sh->waiting = calloc(TOPICS_MAX, sizeof(*sh->waiting));
-    sh->seen_head = calloc(TOPICS_MAX, sizeof(*sh->seen_head));
-    sh->slices = calloc(TOPICS_MAX, sizeof(*sh->slices));
-    sh->horizon_seq = calloc(TOPICS_MAX, sizeof(*sh->horizon_seq));
-    sh->horizon_of = calloc(TOPICS_MAX, sizeof(*sh->horizon_of));
-    sh->horizon_gen = 1;
-    if (!sh->waiting || !sh->seen_head || !sh->slices || !sh->horizon_seq || !sh->horizon_of) {
-        snprintf(err, errlen, "shard %zu: out of memory", index);
-        goto out_free;
+    for (size_t i = 0; i < srv->nservices; i++) {
+        const struct service *svc = srv->services[i];
+        sh->state[i] = calloc(1, svc->state_size ? svc->state_size : 1);
+        if (!sh->state[i]) {
+            snprintf(err, errlen, "shard %zu: out of memory", index);
+            goto out_free;
+        }
+        if (svc->init && (rc = svc->init(sh, sh->state[i])) != 0) {
+            free(sh->state[i]);
+            sh->state[i] = NULL;
+            snprintf(err, errlen, "shard %zu: service %s: %s", index, svc->name, strerror(-rc));
+            goto out_free;
+        }
     }
     rc = -EIO; /* from here on, gRPC refused */
     sh->cq = grpc_completion_queue_create_for_next(NULL);
@@ -724,7 +551,7 @@ int shard_create(struct shard **out, struct server *srv, size_t index, char *err
 
     /* The doorbell before the queue is the server's: a failure here leaves
      * nothing registered to undo. */
-    sh->bell_tag = (struct tag){.kind = TAG_BELL, .obj = sh};
+    sh->bell_tag = (struct tag){.fn = on_bell, .obj = sh};
     sh->bell_channel = grpc_lame_client_channel_create(NULL, GRPC_STATUS_UNAVAILABLE, "doorbell");
     if (!sh->bell_channel) {
         snprintf(err, errlen, "shard %zu: cannot create its doorbell (a lame gRPC channel)", index);
@@ -744,20 +571,19 @@ int shard_create(struct shard **out, struct server *srv, size_t index, char *err
     atomic_init(&sh->bell_armed, false);
     atomic_init(&sh->wants_data, false);
     atomic_init(&sh->inbox, NULL);
-    atomic_init(&sh->snap_at_us, 0);
-    pthread_mutex_init(&sh->snap_mu, NULL);
     atomic_init(&sh->streams, 0);
-    for (size_t i = 0; i < SHARD_WATCH_REQUESTS; i++) {
-        sh->watch_req[i].tag = (struct tag){.kind = TAG_NEW_WATCH, .obj = &sh->watch_req[i]};
-        sh->watch_req[i].shard = sh;
+    /* the request slots: `ahead` of each method (at least one) */
+    for (size_t m = 0; m < srv->nmethods; m++) {
+        unsigned ahead = srv->methods[m]->ahead ? srv->methods[m]->ahead : 1;
+        for (unsigned k = 0; k < ahead && sh->nreq < SHARD_MAX_REQUESTS; k++) {
+            struct request_slot *slot = &sh->req[sh->nreq++];
+            slot->tag = (struct tag){.fn = on_new_call, .obj = slot};
+            slot->shard = sh;
+            slot->method = m;
+        }
     }
-    sh->other_req.tag = (struct tag){.kind = TAG_NEW_OTHER, .obj = &sh->other_req};
+    sh->other_req.tag = (struct tag){.fn = on_new_other, .obj = &sh->other_req};
     sh->other_req.shard = sh;
-    for (size_t i = 0; i < SHARD_MAX_METHODS; i++) {
-        sh->method_req[i].tag = (struct tag){.kind = TAG_NEW_METHOD, .obj = &sh->method_req[i]};
-        sh->method_req[i].shard = sh;
-        sh->method_req[i].method = i;
-    }
 
     sh->tick_us = shard_tick_us(srv);
     *out = sh;
@@ -769,11 +595,7 @@ out_cq:
     shutdown_cq(sh);
     grpc_completion_queue_destroy(sh->cq);
 out_free:
-    free(sh->waiting);
-    free(sh->seen_head);
-    free(sh->slices);
-    free(sh->horizon_seq);
-    free(sh->horizon_of);
+    free_states(sh);
     free(sh);
     return rc;
 }
@@ -809,19 +631,6 @@ void shard_destroy(struct shard *sh)
             shutdown_cq(sh); /* never started */
         grpc_completion_queue_destroy(sh->cq);
     }
-    for (size_t t = 0; t < TOPICS_MAX; t++) {
-        struct slice_cache_entry *cache = sh->slices[t];
-        for (size_t i = 0; cache && i < SHARD_SLICE_CACHE; i++)
-            if (cache[i].seq)
-                grpc_slice_unref(cache[i].slice);
-        free(cache);
-    }
-    free(sh->slices);
-    free(sh->snap);
-    pthread_mutex_destroy(&sh->snap_mu);
-    free(sh->waiting);
-    free(sh->seen_head);
-    free(sh->horizon_seq);
-    free(sh->horizon_of);
+    free_states(sh);
     free(sh);
 }

@@ -27,7 +27,7 @@
 #include "ringlog.h"
 #include "server.h"
 #include "topics.h"
-#include "watch.h"
+#include "watch_internal.h"
 #include "wire.h"
 
 #define NO_LINK UINT32_MAX
@@ -58,6 +58,7 @@ struct mux {
     bool dirty;
 
     struct shard *shard;
+    struct sub_shard *ss; /* the service's state on that shard */
     grpc_call *call;
     uint64_t id;
     char peer[64];
@@ -94,6 +95,16 @@ struct mux {
     int64_t now_us; /* monotonic, taken once per flush: when its deliveries went out */
 };
 
+/* The Subscribe service's state on one shard. */
+struct sub_shard {
+    struct mux *muxes;     /* the streams on this shard */
+    struct mux *mux_dirty; /* ... of them with something to send */
+    /* per topic index: the head seq a flush reads up to, valid while
+     * horizon_of equals horizon_gen (bumped per flush) */
+    uint64_t *horizon_seq, *horizon_of;
+    uint64_t horizon_gen;
+};
+
 static bool mux_live(const struct mux *m)
 {
     return !m->status_started && !m->closed && !m->stopping;
@@ -106,15 +117,15 @@ static void set_dirty(struct mux *m)
     if (m->dirty)
         return;
     m->dirty = true;
-    m->dnext = m->shard->mux_dirty;
-    m->shard->mux_dirty = m;
+    m->dnext = m->ss->mux_dirty;
+    m->ss->mux_dirty = m;
 }
 
 static void undirty(struct mux *m)
 {
     if (!m->dirty)
         return;
-    for (struct mux **p = &m->shard->mux_dirty; *p; p = &(*p)->dnext)
+    for (struct mux **p = &m->ss->mux_dirty; *p; p = &(*p)->dnext)
         if (*p == m) {
             *p = m->dnext;
             break;
@@ -295,7 +306,8 @@ static void append(struct mux *m, struct watch *w, uint32_t id, uint32_t field, 
     set_dirty(m);
 }
 
-void mux_emit_event(struct mux *m, struct watch *w, grpc_slice event, uint32_t topic, uint64_t seq)
+static void mux_emit_event(struct mux *m, struct watch *w, grpc_slice event, uint32_t topic,
+                           uint64_t seq)
 {
     if (w->mgen == m->gen && w->mhb_gen == m->gen && w->mlast && w->mlast == w->mhb) {
         /* its last delivery is a heartbeat (sent while it was idle): the
@@ -333,7 +345,9 @@ void mux_emit_event(struct mux *m, struct watch *w, grpc_slice event, uint32_t t
     append(m, w, w->sub_id, FIELD_EVENT, event, topic, seq);
 }
 
-void mux_emit_heartbeat(struct mux *m, struct watch *w, grpc_byte_buffer *bb)
+static void mux_emit_buffer(struct mux *m, struct watch *w, grpc_byte_buffer *bb);
+
+static void mux_emit_heartbeat(struct mux *m, struct watch *w, grpc_byte_buffer *bb)
 {
     uint32_t before = w->mgen == m->gen ? w->mlast : 0;
     mux_emit_buffer(m, w, bb);
@@ -344,7 +358,7 @@ void mux_emit_heartbeat(struct mux *m, struct watch *w, grpc_byte_buffer *bb)
     }
 }
 
-void mux_emit_buffer(struct mux *m, struct watch *w, grpc_byte_buffer *bb)
+static void mux_emit_buffer(struct mux *m, struct watch *w, grpc_byte_buffer *bb)
 {
     grpc_slice s;
     if (bb->type == GRPC_BB_RAW && bb->data.raw.compression == GRPC_COMPRESS_NONE &&
@@ -375,8 +389,10 @@ static void refuse(struct mux *m, uint32_t id, grpc_status_code code, const char
     append(m, NULL, id, FIELD_END, wire_subscription_end(code, msg, NULL, NULL), 0, 0);
 }
 
-void mux_end(struct mux *m, struct watch *w, grpc_status_code code, const char *details,
-             const char *md_key, const char *md_value)
+static void mux_wake(struct mux *m, struct watch *w);
+
+static void mux_end(struct mux *m, struct watch *w, grpc_status_code code, const char *details,
+                    const char *md_key, const char *md_value)
 {
     table_del(m, w);
     const char *cursor = NULL, *earliest = NULL;
@@ -389,7 +405,7 @@ void mux_end(struct mux *m, struct watch *w, grpc_status_code code, const char *
     mux_wake(m, w); /* to be freed when the stream next gathers */
 }
 
-void mux_attach(struct mux *m, struct watch *w)
+static void mux_attach(struct mux *m, struct watch *w)
 {
     w->sprev = NULL;
     w->snext = m->subs;
@@ -400,7 +416,7 @@ void mux_attach(struct mux *m, struct watch *w)
     counter_add(&m->shard->ctr.sub_subs_live, 1);
 }
 
-void mux_wake(struct mux *m, struct watch *w)
+static void mux_wake(struct mux *m, struct watch *w)
 {
     if (!w->mready) {
         w->mready = true;
@@ -414,45 +430,61 @@ void mux_wake(struct mux *m, struct watch *w)
     set_dirty(m);
 }
 
-bool mux_room(const struct mux *m)
+static bool mux_room(const struct mux *m)
 {
     return m->batch_bytes < (size_t)m->shard->srv->cfg->max_batch_bytes;
 }
 
-uint64_t mux_emitted(const struct mux *m)
+static uint64_t mux_emitted(const struct mux *m)
 {
     return m->emitted;
 }
 
-bool mux_send_busy(const struct mux *m)
+static bool mux_send_busy(const struct mux *m)
 {
     return m->send_busy;
 }
 
-bool mux_holds(const struct mux *m, const struct watch *w)
+static bool mux_holds(const struct mux *m, const struct watch *w)
 {
     return w->mgen == m->gen && w->mlast;
 }
 
-uint64_t mux_horizon(const struct mux *m, const struct topic *t)
+static uint64_t mux_horizon(const struct mux *m, const struct topic *t)
 {
-    struct shard *sh = m->shard;
-    if (sh->horizon_of[t->index] != sh->horizon_gen) {
-        sh->horizon_of[t->index] = sh->horizon_gen;
-        sh->horizon_seq[t->index] = ringlog_head_seq(t->log);
+    struct sub_shard *ss = m->ss;
+    if (ss->horizon_of[t->index] != ss->horizon_gen) {
+        ss->horizon_of[t->index] = ss->horizon_gen;
+        ss->horizon_seq[t->index] = ringlog_head_seq(t->log);
     }
-    return sh->horizon_seq[t->index];
+    return ss->horizon_seq[t->index];
 }
 
-int64_t mux_now_us(const struct mux *m)
+static int64_t mux_now_us(const struct mux *m)
 {
     return m->now_us;
 }
 
-uint64_t mux_id(const struct mux *m)
+static uint64_t mux_id(const struct mux *m)
 {
     return m->id;
 }
+
+static const struct watch_sink_ops sink_ops = {
+    .id = mux_id,
+    .attach = mux_attach,
+    .emit_event = mux_emit_event,
+    .emit_heartbeat = mux_emit_heartbeat,
+    .emit_buffer = mux_emit_buffer,
+    .end = mux_end,
+    .wake = mux_wake,
+    .room = mux_room,
+    .emitted = mux_emitted,
+    .now_us = mux_now_us,
+    .horizon = mux_horizon,
+    .send_busy = mux_send_busy,
+    .holds = mux_holds,
+};
 
 static size_t ids_len(const struct mux *m, const struct delivery *d)
 {
@@ -534,13 +566,13 @@ static void maybe_free(struct mux *m)
     if (m->prev)
         m->prev->next = m->next;
     else
-        sh->muxes = m->next;
+        m->ss->muxes = m->next;
     if (m->next)
         m->next->prev = m->prev;
     int64_t live = m->counted ? atomic_fetch_sub(&sh->srv->streams_live, 1) - 1
                               : atomic_load(&sh->srv->streams_live);
-    atomic_fetch_sub_explicit(&sh->streams, 1, memory_order_relaxed);
-    sh->calls_live--;
+    shard_stream_closed(sh);
+    shard_call_closed(sh);
     if (m->counted)
         counter_add(&sh->ctr.sub_streams_live, (uint64_t)-1);
     log_info("msg=subscribe_closed stream=%llu shard=%zu reason=%s streams_live=%lld",
@@ -593,7 +625,7 @@ static void flush(struct mux *m)
     if (m->send_busy || m->status_started || m->closed)
         return;
     m->now_us = log_now_mono_us();
-    m->shard->horizon_gen++; /* each topic's head, read again when first needed */
+    m->ss->horizon_gen++; /* each topic's head, read again when first needed */
     while (m->ready) {
         struct watch *w = m->ready;
         bool ended = w->status_started || w->closed;
@@ -684,7 +716,8 @@ static void add_sub(struct mux *m, const Events__V1__SubscriptionAdd *a)
         return;
     }
     if (((m->table_used + 1) * 4 > m->table_cap * 3 && table_grow(m)) ||
-        !watch_sub_open(m->shard, m, id, a->request, m->peer))
+        !watch_sub_open(shard_state(m->shard, &watch_service), &sink_ops, m, id, a->request,
+                        m->peer))
         refuse(m, id, GRPC_STATUS_RESOURCE_EXHAUSTED, "server out of memory");
 }
 
@@ -794,7 +827,7 @@ static void on_status(struct shard *sh, void *obj, bool ok)
     maybe_free(m);
 }
 
-static void accept_subscribe(struct shard *sh, grpc_call *call, grpc_byte_buffer *payload)
+static void accept_subscribe(struct shard *sh, void *st, grpc_call *call, grpc_byte_buffer *payload)
 {
     struct server *srv = sh->srv;
     if (payload)
@@ -804,24 +837,26 @@ static void accept_subscribe(struct shard *sh, grpc_call *call, grpc_byte_buffer
         shard_refuse(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
         return;
     }
+    struct sub_shard *ss = st;
     m->shard = sh;
+    m->ss = ss;
     m->call = call;
     m->gen = 1;
     m->id = atomic_fetch_add(&srv->next_stream_id, 1) + 1;
-    m->t_recv = (struct tag){.kind = TAG_CALLBACK, .obj = m, .fn = on_recv};
-    m->t_send = (struct tag){.kind = TAG_CALLBACK, .obj = m, .fn = on_send};
-    m->t_close = (struct tag){.kind = TAG_CALLBACK, .obj = m, .fn = on_close};
-    m->t_status = (struct tag){.kind = TAG_CALLBACK, .obj = m, .fn = on_status};
+    m->t_recv = (struct tag){.fn = on_recv, .obj = m};
+    m->t_send = (struct tag){.fn = on_send, .obj = m};
+    m->t_close = (struct tag){.fn = on_close, .obj = m};
+    m->t_status = (struct tag){.fn = on_status, .obj = m};
     char *peer = grpc_call_get_peer(call);
     snprintf(m->peer, sizeof(m->peer), "%s", peer ? peer : "-");
     gpr_free(peer);
     m->now_us = log_now_mono_us();
-    m->next = sh->muxes;
-    if (sh->muxes)
-        sh->muxes->prev = m;
-    sh->muxes = m;
-    sh->calls_live++;
-    atomic_fetch_add_explicit(&sh->streams, 1, memory_order_relaxed);
+    m->next = ss->muxes;
+    if (ss->muxes)
+        ss->muxes->prev = m;
+    ss->muxes = m;
+    shard_call_opened(sh);
+    shard_stream_opened(sh);
 
     /* headers at once: the client knows the stream is open before it has
      * anything to receive */
@@ -859,11 +894,14 @@ static void accept_subscribe(struct shard *sh, grpc_call *call, grpc_byte_buffer
     post_recv(m);
 }
 
-void subscribe_run(struct shard *sh)
+/* Sends what the streams with work have gathered. */
+static void ss_run(struct shard *sh, void *st)
 {
-    while (sh->mux_dirty) {
-        struct mux *m = sh->mux_dirty;
-        sh->mux_dirty = m->dnext;
+    (void)sh;
+    struct sub_shard *ss = st;
+    while (ss->mux_dirty) {
+        struct mux *m = ss->mux_dirty;
+        ss->mux_dirty = m->dnext;
         m->dirty = false;
         m->refs++; /* flush may complete its last operation */
         flush(m);
@@ -872,18 +910,51 @@ void subscribe_run(struct shard *sh)
     }
 }
 
-void subscribe_drain(struct shard *sh)
+static bool ss_pending(const struct shard *sh, const void *st)
 {
-    for (struct mux *m = sh->muxes; m; m = m->next)
+    (void)sh;
+    return ((const struct sub_shard *)st)->mux_dirty != NULL;
+}
+
+/* Every subscription has been told UNAVAILABLE (Watch drains first); each
+ * stream ends with UNAVAILABLE once that is out. */
+static void ss_drain(struct shard *sh, void *st)
+{
+    (void)sh;
+    for (struct mux *m = ((struct sub_shard *)st)->muxes; m; m = m->next)
         end_stream(m, GRPC_STATUS_UNAVAILABLE, "server shutting down");
 }
 
+static int ss_init(struct shard *sh, void *st)
+{
+    (void)sh;
+    struct sub_shard *ss = st;
+    ss->horizon_seq = calloc(TOPICS_MAX, sizeof(*ss->horizon_seq));
+    ss->horizon_of = calloc(TOPICS_MAX, sizeof(*ss->horizon_of));
+    ss->horizon_gen = 1;
+    return ss->horizon_seq && ss->horizon_of ? 0 : -ENOMEM;
+}
+
+static void ss_fini(struct shard *sh, void *st)
+{
+    (void)sh;
+    struct sub_shard *ss = st;
+    free(ss->horizon_seq);
+    free(ss->horizon_of);
+}
+
 static const struct service_method methods[] = {
-    {"/events.v1.Watcher/Subscribe", false, accept_subscribe},
+    {"/events.v1.Watcher/Subscribe", false, accept_subscribe, 0, false},
 };
 
-const struct service_method *subscribe_methods(size_t *count)
-{
-    *count = sizeof(methods) / sizeof(methods[0]);
-    return methods;
-}
+const struct service subscribe_service = {
+    .name = "subscribe",
+    .methods = methods,
+    .nmethods = sizeof(methods) / sizeof(methods[0]),
+    .state_size = sizeof(struct sub_shard),
+    .init = ss_init,
+    .fini = ss_fini,
+    .run = ss_run,
+    .pending = ss_pending,
+    .drain = ss_drain,
+};

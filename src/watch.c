@@ -7,7 +7,7 @@
  * heartbeats when idle) -> status (error, slow consumer, drain) or client
  * cancel -> freed when no operation is in flight any more.
  */
-#include "watch.h"
+#include "watch_internal.h"
 
 #include <errno.h>
 #include <grpc/support/alloc.h>
@@ -17,7 +17,6 @@
 
 #include "log.h"
 #include "server.h"
-#include "subscribe.h"
 #include "wire.h"
 
 static struct cursor cursor_of(const struct watch *w)
@@ -42,9 +41,7 @@ static uint64_t lag_budget_events(const struct watch *w)
     return set > 0 ? (uint64_t)set : 0;
 }
 
-/* How far behind the head the stream's read position is: records not read
- * yet (matching or not) and their log bytes. */
-static void lag_of(const struct watch *w, uint64_t *events, uint64_t *bytes)
+void watch_lag(const struct watch *w, uint64_t *events, uint64_t *bytes)
 {
     ringlog_t *log = w->topic->log;
     uint64_t head = ringlog_head_seq(log);
@@ -56,7 +53,7 @@ static void lag_of(const struct watch *w, uint64_t *events, uint64_t *bytes)
 static bool over_budget(const struct watch *w)
 {
     uint64_t events, bytes, max_events = lag_budget_events(w);
-    lag_of(w, &events, &bytes);
+    watch_lag(w, &events, &bytes);
     return bytes > lag_budget(w) || (max_events && events > max_events);
 }
 
@@ -73,14 +70,14 @@ static bool is_live(const struct watch *w)
 
 static void release(struct watch *w)
 {
-    struct shard *sh = w->shard;
+    struct shard *sh = w->ws->shard;
     struct server *srv = sh->srv;
     int64_t live =
         w->counted ? atomic_fetch_sub(&srv->streams_live, 1) - 1 : atomic_load(&srv->streams_live);
     if (w->mux)
         log_info("msg=subscription_closed id=%llu stream=%llu sub=%u topic=%s reason=%s sent=%llu "
                  "dropped=%llu shard=%zu",
-                 (unsigned long long)w->id, (unsigned long long)mux_id(w->mux), w->sub_id,
+                 (unsigned long long)w->id, (unsigned long long)w->ws->sink->id(w->mux), w->sub_id,
                  w->topic ? w->topic->name : "-", w->close_reason ? w->close_reason : "cancelled",
                  (unsigned long long)w->sent_data, (unsigned long long)w->dropped, sh->index);
     else
@@ -89,7 +86,7 @@ static void release(struct watch *w)
                  (unsigned long long)w->id, w->topic ? w->topic->name : "-",
                  w->close_reason ? w->close_reason : "cancelled", (unsigned long long)w->sent_data,
                  (unsigned long long)w->dropped, sh->index, (long long)live);
-    shard_remove(sh, w);
+    watch_shard_remove(w);
     if (w->has_filter)
         filter_free(&w->filter);
     if (w->snapset) {
@@ -124,7 +121,7 @@ void watch_sub_release(struct watch *w)
 static void send_status(struct watch *w, grpc_status_code code, const char *details,
                         const char *md_key, const char *md_value)
 {
-    shard_unlist(w->shard, w);
+    watch_unlist(w);
     if (w->pending) {
         grpc_byte_buffer_destroy(w->pending);
         w->pending = NULL;
@@ -133,8 +130,8 @@ static void send_status(struct watch *w, grpc_status_code code, const char *deta
         w->status_started = true;
         w->close_reason = wire_status_name(code);
         if ((unsigned)code < 17)
-            counter_add(&w->shard->ctr.sub_ends[code], 1);
-        mux_end(w->mux, w, code, details, md_key, md_value);
+            counter_add(&w->ws->shard->ctr.sub_ends[code], 1);
+        w->ws->sink->end(w->mux, w, code, details, md_key, md_value);
         return;
     }
     struct watch_call *c = watch_call(w);
@@ -161,7 +158,7 @@ static void send_status(struct watch *w, grpc_status_code code, const char *deta
     w->status_started = true;
     w->close_reason = wire_status_name(code);
     if ((unsigned)code < 17)
-        counter_add(&w->shard->ctr.status[code], 1);
+        counter_add(&w->ws->shard->ctr.status[code], 1);
     w->refs++;
     grpc_call_error e = grpc_call_start_batch(w->call, ops, n, &c->t_status, NULL);
     if (e != GRPC_CALL_OK) {
@@ -231,8 +228,8 @@ static void start_send_flags(struct watch *w, grpc_byte_buffer *bb, uint32_t fla
     }
     if (w->mux) {
         w->md_sent = true; /* its first delivery is out: see lapped_in_backlog */
-        w->last_send_us = mux_now_us(w->mux);
-        mux_emit_buffer(w->mux, w, bb);
+        w->last_send_us = w->ws->sink->now_us(w->mux);
+        w->ws->sink->emit_buffer(w->mux, w, bb);
         return;
     }
     struct watch_call *c = watch_call(w);
@@ -251,9 +248,9 @@ static void start_send_flags(struct watch *w, grpc_byte_buffer *bb, uint32_t fla
     w->send_busy = true;
     c->send_seq = w->it.seq - 1;
     c->send_hinted = flags & GRPC_WRITE_BUFFER_HINT;
-    counter_add(&w->shard->ctr.sent, 1);
+    counter_add(&w->ws->shard->ctr.sent, 1);
     w->refs++;
-    grpc_call_error e = shard_start_batch(w->shard, w->call, ops, n, &c->t_send);
+    grpc_call_error e = shard_start_batch(w->ws->shard, w->call, ops, n, &c->t_send);
     if (e != GRPC_CALL_OK) {
         log_error("msg=start_batch_failed op=send id=%llu error=%d", (unsigned long long)w->id, e);
         w->refs--;
@@ -288,7 +285,7 @@ static void overflow(struct watch *w, bool stalled)
         char msg[384];
         uint64_t lag_events, lag_bytes, max_events = lag_budget_events(w),
                                         max_bytes = lag_budget(w);
-        lag_of(w, &lag_events, &lag_bytes);
+        watch_lag(w, &lag_events, &lag_bytes);
         cursor_format(from, text);
         /* name the budget crossed; neither: lapped while replaying */
         if (max_events && lag_events > max_events)
@@ -310,7 +307,7 @@ static void overflow(struct watch *w, bool stalled)
                      w->topic->name, text);
         log_info("msg=slow_consumer id=%llu topic=%s policy=disconnect cursor=%s stalled=%d",
                  (unsigned long long)w->id, w->topic->name, text, stalled);
-        counter_add(&w->shard->ctr.slow[EVENTS__V1__OVERFLOW_POLICY__OVERFLOW_DISCONNECT], 1);
+        counter_add(&w->ws->shard->ctr.slow[EVENTS__V1__OVERFLOW_POLICY__OVERFLOW_DISCONNECT], 1);
         if (stalled && !w->mux) {
             /* the trailers follow the held message if the client reads
              * within the grace period; else cancel_held() */
@@ -373,11 +370,11 @@ static void overflow(struct watch *w, bool stalled)
     }
     w->it = target;
     w->dropped += missed - missed_before;
-    counter_add(&w->shard->ctr.dropped_events, missed - missed_before);
+    counter_add(&w->ws->shard->ctr.dropped_events, missed - missed_before);
     /* a Gap widened before it could be sent is the same loss, told once */
     if (!w->slow_gap_pending) {
-        counter_add(&w->shard->ctr.slow[w->overflow], 1);
-        counter_add(&w->shard->ctr.gaps, 1);
+        counter_add(&w->ws->shard->ctr.slow[w->overflow], 1);
+        counter_add(&w->ws->shard->ctr.gaps, 1);
         log_info("msg=slow_consumer id=%llu topic=%s policy=%s missed=%llu conflated_keys=%zu "
                  "stalled=%d",
                  (unsigned long long)w->id, w->topic->name, conflate ? "conflate" : "drop",
@@ -455,8 +452,8 @@ static bool lapped_in_backlog(struct watch *w)
     seek_oldest(log, &w->it);
     uint64_t missed = w->it.seq > from.seq + 1 ? w->it.seq - from.seq - 1 : 0;
     w->dropped += missed;
-    counter_add(&w->shard->ctr.dropped_events, missed);
-    counter_add(&w->shard->ctr.gaps, 1);
+    counter_add(&w->ws->shard->ctr.dropped_events, missed);
+    counter_add(&w->ws->shard->ctr.gaps, 1);
     log_info("msg=lapped_in_backlog id=%llu topic=%s missed=%llu", (unsigned long long)w->id,
              w->topic->name, (unsigned long long)missed);
     w->pending = wire_gap(cursor_of(w), missed, EVENTS__V1__GAP_REASON__GAP_RETENTION, from);
@@ -700,8 +697,8 @@ static bool pump_snapshot(struct watch *w)
              (unsigned long long)w->id, w->topic->name, (unsigned long long)w->snap_sent,
              (unsigned long long)w->snap_lost);
     w->dropped += w->snap_lost;
-    counter_add(&w->shard->ctr.dropped_events, w->snap_lost);
-    counter_add(&w->shard->ctr.gaps, 1);
+    counter_add(&w->ws->shard->ctr.dropped_events, w->snap_lost);
+    counter_add(&w->ws->shard->ctr.gaps, 1);
     start_send(w, wire_gap(cursor_of(w), w->snap_lost, EVENTS__V1__GAP_REASON__GAP_RETENTION,
                            cursor_of(w)));
     return true;
@@ -750,7 +747,7 @@ static void pump(struct watch *w)
         /* a subscription reads up to where its stream's flush began, as
          * the others of the stream do: what came since goes into the next
          * message for all of them, shared, not into this one for some */
-        int rc = w->mux && w->it.seq > mux_horizon(w->mux, w->topic)
+        int rc = w->mux && w->it.seq > w->ws->sink->horizon(w->mux, w->topic)
                      ? -EAGAIN
                      : ringlog_peek(log, &w->it, &v);
         if (rc == -EAGAIN) {
@@ -759,7 +756,7 @@ static void pump(struct watch *w)
                 start_send(w, wire_end_of_backlog(cursor_of(w)));
                 return;
             }
-            shard_set_waiting(w->shard, w);
+            watch_set_waiting(w);
             return;
         }
         if (rc == -ESTALE) {
@@ -772,9 +769,9 @@ static void pump(struct watch *w)
         grpc_slice slice;
         bool match = matches(w, &v), got = false;
         if (match && w->mux)
-            got = shard_event_slice(w->shard, w->topic, &w->it, &v, &slice);
+            got = watch_event_slice(w, &w->it, &v, &slice);
         else if (match)
-            got = (bb = shard_event_buffer(w->shard, w->topic, &w->it, &v)) != NULL;
+            got = (bb = watch_event_buffer(w, &w->it, &v)) != NULL;
         if ((match && !got) || !ringlog_view_valid(log, &w->it)) {
             /* what we read may be torn: discard it */
             if (bb)
@@ -792,8 +789,8 @@ static void pump(struct watch *w)
              * that sends the same record next */
             w->sent_data++;
             w->md_sent = true;
-            w->last_send_us = mux_now_us(w->mux);
-            mux_emit_event(w->mux, w, slice, w->topic->index, v.seq);
+            w->last_send_us = w->ws->sink->now_us(w->mux);
+            w->ws->sink->emit_event(w->mux, w, slice, w->topic->index, v.seq);
             return;
         }
         if (match) {
@@ -806,7 +803,7 @@ static void pump(struct watch *w)
             bool hint = false;
             if (!w->mux) { /* a subscription's deliveries are batched by its stream */
                 struct watch_call *c = watch_call(w);
-                hint = w->md_sent && c->hinted < HINT_RUN && w->shard->srv->write_coalescing &&
+                hint = w->md_sent && c->hinted < HINT_RUN && w->ws->shard->srv->write_coalescing &&
                        next_is_queued(w);
                 c->hinted = hint ? c->hinted + 1 : 0;
             }
@@ -814,14 +811,14 @@ static void pump(struct watch *w)
             return;
         }
     }
-    shard_set_ready(w->shard, w); /* more to scan: come back after others */
+    watch_set_ready(w); /* more to scan: come back after others */
 }
 
 void watch_pump(struct watch *w)
 {
     if (w->mux) { /* its stream gathers what it has into its next message */
         if (is_live(w))
-            mux_wake(w->mux, w);
+            w->ws->sink->wake(w->mux, w);
         return;
     }
     pump(w);
@@ -829,13 +826,13 @@ void watch_pump(struct watch *w)
 
 bool watch_sub_fill(struct watch *w)
 {
-    while (is_live(w) && mux_room(w->mux)) {
-        uint64_t before = mux_emitted(w->mux);
+    while (is_live(w) && w->ws->sink->room(w->mux)) {
+        uint64_t before = w->ws->sink->emitted(w->mux);
         pump(w);
-        if (mux_emitted(w->mux) == before)
+        if (w->ws->sink->emitted(w->mux) == before)
             return false; /* nothing more now: it waits (listed) or has ended */
     }
-    return is_live(w) && w->list == SHARD_LIST_NONE;
+    return is_live(w) && w->list == WATCH_LIST_NONE;
 }
 
 /* A live stream whose send is held (the client does not read, so HTTP/2
@@ -856,20 +853,20 @@ void watch_tick(struct watch *w, int64_t now_us)
 {
     if (w->mux) {
         /* its stream's message is held: its own budget still applies */
-        if (mux_send_busy(w->mux))
+        if (w->ws->sink->send_busy(w->mux))
             check_stalled(w);
         /* at most one heartbeat of it waits in its stream's next message */
-        if (!is_live(w) || w->pending || mux_holds(w->mux, w) ||
+        if (!is_live(w) || w->pending || w->ws->sink->holds(w->mux, w) ||
             now_us - w->last_send_us <
                 atomic_load_explicit(&w->topic->heartbeat_us, memory_order_relaxed))
             return;
         grpc_byte_buffer *hb = wire_heartbeat(cursor_of(w), log_now_unix_us());
         if (!hb)
             return;
-        counter_add(&w->shard->ctr.heartbeats, 1);
+        counter_add(&w->ws->shard->ctr.heartbeats, 1);
         w->md_sent = true;
         w->last_send_us = now_us;
-        mux_emit_heartbeat(w->mux, w, hb);
+        w->ws->sink->emit_heartbeat(w->mux, w, hb);
         return;
     }
     int64_t held_deadline_us = watch_call(w)->held_deadline_us;
@@ -886,7 +883,7 @@ void watch_tick(struct watch *w, int64_t now_us)
     if (now_us - w->last_send_us <
         atomic_load_explicit(&w->topic->heartbeat_us, memory_order_relaxed))
         return;
-    counter_add(&w->shard->ctr.heartbeats, 1);
+    counter_add(&w->ws->shard->ctr.heartbeats, 1);
     start_send(w, wire_heartbeat(cursor_of(w), log_now_unix_us()));
 }
 
@@ -900,8 +897,10 @@ void watch_drain(struct watch *w)
     finish(w, GRPC_STATUS_UNAVAILABLE, msg, "tickfan-cursor", text);
 }
 
-void watch_on_send(struct watch *w, bool ok)
+static void on_send(struct shard *sh, void *obj, bool ok)
 {
+    (void)sh;
+    struct watch *w = obj;
     struct watch_call *c = watch_call(w);
     w->refs--;
     w->send_busy = false;
@@ -925,7 +924,7 @@ void watch_on_send(struct watch *w, bool ok)
             finish(w, c->end_code, details ? details : "stream ended", c->end_md_key,
                    c->end_md_value);
             free(details);
-        } else if (atomic_load_explicit(&w->shard->srv->draining, memory_order_relaxed)) {
+        } else if (atomic_load_explicit(&w->ws->shard->srv->draining, memory_order_relaxed)) {
             watch_drain(w);
         } else {
             watch_pump(w);
@@ -934,18 +933,24 @@ void watch_on_send(struct watch *w, bool ok)
     maybe_free(w);
 }
 
-void watch_on_close(struct watch *w)
+static void on_close(struct shard *sh, void *obj, bool ok)
 {
+    (void)sh;
+    (void)ok;
+    struct watch *w = obj;
     w->refs--;
     w->closed = true;
     if (!w->status_started)
         w->close_reason = "cancelled";
-    shard_unlist(w->shard, w);
+    watch_unlist(w);
     maybe_free(w);
 }
 
-void watch_on_status(struct watch *w)
+static void on_status(struct shard *sh, void *obj, bool ok)
 {
+    (void)sh;
+    (void)ok;
+    struct watch *w = obj;
     struct watch_call *c = watch_call(w);
     w->refs--;
     grpc_slice_unref(c->status_details);
@@ -968,7 +973,7 @@ static bool position(struct watch *w, const Events__V1__WatchRequest *req)
     char msg[400];
 
     if (req->cursor && req->cursor[0]) {
-        counter_add(&w->shard->ctr.resumes, 1);
+        counter_add(&w->ws->shard->ctr.resumes, 1);
         w->start = req->allow_gap ? WATCH_START_CURSOR_GAP : WATCH_START_CURSOR;
         size_t len = strlen(req->cursor);
         struct cursor c;
@@ -1025,7 +1030,7 @@ static bool position(struct watch *w, const Events__V1__WatchRequest *req)
  * stream up. false: a status was sent. */
 static bool setup_request(struct watch *w, const Events__V1__WatchRequest *req)
 {
-    struct server *srv = w->shard->srv;
+    struct server *srv = w->ws->shard->srv;
     char msg[400];
     bool ok = false;
 
@@ -1103,7 +1108,7 @@ static bool setup(struct watch *w, grpc_byte_buffer *payload)
     return ok;
 }
 
-void watch_accept(struct shard *sh, grpc_call *call, grpc_byte_buffer *payload)
+void watch_accept(struct shard *sh, void *st, grpc_call *call, grpc_byte_buffer *payload)
 {
     struct server *srv = sh->srv;
     struct watch_stream *ws = calloc(1, sizeof(*ws));
@@ -1115,15 +1120,15 @@ void watch_accept(struct shard *sh, grpc_call *call, grpc_byte_buffer *payload)
         return;
     }
     struct watch_call *c = &ws->c;
-    w->shard = sh;
+    w->ws = st;
     w->call = call;
     w->peer = c->peer; /* filled once the request is read */
     w->id = atomic_fetch_add(&srv->next_stream_id, 1) + 1;
-    c->t_send = (struct tag){.kind = TAG_SEND, .obj = w};
-    c->t_close = (struct tag){.kind = TAG_RECV_CLOSE, .obj = w};
-    c->t_status = (struct tag){.kind = TAG_STATUS, .obj = w};
+    c->t_send = (struct tag){.fn = on_send, .obj = w};
+    c->t_close = (struct tag){.fn = on_close, .obj = w};
+    c->t_status = (struct tag){.fn = on_status, .obj = w};
     w->last_send_us = log_now_mono_us();
-    shard_add(sh, w);
+    watch_shard_add(w);
 
     grpc_op op;
     memset(&op, 0, sizeof(op));
@@ -1171,28 +1176,31 @@ void watch_accept(struct shard *sh, grpc_call *call, grpc_byte_buffer *payload)
     watch_pump(w);
 }
 
-struct watch *watch_sub_open(struct shard *sh, struct mux *m, uint32_t sub_id,
-                             const Events__V1__WatchRequest *req, const char *peer)
+struct watch *watch_sub_open(struct watch_shard *ws, const struct watch_sink_ops *ops,
+                             struct mux *m, uint32_t sub_id, const Events__V1__WatchRequest *req,
+                             const char *peer)
 {
+    struct shard *sh = ws->shard;
     struct watch *w = calloc(1, sizeof(*w));
     if (!w)
         return NULL;
-    w->shard = sh;
+    w->ws = ws;
     w->mux = m;
     w->sub_id = sub_id;
     w->id = atomic_fetch_add(&sh->srv->next_stream_id, 1) + 1;
     w->last_send_us = log_now_mono_us();
     w->since_us = log_now_unix_us();
     w->peer = peer ? peer : "-"; /* the stream's, which outlives its subscriptions */
-    shard_add(sh, w);
-    mux_attach(m, w);
+    watch_shard_add(w);
+    ws->sink = ops;
+    ops->attach(m, w);
     if (!setup_request(w, req))
         return w; /* ended: its SubscriptionEnd is in the stream's next message */
     counter_add(&sh->ctr.subs_opened, 1);
     char text[CURSOR_TEXT_MAX];
     cursor_format(cursor_of(w), text);
     log_info("msg=subscription_opened id=%llu stream=%llu sub=%u topic=%s shard=%zu cursor=%s",
-             (unsigned long long)w->id, (unsigned long long)mux_id(m), sub_id, w->topic->name,
+             (unsigned long long)w->id, (unsigned long long)ops->id(m), sub_id, w->topic->name,
              sh->index, text);
     watch_pump(w);
     return w;
@@ -1207,7 +1215,7 @@ void watch_sub_stop(struct watch *w, const char *reason)
 {
     if (!is_live(w))
         return;
-    shard_unlist(w->shard, w);
+    watch_unlist(w);
     if (w->pending) {
         grpc_byte_buffer_destroy(w->pending);
         w->pending = NULL;

@@ -1,178 +1,106 @@
 /*
- * watch: one Watch server-stream, from accepted call to freed state.
+ * watch: the Watch service, one server-stream per subscription, and the
+ * stream engine Subscribe's subscriptions run on (subscribe.c).
  *
- * Owned by the shard thread whose completion queue the call is bound to;
- * nothing else touches it. Exactly one SEND_MESSAGE is in flight at a time
- * (that is the backpressure), one RECV_CLOSE_ON_SERVER for the whole life
- * (that is how cancellation is learned), and the state is freed when the
- * last operation in flight has completed.
+ * A stream is owned by the shard thread whose completion queue its call is
+ * bound to; nothing else touches it. Exactly one SEND_MESSAGE is in flight
+ * at a time (that is the backpressure), one RECV_CLOSE_ON_SERVER for the
+ * whole life (that is how cancellation is learned), and the state is freed
+ * when the last operation in flight has completed. The stream itself is
+ * opaque outside watch*.c and subscribe.c (watch_internal.h).
  */
 #ifndef TICKFAN_WATCH_H
 #define TICKFAN_WATCH_H
 
-#include <assert.h>
-#include <grpc/grpc.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
-#include "cursor.h"
-#include "filter.h"
-#include "keyset.h"
-#include "ringlog.h"
-#include "shard.h"
-#include "topics.h"
-#include "wire.h"
+#include <grpc/grpc.h>
 
-/* How a stream was positioned: decides what a lap before its first event
- * means (see lapped_in_backlog in watch.c). */
-enum {
-    WATCH_START_POSITION = 0, /* no cursor: START_EARLIEST, _LIVE or _AT_TIME */
-    WATCH_START_CURSOR,       /* a cursor, no gap allowed */
-    WATCH_START_CURSOR_GAP,   /* a cursor with allow_gap */
-};
+#include "events/v1/watcher.pb-c.h"
+#include "service.h"
 
-struct watch {
-    /* shard bookkeeping */
-    struct watch *prev, *next;   /* all watches of the shard */
-    struct watch *wprev, *wnext; /* the waiting list of its topic, or the ready list */
-    int list;                    /* SHARD_LIST_* it is on */
-
-    struct shard *shard;
-    grpc_call *call; /* NULL for a subscription of a Subscribe stream */
-    /* a subscription of Subscribe stream `mux` (NULL: a Watch stream): its
-     * messages are deliveries in the stream's next SubscribeResponse, and
-     * its status a SubscriptionEnd (see subscribe.h) */
-    struct mux *mux;
-    uint32_t sub_id;
-    struct watch *sprev, *snext; /* all subscriptions of the stream */
-    struct watch *mnext;         /* the stream's list of subscriptions with work */
-    bool mready;                 /* on that list */
-    uint64_t mgen;               /* the stream's batch its last delivery went into... */
-    uint32_t mlast;              /* ...and that delivery's index + 1 */
-    uint32_t mhb;                /* index + 1 of its heartbeat in that batch (0: none)... */
-    uint32_t mhb_before;         /* ...and of its delivery before the heartbeat */
-    uint64_t mhb_gen;            /* the batch mhb is of */
-    uint64_t id;
-    struct topic *topic;
-    struct filter filter;
-    bool has_filter;
-    struct ringlog_iter it;
-    uint64_t backlog_end; /* head seq when positioned: EndOfBacklog once past it */
-    int start;            /* WATCH_START_*: what the request asked to start from */
-    int overflow;         /* Events__V1__OverflowPolicy, never DEFAULT */
-
-    int refs; /* operations in flight */
-    bool md_sent;
-    bool eob_sent;
-    bool send_busy;
-    bool status_started;
-    bool closed;   /* RECV_CLOSE_ON_SERVER completed */
-    int cancelled; /* filled by RECV_CLOSE_ON_SERVER */
-    bool counted;  /* counted in streams_live */
-
-    /* snapshot or conflation phase: for each (kind, key), the sequence number
-     * of its value as of the stream's position (aux: its cache index + 1),
-     * sent one per send before the stream goes on from it.seq */
-    bool snap_active;
-    bool snap_initial; /* the request's snapshot (told a Gap if values are lost) */
-    struct keyset *snapset;
-    size_t snap_index; /* next slot of snapset to send */
-    uint64_t snap_sent;
-    uint64_t snap_lost; /* values neither the log nor the cache had any more */
-
-    /* an event to send before anything else (Gap) */
-    grpc_byte_buffer *pending;
-    /* pending is a slow-consumer Gap: a later overflow before it is sent
-     * widens it (from the same cursor, the counts added) */
-    bool slow_gap_pending;
-    bool slow_gap_stalled; /* its episode began while the send was held */
-    struct cursor slow_gap_from;
-    uint64_t slow_gap_missed;
-    /* status to send once the send in flight completes (Watch only; the
-     * rest of it is in struct watch_call) */
-    bool end_pending;
-
-    int64_t last_send_us; /* monotonic */
-    int64_t since_us;     /* opened, wall clock */
-    const char *peer;     /* the call's (struct watch_call) or the Subscribe stream's */
-    uint64_t sent_data;
-    uint64_t dropped;
-    const char *close_reason;
-};
-
-/* What only a Watch stream has, its own gRPC call's state. A Watch stream
- * is allocated as a struct watch_stream; a subscription of a Subscribe
- * stream (10,000 to a stream) is a bare struct watch, its call's state in
- * the stream's struct mux, so it does not pay for this. */
-struct watch_call {
-    char peer[64];
-    int hinted; /* sends in a row with GRPC_WRITE_BUFFER_HINT */
-    /* a status sent while the send was held: cancel the call with it at
-     * this time (monotonic) if the client has not read it by then */
-    int64_t held_deadline_us;
-    grpc_status_code held_code;
-    char *held_details; /* malloc'd */
-    /* cursor seqs: of the message in flight, and of the last one the
-     * client surely holds whole: an unhinted send completes once its bytes
-     * (and all before them) passed flow control, a hinted one up to 64 KiB
-     * before that, so only unhinted completions move done_seq */
-    uint64_t send_seq;
-    bool send_hinted; /* the send in flight has GRPC_WRITE_BUFFER_HINT */
-    uint64_t done_seq;
-    /* with watch.end_pending: the status to send */
-    grpc_status_code end_code;
-    char *end_details; /* the status message, malloc'd while end_pending */
-    const char *end_md_key;
-    char end_md_value[CURSOR_TEXT_MAX];
-
-    grpc_byte_buffer *send_bb;
-    grpc_slice status_details;
-    grpc_metadata trailing[1];
-    size_t trailing_count;
-
-    struct tag t_send, t_close, t_status;
-};
-
-struct watch_stream {
-    struct watch w; /* first: a tag's obj is &w */
-    struct watch_call c;
-};
-
-/* The call state of a Watch stream; a subscription (w->mux set) has none,
- * and reading it would read past its allocation. */
-static inline struct watch_call *watch_call(struct watch *w)
-{
-    assert(!w->mux);
-    return &((struct watch_stream *)w)->c;
-}
-
-/* A new call for the Watch method arrived on `sh` with its request payload
- * (which this takes ownership of; NULL when the client half-closed without
- * one: calls reset before their request are dropped by the shard). */
-void watch_accept(struct shard *sh, grpc_call *call, grpc_byte_buffer *payload);
-
-/* Completions of the watch's own operations. */
-void watch_on_send(struct watch *w, bool ok);
-void watch_on_close(struct watch *w);
-void watch_on_status(struct watch *w);
-
-/* Sends what is next for the stream if nothing is in flight: pending Gap,
- * Data, EndOfBacklog. Called when data may have arrived. */
-void watch_pump(struct watch *w);
-/* Heartbeat if idle for the cadence (now: monotonic us). With a send in
- * flight, checks the lag budget instead: a send held by flow control does
- * not hide a stream from its overflow policy. */
-void watch_tick(struct watch *w, int64_t now_us);
-/* Ends the stream with UNAVAILABLE and its cursor (drain). */
-void watch_drain(struct watch *w);
-
-/* Subscriptions of a Subscribe stream (subscribe.c). */
+struct shard;
+struct watch;
+struct watch_shard; /* the Watch service's state on a shard */
 struct mux;
+
+/* The Watch service (/events.v1.Watcher/Watch). */
+extern const struct service watch_service;
+
+/* Subscriber lag buckets (log bytes behind the head), upper bounds. */
+#define WATCH_LAG_BUCKETS 6
+static const uint64_t watch_lag_bounds[WATCH_LAG_BUCKETS] = {0,       4096,     65536,
+                                                             1 << 20, 16 << 20, UINT64_MAX};
+
+/* The shard's live streams per lag bucket and their lag summed, as of its
+ * last tick. Any thread. */
+void watch_lag_totals(const struct shard *sh, uint64_t lag[WATCH_LAG_BUCKETS], uint64_t *sum);
+
+/* One Watch stream as the admin view shows it. */
+struct watch_info {
+    uint64_t id;
+    char peer[64];
+    char topic[130];
+    char kinds[200]; /* comma-joined, truncated */
+    char keys[200];
+    uint64_t lag_events, lag_bytes, sent, dropped;
+    int64_t since_us;
+    char cursor[40];
+    const char *state;
+};
+
+/* Describes up to `cap` positioned Watch streams of the shard into rows;
+ * returns how many there are (more than cap: call again with more room).
+ * Shard thread. */
+size_t watch_list(struct shard *sh, struct watch_info *rows, size_t cap);
+
+/* Subscriptions of a Subscribe stream (subscribe.c). What a subscription
+ * would send as a message of its own goes to its stream `m` through these
+ * (the stream's side is subscribe.c's; watch.c names none of it): */
+struct topic;
+struct watch_sink_ops {
+    /* the stream's id, for logs */
+    uint64_t (*id)(const struct mux *m);
+    /* w is new: the stream owns it (and knows its id) from now on */
+    void (*attach)(struct mux *m, struct watch *w);
+    /* a data event (a reference to the shard's shared slice, which this
+     * takes) of topic index `topic` at `seq`: one delivery, shared when it
+     * can be */
+    void (*emit_event)(struct mux *m, struct watch *w, grpc_slice event, uint32_t topic,
+                       uint64_t seq);
+    /* a heartbeat: dropped again if an event of w follows it in the message */
+    void (*emit_heartbeat)(struct mux *m, struct watch *w, grpc_byte_buffer *bb);
+    /* any other event (this takes the byte buffer) */
+    void (*emit_buffer)(struct mux *m, struct watch *w, grpc_byte_buffer *bb);
+    /* its SubscriptionEnd; md_key "tickfan-cursor" or "tickfan-earliest-cursor"
+     * names what md_value is. The stream forgets the id: it may be reused. */
+    void (*end)(struct mux *m, struct watch *w, grpc_status_code code, const char *details,
+                const char *md_key, const char *md_value);
+    /* w has work: its stream gathers it into the next message */
+    void (*wake)(struct mux *m, struct watch *w);
+    /* the next message has room for more */
+    bool (*room)(const struct mux *m);
+    /* deliveries put into messages so far (to see whether a pump added one) */
+    uint64_t (*emitted)(const struct mux *m);
+    /* the time (monotonic) the deliveries now being gathered go out at */
+    int64_t (*now_us)(const struct mux *m);
+    /* the last seq of topic t the subscriptions read in this flush: its
+     * head when the flush began */
+    uint64_t (*horizon)(const struct mux *m, const struct topic *t);
+    /* a message of the stream is in flight */
+    bool (*send_busy)(const struct mux *m);
+    /* the next message already holds a delivery of w */
+    bool (*holds)(const struct mux *m, const struct watch *w);
+};
+
 /* A new subscription `sub_id` of stream m with the (text-checked) request.
  * NULL: out of memory. A request it refuses is returned ended: its
  * SubscriptionEnd is already in the stream's next message. */
-struct watch *watch_sub_open(struct shard *sh, struct mux *m, uint32_t sub_id,
-                             const Events__V1__WatchRequest *req, const char *peer);
+struct watch *watch_sub_open(struct watch_shard *ws, const struct watch_sink_ops *ops,
+                             struct mux *m, uint32_t sub_id, const Events__V1__WatchRequest *req,
+                             const char *peer);
 /* Puts what the subscription has into its stream's next message while
  * there is room. Returns true when it has more (the message is full). */
 bool watch_sub_fill(struct watch *w);
