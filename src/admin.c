@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "call.h"
 #include "log.h"
 #include "server.h"
 #include "tickfan/admin/v1/admin.pb-c.h"
@@ -36,13 +37,12 @@ static struct admin_shard *admin_of(const struct shard *sh)
 }
 
 struct admin_call {
-    struct admin_call *next;
+    struct call base;        /* first */
+    struct admin_call *next; /* waiting on its shard (struct admin_shard) */
     struct tag tag;
-    grpc_call *call;
     int64_t requested_us;
     char topic[130];
     bool answered;
-    int cancelled;
     grpc_byte_buffer *resp;
     grpc_slice details;
 };
@@ -84,15 +84,22 @@ static void take_snapshot(struct shard *sh, struct admin_shard *as, int64_t now_
     atomic_store(&as->snap_at_us, now_us);
 }
 
-static void call_done(struct shard *sh, void *obj, bool ok)
+static void release(struct call *c)
 {
-    struct admin_call *ac = obj;
+    struct admin_call *ac = (struct admin_call *)c;
     if (ac->resp)
         grpc_byte_buffer_destroy(ac->resp);
     grpc_slice_unref(ac->details);
-    grpc_call_unref(ac->call);
     free(ac);
-    shard_call_closed(sh);
+}
+
+static const struct call_ops call_ops = {.release = release};
+
+static void call_done(struct shard *sh, void *obj, bool ok)
+{
+    (void)sh;
+    (void)ok;
+    call_unref(obj);
 }
 
 static void answer(struct shard *sh, struct admin_call *ac)
@@ -171,9 +178,9 @@ static void answer(struct shard *sh, struct admin_call *ac)
     ops[2].data.send_status_from_server.status = GRPC_STATUS_OK;
     ops[2].data.send_status_from_server.status_details = &ac->details;
     ops[3].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-    ops[3].data.recv_close_on_server.cancelled = &ac->cancelled;
-    if (grpc_call_start_batch(ac->call, ops, 4, &ac->tag, NULL) != GRPC_CALL_OK)
-        call_done(sh, ac, false);
+    ops[3].data.recv_close_on_server.cancelled = &ac->base.cancelled;
+    call_start_batch(&ac->base, ops, 4, &ac->tag);
+    call_unref(&ac->base); /* the opener's, held while it waited */
 }
 
 /* On the shard's tick: refresh its snapshot if wanted, answer the calls
@@ -232,15 +239,14 @@ static void accept_list(struct shard *sh, void *st, grpc_call *call, grpc_byte_b
         return;
     }
     int64_t now = log_now_mono_us();
-    ac->tag = (struct tag){.fn = call_done, .obj = ac};
-    ac->call = call;
+    ac->tag = (struct tag){.fn = call_done, .obj = &ac->base};
+    call_open(&ac->base, sh, call, &call_ops, NULL, false);
     ac->requested_us = now;
     ac->details = grpc_empty_slice();
     snprintf(ac->topic, sizeof(ac->topic), "%s", topic);
     struct admin_shard *as = st;
     ac->next = as->calls;
     as->calls = ac;
-    shard_call_opened(sh);
     atomic_store(&sh->srv->admin_wanted_until_us, now + WANTED_US);
     for (size_t i = 0; i < sh->srv->nshards; i++)
         shard_ring(sh->srv->shards[i]);

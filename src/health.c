@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "grpc/health/v1/health.pb-c.h"
+#include "call.h"
 #include "log.h"
 #include "server.h"
 #include "wire.h"
@@ -64,24 +65,29 @@ static char *requested_service(grpc_byte_buffer *payload)
 /* ---- Check --------------------------------------------------------------- */
 
 struct health_check {
+    struct call base; /* first */
     struct tag tag;
-    grpc_call *call;
     grpc_byte_buffer *resp;
     grpc_slice details;
-    int cancelled;
 };
 
-static void check_done(struct shard *sh, void *obj, bool ok)
+static void check_release(struct call *c)
 {
-    struct health_check *hc = obj;
+    struct health_check *hc = (struct health_check *)c;
     if (hc->resp)
         grpc_byte_buffer_destroy(hc->resp);
     grpc_slice_unref(hc->details);
-    grpc_call_unref(hc->call);
     free(hc);
-    shard_call_closed(sh);
 }
 
+static const struct call_ops check_ops = {.release = check_release};
+
+static void check_done(struct shard *sh, void *obj, bool ok)
+{
+    (void)sh;
+    (void)ok;
+    call_unref(obj);
+}
 static void accept_check(struct shard *sh, void *st, grpc_call *call, grpc_byte_buffer *payload)
 {
     (void)st;
@@ -94,8 +100,8 @@ static void accept_check(struct shard *sh, void *st, grpc_call *call, grpc_byte_
         shard_refuse(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
         return;
     }
-    hc->tag = (struct tag){.fn = check_done, .obj = hc};
-    hc->call = call;
+    hc->tag = (struct tag){.fn = check_done, .obj = &hc->base};
+    call_open(&hc->base, sh, call, &check_ops, NULL, false);
     grpc_status_code code = GRPC_STATUS_OK;
     char msg[300] = "";
     if (!service) {
@@ -124,23 +130,17 @@ static void accept_check(struct shard *sh, void *st, grpc_call *call, grpc_byte_
     ops[n].data.send_status_from_server.status = code;
     ops[n++].data.send_status_from_server.status_details = &hc->details;
     ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-    ops[n++].data.recv_close_on_server.cancelled = &hc->cancelled;
-    shard_call_opened(sh);
-    if (grpc_call_start_batch(call, ops, n, &hc->tag, NULL) != GRPC_CALL_OK) {
+    ops[n++].data.recv_close_on_server.cancelled = &hc->base.cancelled;
+    if (call_start_batch(&hc->base, ops, n, &hc->tag) != GRPC_CALL_OK)
         log_error("msg=start_batch_failed op=health_check");
-        check_done(sh, hc, false);
-    }
+    call_unref(&hc->base);
 }
 
 /* ---- Watch --------------------------------------------------------------- */
 
 struct health_watch {
-    struct health_watch *prev, *next; /* its shard's (struct health_shard) */
-    struct shard *shard;
-    grpc_call *call;
-    struct tag t_send, t_close;
-    int refs;
-    int cancelled;
+    struct call base; /* first; on its shard's list (struct health_shard) */
+    struct tag t_send;
     bool md_sent, send_busy, ended, end_pending;
     grpc_byte_buffer *bb;
     grpc_slice details;
@@ -148,27 +148,18 @@ struct health_watch {
 
 /* The Health service's state on one shard: its Watch streams. */
 struct health_shard {
-    struct health_watch *watches;
+    struct call_list watches;
 };
 
-static void watch_free_if_done(struct health_watch *hw)
+static void watch_release(struct call *c)
 {
-    if (hw->refs)
-        return;
-    struct shard *sh = hw->shard;
-    if (hw->prev)
-        hw->prev->next = hw->next;
-    else
-        ((struct health_shard *)shard_state(sh, &health_service))->watches = hw->next;
-    if (hw->next)
-        hw->next->prev = hw->prev;
+    struct health_watch *hw = (struct health_watch *)c;
     if (hw->ended)
         grpc_slice_unref(hw->details);
-    grpc_call_unref(hw->call);
     free(hw);
-    shard_call_closed(sh);
-    atomic_fetch_sub(&sh->srv->other_streams_live, 1);
 }
+
+static const struct call_ops watch_ops = {.release = watch_release};
 
 /* Sends `status`; with `end`, also ends the call with UNAVAILABLE. */
 static void watch_send(struct health_watch *hw, serving_status status, bool end)
@@ -191,34 +182,23 @@ static void watch_send(struct health_watch *hw, serving_status status, bool end)
         ops[n++].data.send_status_from_server.status_details = &hw->details;
     }
     hw->send_busy = true;
-    hw->refs++;
-    if (grpc_call_start_batch(hw->call, ops, n, &hw->t_send, NULL) != GRPC_CALL_OK) {
+    if (call_start_batch(&hw->base, ops, n, &hw->t_send) != GRPC_CALL_OK) {
         log_error("msg=start_batch_failed op=health_watch");
-        hw->refs--;
         hw->send_busy = false;
         grpc_byte_buffer_destroy(hw->bb);
         hw->bb = NULL;
-        grpc_call_cancel(hw->call, NULL);
     }
 }
 
 static void watch_on_send(struct shard *sh, void *obj, bool ok)
 {
     struct health_watch *hw = obj;
-    hw->refs--;
     hw->send_busy = false;
     grpc_byte_buffer_destroy(hw->bb);
     hw->bb = NULL;
     if (ok && hw->end_pending && !hw->ended)
         watch_send(hw, GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING, true);
-    watch_free_if_done(hw);
-}
-
-static void watch_on_close(struct shard *sh, void *obj, bool ok)
-{
-    struct health_watch *hw = obj;
-    hw->refs--;
-    watch_free_if_done(hw);
+    call_unref(&hw->base);
 }
 
 static void accept_watch(struct shard *sh, void *st, grpc_call *call, grpc_byte_buffer *payload)
@@ -236,44 +216,26 @@ static void accept_watch(struct shard *sh, void *st, grpc_call *call, grpc_byte_
         shard_refuse(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
         return;
     }
-    hw->shard = sh;
-    hw->call = call;
     hw->t_send = (struct tag){.fn = watch_on_send, .obj = hw};
-    hw->t_close = (struct tag){.fn = watch_on_close, .obj = hw};
-    struct health_shard *hs = st;
-    hw->next = hs->watches;
-    if (hw->next)
-        hw->next->prev = hw;
-    hs->watches = hw;
-    shard_call_opened(sh);
-    atomic_fetch_add(&sh->srv->other_streams_live, 1);
-
-    grpc_op op;
-    memset(&op, 0, sizeof(op));
-    op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-    op.data.recv_close_on_server.cancelled = &hw->cancelled;
-    hw->refs++;
-    if (grpc_call_start_batch(call, &op, 1, &hw->t_close, NULL) != GRPC_CALL_OK) {
-        hw->refs--;
-        grpc_call_cancel(call, NULL);
-        free(service);
-        watch_free_if_done(hw);
-        return;
+    call_open(&hw->base, sh, call, &watch_ops, &((struct health_shard *)st)->watches, true);
+    if (call_start_recv_close(&hw->base, false)) {
+        serving_status status = status_of(sh, service);
+        /* Draining already: say so and end; otherwise the current status. */
+        watch_send(
+            hw, status,
+            atomic_load(&sh->srv->draining) &&
+                status != GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN);
     }
-    serving_status status = status_of(sh, service);
     free(service);
-    /* Draining already: say so and end; otherwise the current status. */
-    watch_send(hw, status,
-               atomic_load(&sh->srv->draining) &&
-                   status !=
-                       GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN);
+    call_unref(&hw->base);
 }
 
 /* Drain: every Watch stream is told NOT_SERVING and ended. */
 static void hs_drain(struct shard *sh, void *st)
 {
     (void)sh;
-    for (struct health_watch *hw = ((struct health_shard *)st)->watches; hw; hw = hw->next) {
+    for (struct call *c = ((struct health_shard *)st)->watches.head; c; c = c->next) {
+        struct health_watch *hw = (struct health_watch *)c;
         if (hw->ended || hw->end_pending)
             continue;
         if (hw->send_busy)

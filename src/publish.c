@@ -21,6 +21,7 @@
 
 #include "events/v1/publisher.pb-c.h"
 #include "ingest.h"
+#include "call.h"
 #include "log.h"
 #include "server.h"
 #include "wire.h"
@@ -37,17 +38,13 @@ struct batch {
 
 /* The Publish service's state on one shard: its calls. */
 struct publish_shard {
-    struct publish_call *calls;
+    struct call_list calls;
 };
 
 struct publish_call {
-    struct publish_call *prev, *next; /* its shard's (struct publish_shard) */
-    struct shard *shard;
-    grpc_call *call;
-    struct tag t_recv, t_close, t_end;
-    int refs; /* gRPC operations in flight */
-    int cancelled;
-    bool closed;
+    struct call base; /* first; on its shard's list (struct publish_shard); holds a
+                       * reference while a batch is with the ingest thread */
+    struct tag t_recv, t_end;
 
     grpc_byte_buffer *recv_bb;
     bool recv_busy;
@@ -81,17 +78,9 @@ static void free_batch(struct batch *b)
     b->n = 0;
 }
 
-static void maybe_free(struct publish_call *pc)
+static void release(struct call *c)
 {
-    if (pc->refs || pc->in_flight)
-        return;
-    struct shard *sh = pc->shard;
-    if (pc->prev)
-        pc->prev->next = pc->next;
-    else
-        ((struct publish_shard *)shard_state(sh, &publish_service))->calls = pc->next;
-    if (pc->next)
-        pc->next->prev = pc->prev;
+    struct publish_call *pc = (struct publish_call *)c;
     free_batch(&pc->batches[0]);
     free_batch(&pc->batches[1]);
     if (pc->recv_bb)
@@ -108,17 +97,16 @@ static void maybe_free(struct publish_call *pc)
     log_info("msg=publish_closed accepted=%llu reason=%s", (unsigned long long)pc->accepted,
              pc->ended ? wire_status_name(pc->failed ? pc->fail_code : GRPC_STATUS_OK)
                        : "cancelled");
-    grpc_call_unref(pc->call);
     free(pc);
-    shard_call_closed(sh);
-    atomic_fetch_sub(&sh->srv->other_streams_live, 1);
 }
+
+static const struct call_ops call_ops = {.release = release};
 
 /* Ends the call: the response and OK, or the failure; with the count and
  * the last cursor in the trailing metadata either way. */
 static void end_call(struct publish_call *pc)
 {
-    if (pc->ended || pc->closed)
+    if (pc->ended || pc->base.closed)
         return;
     pc->ended = true;
     grpc_status_code code = pc->failed ? pc->fail_code : GRPC_STATUS_OK;
@@ -153,11 +141,7 @@ static void end_call(struct publish_call *pc)
     ops[n].data.send_status_from_server.status_details = &pc->details;
     ops[n].data.send_status_from_server.trailing_metadata = pc->md;
     ops[n++].data.send_status_from_server.trailing_metadata_count = 2;
-    pc->refs++;
-    if (grpc_call_start_batch(pc->call, ops, n, &pc->t_end, NULL) != GRPC_CALL_OK) {
-        pc->refs--;
-        grpc_call_cancel(pc->call, NULL);
-    }
+    call_start_batch(&pc->base, ops, n, &pc->t_end);
 }
 
 static void on_ack(struct shard *sh, void *obj, bool ok);
@@ -167,7 +151,7 @@ static void job_done(struct ingest_job *job)
 {
     struct publish_call *pc = job->arg;
     struct batch *b = (struct batch *)((char *)job - offsetof(struct batch, job));
-    shard_post(pc->shard, &b->acked); /* back to the call's shard */
+    shard_post(pc->base.shard, &b->acked); /* back to the call's shard */
 }
 
 /* Hands the filling batch to the ingest thread if it has records and none
@@ -180,31 +164,28 @@ static void submit(struct publish_call *pc)
     b->job = (struct ingest_job){.recs = b->recs, .n = b->n, .done = job_done, .arg = pc};
     b->acked = (struct tag){.fn = on_ack, .obj = b};
     pc->in_flight = true;
+    call_ref(&pc->base); /* until on_ack */
     pc->filling ^= 1;
-    ingest_submit(pc->shard->srv->ingest, &b->job);
+    ingest_submit(pc->base.shard->srv->ingest, &b->job);
 }
 
 static void post_recv(struct publish_call *pc)
 {
-    if (pc->recv_busy || pc->client_done || pc->stop_reading || pc->closed || pc->ended)
+    if (pc->recv_busy || pc->client_done || pc->stop_reading || pc->base.closed || pc->ended)
         return;
     grpc_op op;
     memset(&op, 0, sizeof(op));
     op.op = GRPC_OP_RECV_MESSAGE;
     op.data.recv_message.recv_message = &pc->recv_bb;
     pc->recv_busy = true;
-    pc->refs++;
-    if (grpc_call_start_batch(pc->call, &op, 1, &pc->t_recv, NULL) != GRPC_CALL_OK) {
+    if (call_start_batch(&pc->base, &op, 1, &pc->t_recv) != GRPC_CALL_OK)
         pc->recv_busy = false;
-        pc->refs--;
-        grpc_call_cancel(pc->call, NULL);
-    }
 }
 
 /* What to do next: read more, submit, or end. */
 static void advance(struct publish_call *pc)
 {
-    if (pc->closed)
+    if (pc->base.closed)
         return;
     submit(pc);
     bool done_reading = pc->client_done || pc->stop_reading;
@@ -259,7 +240,7 @@ static void take(struct publish_call *pc, grpc_byte_buffer *bb)
            yl = req->key ? strlen(req->key) : 0;
     int why = 0;
     struct topic *t =
-        tl ? topics_find_or_create(pc->shard->srv->topics, req->topic, tl, &why) : NULL;
+        tl ? topics_find_or_create(pc->base.shard->srv->topics, req->topic, tl, &why) : NULL;
     if (!tl)
         fail(pc, GRPC_STATUS_INVALID_ARGUMENT, "record %llu: topic is required",
              (unsigned long long)i);
@@ -301,7 +282,6 @@ static void take(struct publish_call *pc, grpc_byte_buffer *bb)
 static void on_recv(struct shard *sh, void *obj, bool ok)
 {
     struct publish_call *pc = obj;
-    pc->refs--;
     pc->recv_busy = false;
     grpc_byte_buffer *bb = pc->recv_bb;
     pc->recv_bb = NULL;
@@ -313,7 +293,7 @@ static void on_recv(struct shard *sh, void *obj, bool ok)
         grpc_byte_buffer_destroy(bb);
     }
     advance(pc);
-    maybe_free(pc);
+    call_unref(&pc->base);
 }
 
 /* A batch is back from the ingest thread, on the call's shard. */
@@ -347,22 +327,12 @@ static void on_ack(struct shard *sh, void *obj, bool ok)
     }
     free_batch(b);
     advance(pc);
-    maybe_free(pc);
-}
-
-static void on_close(struct shard *sh, void *obj, bool ok)
-{
-    struct publish_call *pc = obj;
-    pc->refs--;
-    pc->closed = true;
-    maybe_free(pc);
+    call_unref(&pc->base);
 }
 
 static void on_end(struct shard *sh, void *obj, bool ok)
 {
-    struct publish_call *pc = obj;
-    pc->refs--;
-    maybe_free(pc);
+    call_unref(&((struct publish_call *)obj)->base);
 }
 
 static void accept_publish(struct shard *sh, void *st, grpc_call *call, grpc_byte_buffer *payload)
@@ -374,41 +344,24 @@ static void accept_publish(struct shard *sh, void *st, grpc_call *call, grpc_byt
         shard_refuse(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
         return;
     }
-    pc->shard = sh;
-    pc->call = call;
     pc->t_recv = (struct tag){.fn = on_recv, .obj = pc};
-    pc->t_close = (struct tag){.fn = on_close, .obj = pc};
     pc->t_end = (struct tag){.fn = on_end, .obj = pc};
     struct publish_shard *ps = st;
-    pc->next = ps->calls;
-    if (pc->next)
-        pc->next->prev = pc;
-    ps->calls = pc;
-    shard_call_opened(sh);
-    atomic_fetch_add(&sh->srv->other_streams_live, 1);
-
-    grpc_op op;
-    memset(&op, 0, sizeof(op));
-    op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-    op.data.recv_close_on_server.cancelled = &pc->cancelled;
-    pc->refs++;
-    if (grpc_call_start_batch(call, &op, 1, &pc->t_close, NULL) != GRPC_CALL_OK) {
-        pc->refs--;
-        pc->closed = true;
-        grpc_call_cancel(call, NULL);
-        maybe_free(pc);
-        return;
+    call_open(&pc->base, sh, call, &call_ops, &ps->calls, true);
+    if (call_start_recv_close(&pc->base, false)) {
+        if (atomic_load(&sh->srv->draining))
+            ps_drain(sh, ps);
+        else
+            post_recv(pc);
     }
-    if (atomic_load(&sh->srv->draining))
-        ps_drain(sh, ps);
-    else
-        post_recv(pc);
+    call_unref(&pc->base); /* the opener's: releases a call gRPC refused */
 }
 
 static void ps_drain(struct shard *sh, void *st)
 {
     (void)sh;
-    for (struct publish_call *pc = ((struct publish_shard *)st)->calls; pc; pc = pc->next) {
+    for (struct call *c = ((struct publish_shard *)st)->calls.head; c; c = c->next) {
+        struct publish_call *pc = (struct publish_call *)c;
         if (pc->ended || pc->stop_reading)
             continue;
         /* what was received is appended first, then UNAVAILABLE */

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "grpc/reflection/v1/reflection.pb-c.h"
+#include "call.h"
 #include "log.h"
 #include "server.h"
 #include "wire.h"
@@ -210,32 +211,28 @@ static size_t with_deps(size_t file, size_t *out, size_t n)
 /* ---- the calls ------------------------------------------------------------ */
 
 struct refl_call {
-    struct shard *shard;
-    grpc_call *call;
-    struct tag t_recv, t_send, t_close, t_end;
-    int refs;
-    int cancelled;
-    bool closed, ended, send_busy;
+    struct call base; /* first */
+    struct tag t_recv, t_send, t_end;
+    bool ended, send_busy;
     grpc_byte_buffer *recv_bb, *send_bb;
     grpc_slice details;
 };
 
-static void maybe_free(struct refl_call *rc)
+static void release(struct call *c)
 {
-    if (rc->refs)
-        return;
+    struct refl_call *rc = (struct refl_call *)c;
     if (rc->recv_bb)
         grpc_byte_buffer_destroy(rc->recv_bb);
     if (rc->ended)
         grpc_slice_unref(rc->details);
-    grpc_call_unref(rc->call);
-    shard_call_closed(rc->shard);
     free(rc);
 }
 
+static const struct call_ops call_ops = {.release = release};
+
 static void end_call(struct refl_call *rc)
 {
-    if (rc->ended || rc->closed)
+    if (rc->ended || rc->base.closed)
         return;
     rc->ended = true;
     rc->details = grpc_empty_slice();
@@ -244,11 +241,7 @@ static void end_call(struct refl_call *rc)
     op.op = GRPC_OP_SEND_STATUS_FROM_SERVER;
     op.data.send_status_from_server.status = GRPC_STATUS_OK;
     op.data.send_status_from_server.status_details = &rc->details;
-    rc->refs++;
-    if (grpc_call_start_batch(rc->call, &op, 1, &rc->t_end, NULL) != GRPC_CALL_OK) {
-        rc->refs--;
-        grpc_call_cancel(rc->call, NULL);
-    }
+    call_start_batch(&rc->base, &op, 1, &rc->t_end);
 }
 
 static void post_recv(struct refl_call *rc)
@@ -257,11 +250,7 @@ static void post_recv(struct refl_call *rc)
     memset(&op, 0, sizeof(op));
     op.op = GRPC_OP_RECV_MESSAGE;
     op.data.recv_message.recv_message = &rc->recv_bb;
-    rc->refs++;
-    if (grpc_call_start_batch(rc->call, &op, 1, &rc->t_recv, NULL) != GRPC_CALL_OK) {
-        rc->refs--;
-        grpc_call_cancel(rc->call, NULL);
-    }
+    call_start_batch(&rc->base, &op, 1, &rc->t_recv);
 }
 
 /* The response to one request (v1 and v1alpha share the wire format). */
@@ -352,19 +341,17 @@ static grpc_byte_buffer *answer(grpc_byte_buffer *bb)
 static void on_send(struct shard *sh, void *obj, bool ok)
 {
     struct refl_call *rc = obj;
-    rc->refs--;
     rc->send_busy = false;
     grpc_byte_buffer_destroy(rc->send_bb);
     rc->send_bb = NULL;
-    if (ok && !rc->closed)
+    if (ok && !rc->base.closed)
         post_recv(rc);
-    maybe_free(rc);
+    call_unref(&rc->base);
 }
 
 static void on_recv(struct shard *sh, void *obj, bool ok)
 {
     struct refl_call *rc = obj;
-    rc->refs--;
     grpc_byte_buffer *bb = rc->recv_bb;
     rc->recv_bb = NULL;
     if (!ok || !bb) {
@@ -373,7 +360,7 @@ static void on_recv(struct shard *sh, void *obj, bool ok)
         rc->send_bb = answer(bb);
         grpc_byte_buffer_destroy(bb);
         if (!rc->send_bb) {
-            grpc_call_cancel_with_status(rc->call, GRPC_STATUS_INVALID_ARGUMENT,
+            grpc_call_cancel_with_status(rc->base.call, GRPC_STATUS_INVALID_ARGUMENT,
                                          "malformed ServerReflectionRequest", NULL);
         } else {
             grpc_op op;
@@ -381,31 +368,19 @@ static void on_recv(struct shard *sh, void *obj, bool ok)
             op.op = GRPC_OP_SEND_MESSAGE;
             op.data.send_message.send_message = rc->send_bb;
             rc->send_busy = true;
-            rc->refs++;
-            if (grpc_call_start_batch(rc->call, &op, 1, &rc->t_send, NULL) != GRPC_CALL_OK) {
-                rc->refs--;
+            if (call_start_batch(&rc->base, &op, 1, &rc->t_send) != GRPC_CALL_OK) {
+                rc->send_busy = false;
                 grpc_byte_buffer_destroy(rc->send_bb);
                 rc->send_bb = NULL;
-                grpc_call_cancel(rc->call, NULL);
             }
         }
     }
-    maybe_free(rc);
-}
-
-static void on_close(struct shard *sh, void *obj, bool ok)
-{
-    struct refl_call *rc = obj;
-    rc->refs--;
-    rc->closed = true;
-    maybe_free(rc);
+    call_unref(&rc->base);
 }
 
 static void on_end(struct shard *sh, void *obj, bool ok)
 {
-    struct refl_call *rc = obj;
-    rc->refs--;
-    maybe_free(rc);
+    call_unref(&((struct refl_call *)obj)->base);
 }
 
 static void accept_reflection(struct shard *sh, void *st, grpc_call *call,
@@ -420,26 +395,13 @@ static void accept_reflection(struct shard *sh, void *st, grpc_call *call,
         shard_refuse(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
         return;
     }
-    rc->shard = sh;
-    rc->call = call;
     rc->t_recv = (struct tag){.fn = on_recv, .obj = rc};
     rc->t_send = (struct tag){.fn = on_send, .obj = rc};
-    rc->t_close = (struct tag){.fn = on_close, .obj = rc};
     rc->t_end = (struct tag){.fn = on_end, .obj = rc};
-    shard_call_opened(sh);
-    grpc_op ops[2];
-    memset(ops, 0, sizeof(ops));
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[1].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-    ops[1].data.recv_close_on_server.cancelled = &rc->cancelled;
-    rc->refs++;
-    if (grpc_call_start_batch(call, ops, 2, &rc->t_close, NULL) != GRPC_CALL_OK) {
-        rc->refs--;
-        grpc_call_cancel(call, NULL);
-        maybe_free(rc);
-        return;
-    }
-    post_recv(rc);
+    call_open(&rc->base, sh, call, &call_ops, NULL, false);
+    if (call_start_recv_close(&rc->base, true))
+        post_recv(rc);
+    call_unref(&rc->base); /* the opener's: releases a call gRPC refused */
 }
 
 static const struct service_method methods[] = {

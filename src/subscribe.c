@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "call.h"
 #include "log.h"
 #include "ringlog.h"
 #include "server.h"
@@ -53,18 +54,13 @@ struct id_link {
 };
 
 struct mux {
-    struct mux *prev, *next; /* the shard's streams */
-    struct mux *dnext;       /* the shard's streams with something to send */
+    struct call base;  /* first; on its shard's list (struct sub_shard) */
+    struct mux *dnext; /* the shard's streams with something to send */
     bool dirty;
 
-    struct shard *shard;
     struct sub_shard *ss; /* the service's state on that shard */
-    grpc_call *call;
     uint64_t id;
     char peer[64];
-    int refs;
-    int cancelled;
-    bool closed; /* RECV_CLOSE_ON_SERVER completed */
     bool counted;
     bool send_busy;
     bool status_started;
@@ -73,7 +69,7 @@ struct mux {
     char end_details[320];
     grpc_slice status_details;
     grpc_byte_buffer *recv_bb, *send_bb;
-    struct tag t_recv, t_send, t_close, t_status;
+    struct tag t_recv, t_send, t_status;
 
     /* live subscriptions by id: open addressing, linear probing */
     struct watch **table;
@@ -97,8 +93,8 @@ struct mux {
 
 /* The Subscribe service's state on one shard. */
 struct sub_shard {
-    struct mux *muxes;     /* the streams on this shard */
-    struct mux *mux_dirty; /* ... of them with something to send */
+    struct call_list muxes; /* the streams on this shard */
+    struct mux *mux_dirty;  /* ... of them with something to send */
     /* per topic index: the head seq a flush reads up to, valid while
      * horizon_of equals horizon_gen (bumped per flush) */
     uint64_t *horizon_seq, *horizon_of;
@@ -107,7 +103,7 @@ struct sub_shard {
 
 static bool mux_live(const struct mux *m)
 {
-    return !m->status_started && !m->closed && !m->stopping;
+    return !m->status_started && !m->base.closed && !m->stopping;
 }
 
 /* ---- the shard's lists -------------------------------------------------- */
@@ -281,7 +277,7 @@ static void append(struct mux *m, struct watch *w, uint32_t id, uint32_t field, 
         /* the stream cannot carry what it owes: end it, the client resumes */
         grpc_slice_unref(bytes);
         log_error("msg=subscribe_out_of_memory stream=%llu", (unsigned long long)m->id);
-        grpc_call_cancel_with_status(m->call, GRPC_STATUS_RESOURCE_EXHAUSTED,
+        grpc_call_cancel_with_status(m->base.call, GRPC_STATUS_RESOURCE_EXHAUSTED,
                                      "server out of memory", NULL);
         return;
     }
@@ -297,8 +293,8 @@ static void append(struct mux *m, struct watch *w, uint32_t id, uint32_t field, 
         dedup_put(m, index);
     m->batch_bytes += GRPC_SLICE_LENGTH(bytes) + DELIVERY_OVERHEAD;
     m->emitted++;
-    counter_add(&m->shard->ctr.sub_deliveries, 1);
-    counter_add(&m->shard->ctr.sub_delivered, 1);
+    counter_add(&m->base.shard->ctr.sub_deliveries, 1);
+    counter_add(&m->base.shard->ctr.sub_delivered, 1);
     if (w) {
         w->mgen = m->gen;
         w->mlast = (uint32_t)index + 1;
@@ -336,7 +332,7 @@ static void mux_emit_event(struct mux *m, struct watch *w, grpc_slice event, uin
             grpc_slice_unref(event);
             m->batch_bytes += 5;
             m->emitted++;
-            counter_add(&m->shard->ctr.sub_delivered, 1);
+            counter_add(&m->base.shard->ctr.sub_delivered, 1);
             w->mgen = m->gen;
             w->mlast = x;
             return;
@@ -371,7 +367,8 @@ static void mux_emit_buffer(struct mux *m, struct watch *w, grpc_byte_buffer *bb
         grpc_byte_buffer_destroy(bb);
         log_error("msg=subscribe_unreadable_event stream=%llu sub=%u", (unsigned long long)m->id,
                   w->sub_id);
-        grpc_call_cancel_with_status(m->call, GRPC_STATUS_INTERNAL, "could not encode event", NULL);
+        grpc_call_cancel_with_status(m->base.call, GRPC_STATUS_INTERNAL, "could not encode event",
+                                     NULL);
         return;
     }
     grpc_byte_buffer_destroy(bb);
@@ -385,7 +382,7 @@ static void refuse(struct mux *m, uint32_t id, grpc_status_code code, const char
     log_info("msg=subscription_refused stream=%llu sub=%u code=%s detail=\"%s\"",
              (unsigned long long)m->id, id, wire_status_name(code), msg);
     if ((unsigned)code < 17)
-        counter_add(&m->shard->ctr.sub_ends[code], 1);
+        counter_add(&m->base.shard->ctr.sub_ends[code], 1);
     append(m, NULL, id, FIELD_END, wire_subscription_end(code, msg, NULL, NULL), 0, 0);
 }
 
@@ -413,7 +410,7 @@ static void mux_attach(struct mux *m, struct watch *w)
         m->subs->sprev = w;
     m->subs = w;
     table_put(m, w); /* room was made before (add_sub) */
-    counter_add(&m->shard->ctr.sub_subs_live, 1);
+    counter_add(&m->base.shard->ctr.sub_subs_live, 1);
 }
 
 static void mux_wake(struct mux *m, struct watch *w)
@@ -432,7 +429,7 @@ static void mux_wake(struct mux *m, struct watch *w)
 
 static bool mux_room(const struct mux *m)
 {
-    return m->batch_bytes < (size_t)m->shard->srv->cfg->max_batch_bytes;
+    return m->batch_bytes < (size_t)m->base.shard->srv->cfg->max_batch_bytes;
 }
 
 static uint64_t mux_emitted(const struct mux *m)
@@ -541,7 +538,7 @@ static grpc_byte_buffer *encode_batch(struct mux *m)
     if (m->dedup)
         memset(m->dedup, 0, m->dedup_cap * sizeof(*m->dedup));
     m->gen++;
-    counter_add(&m->shard->ctr.sub_responses, 1);
+    counter_add(&m->base.shard->ctr.sub_responses, 1);
     grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&out, 1);
     grpc_slice_unref(out);
     return bb;
@@ -549,11 +546,10 @@ static grpc_byte_buffer *encode_batch(struct mux *m)
 
 /* ---- the call ------------------------------------------------------------ */
 
-static void maybe_free(struct mux *m)
+static void release(struct call *c)
 {
-    if (m->refs > 0)
-        return;
-    struct shard *sh = m->shard;
+    struct mux *m = (struct mux *)c;
+    struct shard *sh = c->shard;
     while (m->subs) {
         struct watch *w = m->subs;
         m->subs = w->snext;
@@ -563,16 +559,9 @@ static void maybe_free(struct mux *m)
     for (size_t i = 0; i < m->ndl; i++)
         grpc_slice_unref(m->dl[i].bytes);
     undirty(m);
-    if (m->prev)
-        m->prev->next = m->next;
-    else
-        m->ss->muxes = m->next;
-    if (m->next)
-        m->next->prev = m->prev;
     int64_t live = m->counted ? atomic_fetch_sub(&sh->srv->streams_live, 1) - 1
                               : atomic_load(&sh->srv->streams_live);
     shard_stream_closed(sh);
-    shard_call_closed(sh);
     if (m->counted)
         counter_add(&sh->ctr.sub_streams_live, (uint64_t)-1);
     log_info("msg=subscribe_closed stream=%llu shard=%zu reason=%s streams_live=%lld",
@@ -584,9 +573,18 @@ static void maybe_free(struct mux *m)
     free(m->dl);
     free(m->ids);
     free(m->dedup);
-    grpc_call_unref(m->call);
     free(m);
 }
+
+static void stop_subs(struct mux *m, const char *reason);
+
+/* The client cancelled, or the status went out. */
+static void closed(struct call *c)
+{
+    stop_subs((struct mux *)c, "cancelled");
+}
+
+static const struct call_ops call_ops = {.closed = closed, .release = release};
 
 /* Stops every subscription quietly: the stream is ending as a whole. */
 static void stop_subs(struct mux *m, const char *reason)
@@ -607,12 +605,9 @@ static void send_status(struct mux *m)
     op.op = GRPC_OP_SEND_STATUS_FROM_SERVER;
     op.data.send_status_from_server.status = m->end_code;
     op.data.send_status_from_server.status_details = &m->status_details;
-    m->refs++;
-    if (grpc_call_start_batch(m->call, &op, 1, &m->t_status, NULL) != GRPC_CALL_OK) {
+    if (call_start_batch(&m->base, &op, 1, &m->t_status) != GRPC_CALL_OK) {
         log_error("msg=start_batch_failed op=status stream=%llu", (unsigned long long)m->id);
-        m->refs--;
         grpc_slice_unref(m->status_details);
-        grpc_call_cancel(m->call, NULL);
     }
 }
 
@@ -622,7 +617,7 @@ static void send_status(struct mux *m)
  * its status. */
 static void flush(struct mux *m)
 {
-    if (m->send_busy || m->status_started || m->closed)
+    if (m->send_busy || m->status_started || m->base.closed)
         return;
     m->now_us = log_now_mono_us();
     m->ss->horizon_gen++; /* each topic's head, read again when first needed */
@@ -643,7 +638,7 @@ static void flush(struct mux *m)
                 m->subs = w->snext;
             if (w->snext)
                 w->snext->sprev = w->sprev;
-            counter_add(&m->shard->ctr.sub_subs_live, (uint64_t)-1);
+            counter_add(&m->base.shard->ctr.sub_subs_live, (uint64_t)-1);
             watch_sub_release(w);
             continue;
         }
@@ -656,14 +651,11 @@ static void flush(struct mux *m)
         op.op = GRPC_OP_SEND_MESSAGE;
         op.data.send_message.send_message = m->send_bb = encode_batch(m);
         m->send_busy = true;
-        m->refs++;
-        if (shard_start_batch(m->shard, m->call, &op, 1, &m->t_send) != GRPC_CALL_OK) {
+        if (call_start_batch(&m->base, &op, 1, &m->t_send) != GRPC_CALL_OK) {
             log_error("msg=start_batch_failed op=send stream=%llu", (unsigned long long)m->id);
-            m->refs--;
             m->send_busy = false;
             grpc_byte_buffer_destroy(m->send_bb);
             m->send_bb = NULL;
-            grpc_call_cancel(m->call, NULL);
         }
         return;
     }
@@ -674,7 +666,7 @@ static void flush(struct mux *m)
 /* Ends the whole stream with a status, after what the batch holds. */
 static void end_stream(struct mux *m, grpc_status_code code, const char *msg)
 {
-    if (m->stopping || m->status_started || m->closed)
+    if (m->stopping || m->status_started || m->base.closed)
         return;
     m->stopping = true;
     m->end_code = code;
@@ -685,7 +677,7 @@ static void end_stream(struct mux *m, grpc_status_code code, const char *msg)
 
 static void add_sub(struct mux *m, const Events__V1__SubscriptionAdd *a)
 {
-    struct server *srv = m->shard->srv;
+    struct server *srv = m->base.shard->srv;
     char msg[200];
     uint32_t id = a->id;
     if (!id) {
@@ -716,7 +708,7 @@ static void add_sub(struct mux *m, const Events__V1__SubscriptionAdd *a)
         return;
     }
     if (((m->table_used + 1) * 4 > m->table_cap * 3 && table_grow(m)) ||
-        !watch_sub_open(shard_state(m->shard, &watch_service), &sink_ops, m, id, a->request,
+        !watch_sub_open(shard_state(m->base.shard, &watch_service), &sink_ops, m, id, a->request,
                         m->peer))
         refuse(m, id, GRPC_STATUS_RESOURCE_EXHAUSTED, "server out of memory");
 }
@@ -739,30 +731,25 @@ static void post_recv(struct mux *m)
     memset(&op, 0, sizeof(op));
     op.op = GRPC_OP_RECV_MESSAGE;
     op.data.recv_message.recv_message = &m->recv_bb;
-    m->refs++;
-    if (grpc_call_start_batch(m->call, &op, 1, &m->t_recv, NULL) != GRPC_CALL_OK) {
+    if (call_start_batch(&m->base, &op, 1, &m->t_recv) != GRPC_CALL_OK)
         log_error("msg=start_batch_failed op=recv stream=%llu", (unsigned long long)m->id);
-        m->refs--;
-        grpc_call_cancel(m->call, NULL);
-    }
 }
 
 static void on_recv(struct shard *sh, void *obj, bool ok)
 {
     (void)sh;
     struct mux *m = obj;
-    m->refs--;
     grpc_byte_buffer *bb = m->recv_bb;
     m->recv_bb = NULL;
     if (!ok || !mux_live(m)) {
         if (bb)
             grpc_byte_buffer_destroy(bb);
-        maybe_free(m);
+        call_unref(&m->base);
         return;
     }
     if (!bb) { /* half-closed: no more requests, deliveries go on */
         log_debug("msg=subscribe_half_closed stream=%llu", (unsigned long long)m->id);
-        maybe_free(m);
+        call_unref(&m->base);
         return;
     }
     Events__V1__SubscribeRequest *req = NULL;
@@ -786,35 +773,23 @@ static void on_recv(struct shard *sh, void *obj, bool ok)
         events__v1__subscribe_request__free_unpacked(req, NULL);
     }
     grpc_byte_buffer_destroy(bb);
-    maybe_free(m);
+    call_unref(&m->base);
 }
 
 static void on_send(struct shard *sh, void *obj, bool ok)
 {
     (void)sh;
     struct mux *m = obj;
-    m->refs--;
     m->send_busy = false;
     grpc_byte_buffer_destroy(m->send_bb);
     m->send_bb = NULL;
-    if (!ok && !m->status_started && !m->closed) {
+    if (!ok && !m->status_started && !m->base.closed) {
         log_warn("msg=send_failed stream=%llu", (unsigned long long)m->id);
-        grpc_call_cancel(m->call, NULL);
+        grpc_call_cancel(m->base.call, NULL);
     } else if (ok) {
         flush(m);
     }
-    maybe_free(m);
-}
-
-static void on_close(struct shard *sh, void *obj, bool ok)
-{
-    (void)sh;
-    (void)ok;
-    struct mux *m = obj;
-    m->refs--;
-    m->closed = true;
-    stop_subs(m, "cancelled");
-    maybe_free(m);
+    call_unref(&m->base);
 }
 
 static void on_status(struct shard *sh, void *obj, bool ok)
@@ -822,9 +797,8 @@ static void on_status(struct shard *sh, void *obj, bool ok)
     (void)sh;
     (void)ok;
     struct mux *m = obj;
-    m->refs--;
     grpc_slice_unref(m->status_details);
-    maybe_free(m);
+    call_unref(&m->base);
 }
 
 static void accept_subscribe(struct shard *sh, void *st, grpc_call *call, grpc_byte_buffer *payload)
@@ -838,40 +812,23 @@ static void accept_subscribe(struct shard *sh, void *st, grpc_call *call, grpc_b
         return;
     }
     struct sub_shard *ss = st;
-    m->shard = sh;
     m->ss = ss;
-    m->call = call;
     m->gen = 1;
     m->id = atomic_fetch_add(&srv->next_stream_id, 1) + 1;
     m->t_recv = (struct tag){.fn = on_recv, .obj = m};
     m->t_send = (struct tag){.fn = on_send, .obj = m};
-    m->t_close = (struct tag){.fn = on_close, .obj = m};
     m->t_status = (struct tag){.fn = on_status, .obj = m};
     char *peer = grpc_call_get_peer(call);
     snprintf(m->peer, sizeof(m->peer), "%s", peer ? peer : "-");
     gpr_free(peer);
     m->now_us = log_now_mono_us();
-    m->next = ss->muxes;
-    if (ss->muxes)
-        ss->muxes->prev = m;
-    ss->muxes = m;
-    shard_call_opened(sh);
+    call_open(&m->base, sh, call, &call_ops, &ss->muxes, false);
     shard_stream_opened(sh);
 
     /* headers at once: the client knows the stream is open before it has
      * anything to receive */
-    grpc_op ops[2];
-    memset(ops, 0, sizeof(ops));
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[1].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-    ops[1].data.recv_close_on_server.cancelled = &m->cancelled;
-    m->refs++;
-    if (grpc_call_start_batch(call, ops, 2, &m->t_close, NULL) != GRPC_CALL_OK) {
-        log_error("msg=start_batch_failed op=recv_close stream=%llu", (unsigned long long)m->id);
-        m->refs--;
-        m->closed = true;
-        grpc_call_cancel(call, NULL);
-        maybe_free(m);
+    if (!call_start_recv_close(&m->base, true)) {
+        call_unref(&m->base);
         return;
     }
     m->counted = true;
@@ -885,13 +842,12 @@ static void accept_subscribe(struct shard *sh, void *st, grpc_call *call, grpc_b
         snprintf(msg, sizeof(msg), "too many streams (max %lld); retry later or elsewhere",
                  (long long)srv->max_streams);
         end_stream(m, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
-        return;
-    }
-    if (atomic_load(&srv->draining)) {
+    } else if (atomic_load(&srv->draining)) {
         end_stream(m, GRPC_STATUS_UNAVAILABLE, "server shutting down");
-        return;
+    } else {
+        post_recv(m);
     }
-    post_recv(m);
+    call_unref(&m->base); /* the opener's */
 }
 
 /* Sends what the streams with work have gathered. */
@@ -903,10 +859,9 @@ static void ss_run(struct shard *sh, void *st)
         struct mux *m = ss->mux_dirty;
         ss->mux_dirty = m->dnext;
         m->dirty = false;
-        m->refs++; /* flush may complete its last operation */
+        call_ref(&m->base); /* flush may complete its last operation */
         flush(m);
-        m->refs--;
-        maybe_free(m);
+        call_unref(&m->base);
     }
 }
 
@@ -921,8 +876,8 @@ static bool ss_pending(const struct shard *sh, const void *st)
 static void ss_drain(struct shard *sh, void *st)
 {
     (void)sh;
-    for (struct mux *m = ((struct sub_shard *)st)->muxes; m; m = m->next)
-        end_stream(m, GRPC_STATUS_UNAVAILABLE, "server shutting down");
+    for (struct call *c = ((struct sub_shard *)st)->muxes.head; c; c = c->next)
+        end_stream((struct mux *)c, GRPC_STATUS_UNAVAILABLE, "server shutting down");
 }
 
 static int ss_init(struct shard *sh, void *st)
