@@ -99,16 +99,31 @@ static void release(struct watch *w)
         free(watch_call(w)->end_details);
         free(watch_call(w)->held_details);
     }
-    if (w->call)
-        grpc_call_unref(w->call);
     free(w);
 }
 
-static void maybe_free(struct watch *w)
+/* A Watch stream's last reference went (its call is released). */
+static void release_call(struct call *c)
 {
-    if (w->refs > 0)
-        return;
-    release(w);
+    release(watch_of_call(c));
+}
+
+/* The client cancelled, or the status went out. */
+static void call_closed(struct call *c)
+{
+    struct watch *w = watch_of_call(c);
+    w->closed = true;
+    if (!w->status_started)
+        w->close_reason = "cancelled";
+    watch_unlist(w);
+}
+
+static const struct call_ops call_ops = {.closed = call_closed, .release = release_call};
+
+/* Drops a reference of a Watch stream's call. */
+static void unref(struct watch *w)
+{
+    call_unref(&watch_call(w)->base);
 }
 
 void watch_sub_release(struct watch *w)
@@ -159,14 +174,10 @@ static void send_status(struct watch *w, grpc_status_code code, const char *deta
     w->close_reason = wire_status_name(code);
     if ((unsigned)code < 17)
         counter_add(&w->ws->shard->ctr.status[code], 1);
-    w->refs++;
-    grpc_call_error e = grpc_call_start_batch(w->call, ops, n, &c->t_status, NULL);
-    if (e != GRPC_CALL_OK) {
+    grpc_call_error e = call_start_batch(&c->base, ops, n, &c->t_status);
+    if (e != GRPC_CALL_OK)
         log_error("msg=start_batch_failed op=status id=%llu error=%d", (unsigned long long)w->id,
                   e);
-        w->refs--;
-        grpc_call_cancel(w->call, NULL);
-    }
 }
 
 /* Ends the stream with a status. If a send is in flight, the status follows
@@ -214,7 +225,7 @@ static void cancel_held(struct watch *w)
              c->held_details ? c->held_details : "slow consumer", text);
     log_info("msg=stream_cancelled id=%llu topic=%s reason=held_status_not_read cursor=%s",
              (unsigned long long)w->id, w->topic->name, text);
-    grpc_call_cancel_with_status(w->call, c->held_code, msg, NULL);
+    grpc_call_cancel_with_status(c->base.call, c->held_code, msg, NULL);
 }
 
 /* Starts the one send of the stream. flags: GRPC_WRITE_BUFFER_HINT when the
@@ -249,15 +260,12 @@ static void start_send_flags(struct watch *w, grpc_byte_buffer *bb, uint32_t fla
     c->send_seq = w->it.seq - 1;
     c->send_hinted = flags & GRPC_WRITE_BUFFER_HINT;
     counter_add(&w->ws->shard->ctr.sent, 1);
-    w->refs++;
-    grpc_call_error e = shard_start_batch(w->ws->shard, w->call, ops, n, &c->t_send);
+    grpc_call_error e = call_start_batch(&c->base, ops, n, &c->t_send);
     if (e != GRPC_CALL_OK) {
         log_error("msg=start_batch_failed op=send id=%llu error=%d", (unsigned long long)w->id, e);
-        w->refs--;
         w->send_busy = false;
         c->send_bb = NULL;
         grpc_byte_buffer_destroy(bb);
-        grpc_call_cancel(w->call, NULL);
     }
 }
 
@@ -902,7 +910,6 @@ static void on_send(struct shard *sh, void *obj, bool ok)
     (void)sh;
     struct watch *w = obj;
     struct watch_call *c = watch_call(w);
-    w->refs--;
     w->send_busy = false;
     grpc_byte_buffer_destroy(c->send_bb);
     c->send_bb = NULL;
@@ -914,7 +921,7 @@ static void on_send(struct shard *sh, void *obj, bool ok)
          * the call so the client sees it (and resumes) instead of waiting. */
         log_warn("msg=send_failed id=%llu topic=%s", (unsigned long long)w->id,
                  w->topic ? w->topic->name : "-");
-        grpc_call_cancel(w->call, NULL);
+        grpc_call_cancel(c->base.call, NULL);
     }
     if (ok && is_live(w)) {
         if (w->end_pending) {
@@ -930,20 +937,7 @@ static void on_send(struct shard *sh, void *obj, bool ok)
             watch_pump(w);
         }
     }
-    maybe_free(w);
-}
-
-static void on_close(struct shard *sh, void *obj, bool ok)
-{
-    (void)sh;
-    (void)ok;
-    struct watch *w = obj;
-    w->refs--;
-    w->closed = true;
-    if (!w->status_started)
-        w->close_reason = "cancelled";
-    watch_unlist(w);
-    maybe_free(w);
+    unref(w);
 }
 
 static void on_status(struct shard *sh, void *obj, bool ok)
@@ -952,14 +946,13 @@ static void on_status(struct shard *sh, void *obj, bool ok)
     (void)ok;
     struct watch *w = obj;
     struct watch_call *c = watch_call(w);
-    w->refs--;
     grpc_slice_unref(c->status_details);
     for (size_t i = 0; i < c->trailing_count; i++) {
         grpc_slice_unref(c->trailing[i].key);
         grpc_slice_unref(c->trailing[i].value);
     }
     c->trailing_count = 0;
-    maybe_free(w);
+    unref(w);
 }
 
 /* ---- accepting a stream ------------------------------------------------ */
@@ -1121,28 +1114,18 @@ void watch_accept(struct shard *sh, void *st, grpc_call *call, grpc_byte_buffer 
     }
     struct watch_call *c = &ws->c;
     w->ws = st;
-    w->call = call;
     w->peer = c->peer; /* filled once the request is read */
     w->id = atomic_fetch_add(&srv->next_stream_id, 1) + 1;
     c->t_send = (struct tag){.fn = on_send, .obj = w};
-    c->t_close = (struct tag){.fn = on_close, .obj = w};
     c->t_status = (struct tag){.fn = on_status, .obj = w};
     w->last_send_us = log_now_mono_us();
+    call_open(&c->base, sh, call, &call_ops, NULL, false);
     watch_shard_add(w);
-
-    grpc_op op;
-    memset(&op, 0, sizeof(op));
-    op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-    op.data.recv_close_on_server.cancelled = &w->cancelled;
-    w->refs++;
-    if (grpc_call_start_batch(call, &op, 1, &c->t_close, NULL) != GRPC_CALL_OK) {
-        log_error("msg=start_batch_failed op=recv_close id=%llu", (unsigned long long)w->id);
-        w->refs--;
+    if (!call_start_recv_close(&c->base, false)) {
         w->closed = true;
-        grpc_call_cancel(call, NULL);
         if (payload)
             grpc_byte_buffer_destroy(payload);
-        maybe_free(w);
+        unref(w); /* the opener's: releases it */
         return;
     }
 
@@ -1160,8 +1143,10 @@ void watch_accept(struct shard *sh, void *st, grpc_call *call, grpc_byte_buffer 
     }
     if (payload)
         grpc_byte_buffer_destroy(payload);
-    if (!ok)
+    if (!ok) {
+        unref(w); /* the opener's */
         return;
+    }
 
     counter_add(&sh->ctr.opened, 1);
     char *peer = grpc_call_get_peer(call);
@@ -1174,6 +1159,7 @@ void watch_accept(struct shard *sh, void *st, grpc_call *call, grpc_byte_buffer 
              (long long)live);
     gpr_free(peer);
     watch_pump(w);
+    unref(w); /* the opener's */
 }
 
 struct watch *watch_sub_open(struct watch_shard *ws, const struct watch_sink_ops *ops,

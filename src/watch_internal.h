@@ -7,10 +7,12 @@
 #define TICKFAN_WATCH_INTERNAL_H
 
 #include <assert.h>
+#include <stddef.h>
 #include <grpc/grpc.h>
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "call.h"
 #include "counter.h"
 #include "cursor.h"
 #include "filter.h"
@@ -62,7 +64,6 @@ struct watch {
     int list;                    /* WATCH_LIST_* it is on */
 
     struct watch_shard *ws; /* the Watch state of its shard (ws->shard) */
-    grpc_call *call;        /* NULL for a subscription of a Subscribe stream */
     /* a subscription of Subscribe stream `mux` (NULL: a Watch stream): its
      * messages are deliveries in the stream's next SubscribeResponse, and
      * its status a SubscriptionEnd (see subscribe.h) */
@@ -85,14 +86,12 @@ struct watch {
     int start;            /* WATCH_START_*: what the request asked to start from */
     int overflow;         /* Events__V1__OverflowPolicy, never DEFAULT */
 
-    int refs; /* operations in flight */
     bool md_sent;
     bool eob_sent;
     bool send_busy;
     bool status_started;
-    bool closed;   /* RECV_CLOSE_ON_SERVER completed */
-    int cancelled; /* filled by RECV_CLOSE_ON_SERVER */
-    bool counted;  /* counted in streams_live */
+    bool closed;  /* the call's RECV_CLOSE_ON_SERVER completed (Watch only) */
+    bool counted; /* counted in streams_live */
 
     /* snapshot or conflation phase: for each (kind, key), the sequence number
      * of its value as of the stream's position (aux: its cache index + 1),
@@ -129,6 +128,7 @@ struct watch {
  * stream (10,000 to a stream) is a bare struct watch, its call's state in
  * the stream's struct mux, so it does not pay for this. */
 struct watch_call {
+    struct call base; /* first: the call, its references, RECV_CLOSE */
     char peer[64];
     int hinted; /* sends in a row with GRPC_WRITE_BUFFER_HINT */
     /* a status sent while the send was held: cancel the call with it at
@@ -154,7 +154,7 @@ struct watch_call {
     grpc_metadata trailing[1];
     size_t trailing_count;
 
-    struct tag t_send, t_close, t_status;
+    struct tag t_send, t_status;
 };
 
 struct watch_stream {
@@ -168,6 +168,12 @@ static inline struct watch_call *watch_call(struct watch *w)
 {
     assert(!w->mux);
     return &((struct watch_stream *)w)->c;
+}
+
+/* The stream whose call state `c` is. */
+static inline struct watch *watch_of_call(struct call *c)
+{
+    return &((struct watch_stream *)((char *)c - offsetof(struct watch_stream, c.base)))->w;
 }
 
 /* How far behind the head the stream's read position is: records not read

@@ -17,10 +17,8 @@ void watch_shard_add(struct watch *w)
     if (ws->all)
         ws->all->prev = w;
     ws->all = w;
-    if (!w->mux) { /* a Subscribe stream counts once, not per subscription */
+    if (!w->mux) /* a Subscribe stream counts once, not per subscription */
         shard_stream_opened(w->ws->shard);
-        shard_call_opened(w->ws->shard);
-    }
 }
 
 void watch_shard_remove(struct watch *w)
@@ -33,10 +31,8 @@ void watch_shard_remove(struct watch *w)
         ws->all = w->next;
     if (w->next)
         w->next->prev = w->prev;
-    if (!w->mux) {
+    if (!w->mux)
         shard_stream_closed(w->ws->shard);
-        shard_call_closed(w->ws->shard);
-    }
 }
 
 void watch_unlist(struct watch *w)
