@@ -28,7 +28,7 @@
 #include "ringlog.h"
 #include "server.h"
 #include "topics.h"
-#include "watch_internal.h"
+#include "watch_shard.h"
 #include "wire.h"
 
 #define NO_LINK UINT32_MAX

@@ -7,7 +7,7 @@
  * heartbeats when idle) -> status (error, slow consumer, drain) or client
  * cancel -> freed when no operation is in flight any more.
  */
-#include "watch_internal.h"
+#include "watch_shard.h"
 
 #include <errno.h>
 #include <grpc/support/alloc.h>
@@ -18,11 +18,6 @@
 #include "log.h"
 #include "server.h"
 #include "wire.h"
-
-static struct cursor cursor_of(const struct watch *w)
-{
-    return (struct cursor){.epoch = ringlog_epoch(w->topic->log), .seq = w->it.seq - 1};
-}
 
 /* The topic's lag budget in log bytes (SIGHUP may change it): the setting,
  * or half the log, and never more than three quarters of it. */
@@ -55,12 +50,6 @@ static bool over_budget(const struct watch *w)
     uint64_t events, bytes, max_events = lag_budget_events(w);
     watch_lag(w, &events, &bytes);
     return bytes > lag_budget(w) || (max_events && events > max_events);
-}
-
-static bool matches(const struct watch *w, const struct ringlog_view *v)
-{
-    return v->type == RINGLOG_GAP || !w->has_filter ||
-           filter_match(&w->filter, v->kind, v->kind_len, v->key, v->key_len);
 }
 
 static bool is_live(const struct watch *w)
@@ -274,9 +263,6 @@ static void start_send(struct watch *w, grpc_byte_buffer *bb)
     start_send_flags(w, bb, 0);
 }
 
-static size_t snapset_add_cache(struct watch *w, struct keyset *set, uint64_t before,
-                                bool note_late);
-
 /* The subscriber is over its lag budget, or was lapped: apply its policy.
  * stalled: its send is held by flow control (the client does not read).
  * DISCONNECT then ends it at once: the status and its trailers go after
@@ -287,7 +273,7 @@ static size_t snapset_add_cache(struct watch *w, struct keyset *set, uint64_t be
 static void overflow(struct watch *w, bool stalled)
 {
     ringlog_t *log = w->topic->log;
-    struct cursor from = cursor_of(w);
+    struct cursor from = watch_cursor(w);
     char text[CURSOR_TEXT_MAX];
     if (w->overflow == EVENTS__V1__OVERFLOW_POLICY__OVERFLOW_DISCONNECT) {
         char msg[384];
@@ -366,7 +352,7 @@ static void overflow(struct watch *w, bool stalled)
         }
         if (rc != 0)
             break;
-        bool match = matches(w, &v);
+        bool match = watch_matches(w, &v);
         bool noted = !conflate || !match || keys_lost || v.type != RINGLOG_DATA ||
                      keyset_put(w->snapset, v.kind, v.kind_len, v.key, v.key_len, v.seq);
         if (!ringlog_view_valid(log, &w->it))
@@ -389,7 +375,7 @@ static void overflow(struct watch *w, bool stalled)
                  (unsigned long long)(missed - missed_before),
                  conflate && w->snapset ? w->snapset->count : (size_t)0, stalled);
     }
-    w->pending = wire_gap(cursor_of(w), missed, EVENTS__V1__GAP_REASON__GAP_SLOW_CONSUMER, from);
+    w->pending = wire_gap(watch_cursor(w), missed, EVENTS__V1__GAP_REASON__GAP_SLOW_CONSUMER, from);
     if (!w->slow_gap_pending)
         w->slow_gap_stalled = stalled;
     w->slow_gap_pending = w->pending != NULL;
@@ -401,19 +387,10 @@ static void overflow(struct watch *w, bool stalled)
          * size, so it still holds them); if some keys are unknown (lapped),
          * every matching pair's last value before the head from the cache */
         if (keys_lost && w->snapset)
-            snapset_add_cache(w, w->snapset, target.seq, false);
+            watch_snapset_add_cache(w, w->snapset, target.seq, false);
         w->snap_active = w->snapset != NULL;
         w->snap_index = 0;
     }
-}
-
-/* Moves `it` to the oldest record the log holds (it may move on under us). */
-static void seek_oldest(ringlog_t *log, struct ringlog_iter *it)
-{
-    for (int i = 0; i < 64; i++)
-        if (ringlog_seek(log, ringlog_first_seq(log), it) == 0)
-            return;
-    ringlog_seek_head(log, it);
 }
 
 /* Ends the stream with OUT_OF_RANGE: cursor `c` is older than the log
@@ -421,8 +398,8 @@ static void seek_oldest(ringlog_t *log, struct ringlog_iter *it)
 static void refuse_cursor(struct watch *w, struct cursor c, const char *why)
 {
     char msg[400], text[CURSOR_TEXT_MAX], earliest_text[CURSOR_TEXT_MAX];
-    seek_oldest(w->topic->log, &w->it);
-    cursor_format(cursor_of(w), earliest_text);
+    watch_seek_oldest(w->topic->log, &w->it);
+    cursor_format(watch_cursor(w), earliest_text);
     cursor_format(c, text);
     snprintf(msg, sizeof(msg), "cursor %s of topic '%s' %s; earliest available cursor is %s", text,
              w->topic->name, why, earliest_text);
@@ -439,7 +416,7 @@ static void refuse_cursor(struct watch *w, struct cursor c, const char *why)
 static bool lapped_in_backlog(struct watch *w)
 {
     ringlog_t *log = w->topic->log;
-    struct cursor from = cursor_of(w);
+    struct cursor from = watch_cursor(w);
     if (!w->md_sent && w->start == WATCH_START_CURSOR) {
         log_info("msg=lapped_before_first_event id=%llu topic=%s action=refused",
                  (unsigned long long)w->id, w->topic->name);
@@ -450,21 +427,21 @@ static bool lapped_in_backlog(struct watch *w)
         /* may repeat while the writer keeps overtaking it: debug only */
         log_debug("msg=lapped_before_first_event id=%llu topic=%s action=reseek",
                   (unsigned long long)w->id, w->topic->name);
-        seek_oldest(log, &w->it);
+        watch_seek_oldest(log, &w->it);
         return true;
     }
     if (w->overflow == EVENTS__V1__OVERFLOW_POLICY__OVERFLOW_DISCONNECT) {
         overflow(w, false);
         return false;
     }
-    seek_oldest(log, &w->it);
+    watch_seek_oldest(log, &w->it);
     uint64_t missed = w->it.seq > from.seq + 1 ? w->it.seq - from.seq - 1 : 0;
     w->dropped += missed;
     counter_add(&w->ws->shard->ctr.dropped_events, missed);
     counter_add(&w->ws->shard->ctr.gaps, 1);
     log_info("msg=lapped_in_backlog id=%llu topic=%s missed=%llu", (unsigned long long)w->id,
              w->topic->name, (unsigned long long)missed);
-    w->pending = wire_gap(cursor_of(w), missed, EVENTS__V1__GAP_REASON__GAP_RETENTION, from);
+    w->pending = wire_gap(watch_cursor(w), missed, EVENTS__V1__GAP_REASON__GAP_RETENTION, from);
     return false;
 }
 
@@ -494,7 +471,7 @@ static bool next_is_queued(struct watch *w)
         struct ringlog_view v;
         if (ringlog_peek(log, &w->it, &v) != 0)
             return false;
-        bool match = matches(w, &v);
+        bool match = watch_matches(w, &v);
         if (!ringlog_view_valid(log, &w->it))
             return false;
         if (match)
@@ -504,211 +481,15 @@ static bool next_is_queued(struct watch *w)
     return false;
 }
 
-/* An event re-encoded with snapshot = true and the snapshot's cursor (the
- * position the stream continues from). */
-static grpc_byte_buffer *snapshot_event(struct watch *w, const uint8_t *event, size_t len)
-{
-    Events__V1__WatchEvent *ev = events__v1__watch_event__unpack(NULL, len, event);
-    if (!ev)
-        return NULL;
-    grpc_byte_buffer *bb = NULL;
-    if (ev->payload_case == EVENTS__V1__WATCH_EVENT__PAYLOAD_DATA) {
-        char text[CURSOR_TEXT_MAX];
-        cursor_format(cursor_of(w), text);
-        ev->data->snapshot = true;
-        char *old_cursor = ev->cursor;
-        ev->cursor = text;
-        size_t n = events__v1__watch_event__get_packed_size(ev);
-        grpc_slice slice = grpc_slice_malloc(n);
-        events__v1__watch_event__pack(ev, GRPC_SLICE_START_PTR(slice));
-        bb = grpc_raw_byte_buffer_create(&slice, 1);
-        grpc_slice_unref(slice);
-        ev->cursor = old_cursor;
-    }
-    events__v1__watch_event__free_unpacked(ev, NULL);
-    return bb;
-}
-
-/* The snapshot value of entry e: the record with its sequence number, from
- * the log, or else from the cache if the cache still holds that very value. */
-static grpc_byte_buffer *snapshot_value(struct watch *w, const struct keyset_entry *e)
-{
-    ringlog_t *log = w->topic->log;
-    struct ringlog_iter it;
-    struct ringlog_view v;
-    if (!e->value)
-        return NULL; /* a late pair the scan did not find: its value is gone */
-    if (ringlog_seek(log, e->value, &it) == 0 && ringlog_peek(log, &it, &v) == 0 &&
-        v.seq == e->value) {
-        uint8_t *copy = malloc(v.event_len);
-        grpc_byte_buffer *bb = NULL;
-        if (copy) {
-            ringlog_copy_event(&v, copy);
-            if (ringlog_view_valid(log, &it))
-                bb = snapshot_event(w, copy, v.event_len);
-            free(copy);
-        }
-        if (bb)
-            return bb;
-    }
-    if (e->aux) {
-        struct lvc_value *cv = malloc(sizeof(*cv));
-        grpc_byte_buffer *bb = NULL;
-        if (cv) {
-            lvc_read(ringlog_lvc(log), e->aux - 1, cv);
-            if (cv->seq == e->value && cv->inline_event)
-                bb = snapshot_event(w, cv->event, cv->event_len);
-            free(cv);
-        }
-        return bb;
-    }
-    return NULL;
-}
-
-/* Adds every matching pair whose cached value is older than `before`, with
- * that value's sequence number. Returns how many matching pairs that
- * existed before `before` have a cached value at or past it (their value as
- * of `before` is not in the cache any more); with note_late they are added
- * too, with value 0 (unknown: the scan of the log fills it in, else the
- * snapshot counts it as lost). Pairs born at or after `before` are not part
- * of a snapshot as of it. */
-static size_t snapset_add_cache(struct watch *w, struct keyset *set, uint64_t before,
-                                bool note_late)
-{
-    const lvc_t *cache = ringlog_lvc(w->topic->log);
-    size_t count = lvc_count(cache), late = 0;
-    struct lvc_value *v = malloc(sizeof(*v));
-    if (!v)
-        return 0;
-    for (size_t i = 0; i < count; i++) {
-        lvc_read(cache, i, v);
-        if (w->has_filter && !filter_match(&w->filter, v->kind, v->kind_len, v->key, v->key_len))
-            continue;
-        if (v->seq >= before) {
-            if (v->born >= before)
-                continue; /* born after: not in it (born 0 is unknown: may have been) */
-            late++;
-            if (note_late)
-                keyset_put(set, v->kind, v->kind_len, v->key, v->key_len, 0);
-            continue;
-        }
-        struct keyset_entry *e = keyset_put(set, v->kind, v->kind_len, v->key, v->key_len, v->seq);
-        if (e)
-            e->aux = i + 1;
-    }
-    free(v);
-    return late;
-}
-
-/* The latest matching record of every pair in the retained log before
- * `before`. A cold path: one pass over the log up to the start position. */
-static void snapset_add_scan(struct watch *w, struct keyset *set, uint64_t before)
-{
-    ringlog_t *log = w->topic->log;
-    struct ringlog_iter it;
-    seek_oldest(log, &it);
-    while (it.seq < before) {
-        struct ringlog_view v;
-        int rc = ringlog_peek(log, &it, &v);
-        if (rc == -ESTALE) {
-            seek_oldest(log, &it); /* lapped: what is left (the head when nothing is) */
-            continue;
-        }
-        if (rc != 0 || v.seq >= before)
-            return;
-        /* kind and key are the view's own copies: valid if the record was */
-        if (v.type == RINGLOG_DATA && matches(w, &v) && ringlog_view_valid(log, &it)) {
-            const struct keyset_entry *old = keyset_get(set, v.kind, v.kind_len, v.key, v.key_len);
-            uint64_t aux = old ? old->aux : 0;
-            struct keyset_entry *e = keyset_put(set, v.kind, v.kind_len, v.key, v.key_len, v.seq);
-            if (e)
-                e->aux = aux;
-        }
-        ringlog_advance(&it, &v);
-    }
-}
-
-#define SNAPSHOT_LIVE_ATTEMPTS 8 /* positions a live snapshot tries before it scans */
-
-/* The snapshot as of the stream's position, exactly: the value every
- * matching pair had just before w->it. A live start may move the position
- * forward to one where the cache is consistent; any other start is fixed,
- * and pairs that changed since come from a scan of the log up to it. A live
- * start whose every position was overtaken keeps the last one and its
- * cached values, and scans too: the pairs that only the cache holds any
- * more are in the snapshot whatever the writer does. A pair that existed
- * before the position but whose value as of it neither the log nor the
- * cache holds any more stays in the set with value 0: counted as lost, and
- * told by the Gap that ends the snapshot. */
-static bool snapshot_prepare(struct watch *w, bool live)
-{
-    w->snapset = calloc(1, sizeof(*w->snapset));
-    if (!w->snapset)
-        return false;
-    size_t late = 0;
-    for (int attempt = 1;; attempt++) {
-        late = snapset_add_cache(w, w->snapset, w->it.seq, true);
-        if (!late || !live)
-            break;
-        if (attempt == SNAPSHOT_LIVE_ATTEMPTS) {
-            log_debug("msg=snapshot_overtaken id=%llu topic=%s attempts=%d late=%zu action=scan",
-                      (unsigned long long)w->id, w->topic->name, attempt, late);
-            break;
-        }
-        keyset_free(w->snapset); /* the cache moved past us: take a newer position */
-        ringlog_seek_head(w->topic->log, &w->it);
-        w->backlog_end = w->it.seq - 1;
-    }
-    if (late)
-        snapset_add_scan(w, w->snapset, w->it.seq);
-    w->snap_active = true;
-    w->snap_initial = true;
-    w->snap_index = 0;
-    return true;
-}
-
-static void end_snapshot(struct watch *w)
-{
-    w->snap_active = false;
-    w->snap_initial = false;
-    if (w->snapset) {
-        keyset_free(w->snapset);
-        free(w->snapset);
-        w->snapset = NULL;
-    }
-}
-
-/* Sends the next value of the snapshot (or conflation). Returns true when a
- * send started; false when the snapshot is complete. The request's snapshot
- * ends with a Gap when values were lost, so the client knows its state is
- * short of them; a conflation's Gap has already told what was skipped. */
+/* Sends the next value of the snapshot (or conflation), or the Gap that
+ * ends it. Returns true when a send started; false when the snapshot is
+ * complete. */
 static bool pump_snapshot(struct watch *w)
 {
-    while (w->snap_index < w->snapset->cap) {
-        const struct keyset_entry *e = keyset_slot(w->snapset, w->snap_index++);
-        if (!e)
-            continue;
-        grpc_byte_buffer *bb = snapshot_value(w, e);
-        if (!bb) {
-            w->snap_lost++; /* neither the log nor the cache has it any more */
-            continue;
-        }
-        w->snap_sent++;
-        start_send(w, bb);
-        return true;
-    }
-    bool told = w->snap_initial && w->snap_lost;
-    end_snapshot(w);
-    if (!told)
+    grpc_byte_buffer *bb = watch_snapshot_next(w);
+    if (!bb)
         return false;
-    log_info("msg=snapshot_incomplete id=%llu topic=%s sent=%llu lost=%llu",
-             (unsigned long long)w->id, w->topic->name, (unsigned long long)w->snap_sent,
-             (unsigned long long)w->snap_lost);
-    w->dropped += w->snap_lost;
-    counter_add(&w->ws->shard->ctr.dropped_events, w->snap_lost);
-    counter_add(&w->ws->shard->ctr.gaps, 1);
-    start_send(w, wire_gap(cursor_of(w), w->snap_lost, EVENTS__V1__GAP_REASON__GAP_RETENTION,
-                           cursor_of(w)));
+    start_send(w, bb);
     return true;
 }
 
@@ -748,7 +529,7 @@ static void pump(struct watch *w)
         if (!w->eob_sent && w->it.seq > w->backlog_end) {
             /* everything that was in the log when the stream started is out */
             w->eob_sent = true;
-            start_send(w, wire_end_of_backlog(cursor_of(w)));
+            start_send(w, wire_end_of_backlog(watch_cursor(w)));
             return;
         }
         struct ringlog_view v;
@@ -761,7 +542,7 @@ static void pump(struct watch *w)
         if (rc == -EAGAIN) {
             if (!w->eob_sent) {
                 w->eob_sent = true;
-                start_send(w, wire_end_of_backlog(cursor_of(w)));
+                start_send(w, wire_end_of_backlog(watch_cursor(w)));
                 return;
             }
             watch_set_waiting(w);
@@ -775,7 +556,7 @@ static void pump(struct watch *w)
         }
         grpc_byte_buffer *bb = NULL;
         grpc_slice slice;
-        bool match = matches(w, &v), got = false;
+        bool match = watch_matches(w, &v), got = false;
         if (match && w->mux)
             got = watch_event_slice(w, &w->it, &v, &slice);
         else if (match)
@@ -868,7 +649,7 @@ void watch_tick(struct watch *w, int64_t now_us)
             now_us - w->last_send_us <
                 atomic_load_explicit(&w->topic->heartbeat_us, memory_order_relaxed))
             return;
-        grpc_byte_buffer *hb = wire_heartbeat(cursor_of(w), log_now_unix_us());
+        grpc_byte_buffer *hb = wire_heartbeat(watch_cursor(w), log_now_unix_us());
         if (!hb)
             return;
         counter_add(&w->ws->shard->ctr.heartbeats, 1);
@@ -892,7 +673,7 @@ void watch_tick(struct watch *w, int64_t now_us)
         atomic_load_explicit(&w->topic->heartbeat_us, memory_order_relaxed))
         return;
     counter_add(&w->ws->shard->ctr.heartbeats, 1);
-    start_send(w, wire_heartbeat(cursor_of(w), log_now_unix_us()));
+    start_send(w, wire_heartbeat(watch_cursor(w), log_now_unix_us()));
 }
 
 void watch_drain(struct watch *w)
@@ -900,7 +681,7 @@ void watch_drain(struct watch *w)
     if (!is_live(w))
         return;
     char text[CURSOR_TEXT_MAX], msg[200];
-    cursor_format(cursor_of(w), text);
+    cursor_format(watch_cursor(w), text);
     snprintf(msg, sizeof(msg), "server shutting down; resume from cursor %s", text);
     finish(w, GRPC_STATUS_UNAVAILABLE, msg, "tickfan-cursor", text);
 }
@@ -985,12 +766,13 @@ static bool position(struct watch *w, const Events__V1__WatchRequest *req)
         else
             return true;
         if (req->allow_gap && (c.epoch != epoch || c.seq <= ringlog_head_seq(log))) {
-            seek_oldest(log, &w->it);
+            watch_seek_oldest(log, &w->it);
             /* from the same epoch, exactly the records between; from another,
              * unknown (0) */
             uint64_t missed =
                 c.epoch == epoch && w->it.seq > c.seq + 1 ? w->it.seq - (c.seq + 1) : 0;
-            w->pending = wire_gap(cursor_of(w), missed, EVENTS__V1__GAP_REASON__GAP_RETENTION, c);
+            w->pending =
+                wire_gap(watch_cursor(w), missed, EVENTS__V1__GAP_REASON__GAP_RETENTION, c);
             return true;
         }
         refuse_cursor(w, c, why);
@@ -999,7 +781,7 @@ static bool position(struct watch *w, const Events__V1__WatchRequest *req)
 
     switch (req->start) {
     case EVENTS__V1__START_POSITION__START_EARLIEST:
-        seek_oldest(log, &w->it);
+        watch_seek_oldest(log, &w->it);
         return true;
     case EVENTS__V1__START_POSITION__START_LIVE:
         ringlog_seek_head(log, &w->it);
@@ -1072,7 +854,7 @@ static bool setup_request(struct watch *w, const Events__V1__WatchRequest *req)
          * before it, then the events from it on */
         bool live = (!req->cursor || !req->cursor[0]) &&
                     req->start == EVENTS__V1__START_POSITION__START_LIVE;
-        if (!snapshot_prepare(w, live)) {
+        if (!watch_snapshot_prepare(w, live)) {
             finish(w, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory for the snapshot", NULL, NULL);
             ok = false;
         }
@@ -1153,7 +935,7 @@ void watch_accept(struct shard *sh, void *st, grpc_call *call, grpc_byte_buffer 
     snprintf(c->peer, sizeof(c->peer), "%s", peer ? peer : "-");
     w->since_us = log_now_unix_us();
     char text[CURSOR_TEXT_MAX];
-    cursor_format(cursor_of(w), text);
+    cursor_format(watch_cursor(w), text);
     log_info("msg=stream_opened id=%llu topic=%s peer=%s shard=%zu cursor=%s streams_live=%lld",
              (unsigned long long)w->id, w->topic->name, peer ? peer : "-", sh->index, text,
              (long long)live);
@@ -1184,7 +966,7 @@ struct watch *watch_sub_open(struct watch_shard *ws, const struct watch_sink_ops
         return w; /* ended: its SubscriptionEnd is in the stream's next message */
     counter_add(&sh->ctr.subs_opened, 1);
     char text[CURSOR_TEXT_MAX];
-    cursor_format(cursor_of(w), text);
+    cursor_format(watch_cursor(w), text);
     log_info("msg=subscription_opened id=%llu stream=%llu sub=%u topic=%s shard=%zu cursor=%s",
              (unsigned long long)w->id, (unsigned long long)ops->id(m), sub_id, w->topic->name,
              sh->index, text);

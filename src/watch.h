@@ -7,7 +7,7 @@
  * at a time (that is the backpressure), one RECV_CLOSE_ON_SERVER for the
  * whole life (that is how cancellation is learned), and the state is freed
  * when the last operation in flight has completed. The stream itself is
- * opaque outside watch*.c and subscribe.c (watch_internal.h).
+ * opaque outside watch*.c and subscribe.c (watch_shard.h).
  */
 #ifndef TICKFAN_WATCH_H
 #define TICKFAN_WATCH_H

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 
 #include "server.h"
-#include "watch_internal.h"
+#include "watch_shard.h"
 
 static struct watch_shard *watch_shard_of(const struct shard *sh)
 {

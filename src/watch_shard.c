@@ -5,7 +5,7 @@
  */
 #include <stdlib.h>
 
-#include "watch_internal.h"
+#include "watch_shard.h"
 
 /* ---- lists --------------------------------------------------------------- */
 

@@ -1,10 +1,12 @@
 /*
- * watch_internal: the stream state shared by the Watch service (watch.c,
- * watch_shard.c) and Subscribe's subscriptions (subscribe.c). Nothing else
- * includes it.
+ * watch_shard: a Watch stream's state and what the streams of one shard
+ * share (their lists, the event slices: watch_shard.c). Private to the
+ * Watch service (watch.c, watch_snapshot.c, watch_service.c) and to
+ * Subscribe, whose subscriptions are such streams (subscribe.c); the rest of
+ * the server sees watch.h only.
  */
-#ifndef TICKFAN_WATCH_INTERNAL_H
-#define TICKFAN_WATCH_INTERNAL_H
+#ifndef TICKFAN_WATCH_SHARD_H
+#define TICKFAN_WATCH_SHARD_H
 
 #include <assert.h>
 #include <stddef.h>
@@ -175,6 +177,33 @@ static inline struct watch *watch_of_call(struct call *c)
 {
     return &((struct watch_stream *)((char *)c - offsetof(struct watch_stream, c.base)))->w;
 }
+
+/* The cursor of the last record the stream scanned. */
+static inline struct cursor watch_cursor(const struct watch *w)
+{
+    return (struct cursor){.epoch = ringlog_epoch(w->topic->log), .seq = w->it.seq - 1};
+}
+
+/* Does record v pass the stream's filter (a Gap always does)? */
+static inline bool watch_matches(const struct watch *w, const struct ringlog_view *v)
+{
+    return v->type == RINGLOG_GAP || !w->has_filter ||
+           filter_match(&w->filter, v->kind, v->kind_len, v->key, v->key_len);
+}
+
+/* Snapshot and conflation (watch_snapshot.c). */
+/* Moves `it` to the oldest record the log holds (it may move on under us). */
+void watch_seek_oldest(ringlog_t *log, struct ringlog_iter *it);
+/* Prepares the request's snapshot as of the stream's position (a live
+ * start may move it forward); false: out of memory. */
+bool watch_snapshot_prepare(struct watch *w, bool live);
+/* Adds to `set` every matching pair whose cached value is older than
+ * `before` (see watch_snapshot.c); returns how many pairs are late. */
+size_t watch_snapset_add_cache(struct watch *w, struct keyset *set, uint64_t before,
+                               bool note_late);
+/* The next value to send, the closing Gap, or NULL: the phase is over. */
+grpc_byte_buffer *watch_snapshot_next(struct watch *w);
+void watch_snapshot_end(struct watch *w);
 
 /* How far behind the head the stream's read position is: records not read
  * yet (matching or not) and their log bytes. */
