@@ -1,4 +1,4 @@
-# The gRPC C core that tickfan_core (and so every binary and test) links:
+# The gRPC C core that tickfan_common (and so every layer, binary and test) links:
 # the imported target tickfan::grpc, and TICKFAN_GRPC_NDEBUG, whether that
 # core was built with NDEBUG ("true", "false" or "unknown"), which tickfand
 # logs at start.

@@ -7,7 +7,7 @@ if(TICKFAN_SANITIZE STREQUAL "address")
 elseif(TICKFAN_SANITIZE STREQUAL "thread")
   # TSan does not model atomic_thread_fence; GCC says so at every fence
   # (-Wtsan). Every fence here orders atomic accesses only (the ring log's
-  # and last-value cache's shared bytes are atomic too, see src/seqcopy.h),
+  # and last-value cache's shared bytes are atomic too, see src/common/seqcopy.h),
   # so no plain data depends on a fence for its ordering: quiet the warning.
   add_compile_options(-fsanitize=thread -fno-omit-frame-pointer)
   if(CMAKE_C_COMPILER_ID STREQUAL "GNU")

@@ -1,7 +1,7 @@
 /*
  * feedgen: synthetic market data as feed frames (feed/FORMAT.md).
  *
- * Quotes and trades from the built-in simulator (src/sim.h), one frame per
+ * Quotes and trades from the built-in simulator (src/ingest/sim.h), one frame per
  * tick, numbered per channel from a start sequence. Chosen sequence numbers
  * can be left out (an upstream loss made on purpose) and bodies padded to a
  * fixed size. The output depends only on the options and on the timestamps

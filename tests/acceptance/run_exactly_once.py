@@ -22,7 +22,7 @@ mix of:
 
 With --subscribe N the consumer is exactly_once_mux_consumer instead: N
 subscriptions to the topic over one Subscribe stream (the multiplexed
-subscriber, src/muxsub.c), each resumed from its own cursor, each of which
+subscriber, src/client/muxsub.c), each resumed from its own cursor, each of which
 must process exactly those events; its progress is that of its slowest
 subscription.
 

@@ -1,5 +1,5 @@
 /*
- * feedframe_fuzz: libFuzzer target for the feed frame decoder (src/feedframe.h).
+ * feedframe_fuzz: libFuzzer target for the feed frame decoder (src/ingest/feedframe.h).
  *
  * Every input is used three ways:
  *

@@ -1,4 +1,4 @@
-"""The metadata limit (GRPC_ARG_MAX_METADATA_SIZE, 16 KiB in src/server.c)
+"""The metadata limit (GRPC_ARG_MAX_METADATA_SIZE, 16 KiB in src/server/server.c)
 as gRPC C core 1.51 enforces it: these tests record inherited behaviour, so
 that a gRPC upgrade that changes it shows up here, and docs/operations.md
 "Security" says the same.
