@@ -11,7 +11,7 @@
 
 #include <stdint.h>
 
-#include "log.h" /* the clocks: log_now_mono_ns(), log_now_unix_us() */
+#include "clock.h"
 
 /* Deadline of event i (0-based) at `rate` per second from start_ns; with
  * rate 0 (as fast as possible) every event is due at start_ns. */

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "feedcap.h"
+#include "clock.h"
 #include "feedframe.h"
 #include "feedgen.h"
 #include "feedout.h"
@@ -444,7 +445,7 @@ static int next_generated(struct run *r, struct pending *p)
             p->due_ns = INT64_MIN;
             p->time_us = o->rate
                              ? r->start_us + (int64_t)((unsigned __int128)i * 1000000u / o->rate)
-                             : log_now_unix_us();
+                             : clock_unix_us();
         } else if (o->rate) {
             p->due_ns = feedpace_due_ns(r->start_ns, o->rate, i);
             p->time_us = r->start_us + (p->due_ns - r->start_ns) / 1000;
@@ -452,11 +453,11 @@ static int next_generated(struct run *r, struct pending *p)
                 return 0;
         } else {
             if (i % CLOCK_EVERY == 0)
-                r->now_ns = log_now_mono_ns();
+                r->now_ns = clock_mono_ns();
             if (o->duration_ns && r->now_ns - r->start_ns >= o->duration_ns)
                 return 0;
             p->due_ns = INT64_MIN;
-            p->time_us = log_now_unix_us();
+            p->time_us = clock_unix_us();
         }
         r->produced++;
         p->len = feedgen_next(r->gen, p->time_us, &p->frame);
@@ -506,7 +507,7 @@ static int run_loop(struct run *r)
     int rc = next_frame(r, &p);
     while (rc > 0 && !stop) {
         if (p.due_ns > r->now_ns) {
-            r->now_ns = log_now_mono_ns();
+            r->now_ns = clock_mono_ns();
             if (p.due_ns > r->now_ns) {
                 rc = feedout_flush(r->out, r->err, sizeof(r->err));
                 if (rc)
@@ -592,7 +593,7 @@ int main(int argc, char **argv)
         }
     }
 
-    r.start_us = log_now_unix_us();
+    r.start_us = clock_unix_us();
     if (o.cmd == CMD_RECORD) {
         rc = feedout_open_file(&r.out, o.out, r.start_us, r.err, sizeof(r.err));
     } else {
@@ -616,8 +617,8 @@ int main(int argc, char **argv)
 
     /* the schedule starts once the destination is ready */
     if (o.cmd != CMD_RECORD)
-        r.start_us = log_now_unix_us();
-    r.start_ns = r.now_ns = log_now_mono_ns();
+        r.start_us = clock_unix_us();
+    r.start_ns = r.now_ns = clock_mono_ns();
     rc = run_loop(&r);
     if (!rc)
         rc = feedout_flush(r.out, r.err, sizeof(r.err));
@@ -625,7 +626,7 @@ int main(int argc, char **argv)
     feedout_get_stats(r.out, &st);
     char cerr[512];
     int crc = feedout_close(r.out, cerr, sizeof(cerr));
-    print_summary(&r, &st, log_now_mono_ns());
+    print_summary(&r, &st, clock_mono_ns());
     if (rc) {
         fprintf(stderr, "tickfan-feed: %s\n", r.err);
     } else if (crc) {

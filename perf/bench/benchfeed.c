@@ -7,6 +7,7 @@
  */
 #define _GNU_SOURCE /* prctl PR_SET_TIMERSLACK */
 #include "benchfeed.h"
+#include "clock.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -117,7 +118,7 @@ static int flush(struct benchfeed *f, uint64_t first_i, uint64_t last_i, int64_t
 {
     struct benchfeed_stats *st = &f->stats;
     int rc = feedout_flush(f->out, st->error_text, sizeof(st->error_text));
-    *now = log_now_mono_ns();
+    *now = clock_mono_ns();
     int64_t lag = *now - benchfeed_due_ns(&f->sched, first_i);
     if (lag > st->max_lag_ns)
         st->max_lag_ns = lag;
@@ -141,7 +142,7 @@ static void *sender_main(void *p)
      * yield it (where allowed: root or CAP_SYS_NICE; else stays at 0) */
     if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), SENDER_NICE) == 0)
         st->nice = SENDER_NICE;
-    int64_t now = log_now_mono_ns();
+    int64_t now = clock_mono_ns();
     int64_t flushed = now; /* the last send: at most one per quantum */
     while (!atomic_load_explicit(&f->stop, memory_order_relaxed)) {
         int64_t due = benchfeed_due_ns(&f->sched, i);
@@ -153,7 +154,7 @@ static void *sender_main(void *p)
                 if (rc)
                     break;
             } else {
-                now = log_now_mono_ns();
+                now = clock_mono_ns();
             }
             if (due > now) {
                 /* with a quantum, the ticks due before the next send may
@@ -161,7 +162,7 @@ static void *sender_main(void *p)
                 int64_t next_send = flushed + f->cfg.quantum_ns;
                 int64_t until = queued && due < next_send ? next_send : due;
                 feedpace_sleep_until(until - now > STOP_POLL_NS ? now + STOP_POLL_NS : until);
-                now = log_now_mono_ns();
+                now = clock_mono_ns();
                 continue;
             }
         }
@@ -194,8 +195,8 @@ int benchfeed_start(benchfeed_t *f, int64_t t0_mono_ns)
 {
     if (f->started)
         return -EALREADY;
-    int64_t mono = log_now_mono_ns();
-    int64_t real = log_now_unix_us();
+    int64_t mono = clock_mono_ns();
+    int64_t real = clock_unix_us();
     f->sched = (struct benchfeed_schedule){
         .t0_mono_ns = t0_mono_ns,
         .t0_real_us = real - (mono - t0_mono_ns) / 1000,
@@ -218,7 +219,7 @@ void benchfeed_stop(benchfeed_t *f)
     atomic_store_explicit(&f->stop, true, memory_order_relaxed);
     pthread_join(f->thread, NULL);
     f->joined = true;
-    f->stop_ns = log_now_mono_ns();
+    f->stop_ns = clock_mono_ns();
     f->stats.send_s = (double)(f->stop_ns - f->sched.t0_mono_ns) / 1e9;
     struct feedout_stats os;
     feedout_get_stats(f->out, &os);

@@ -9,6 +9,7 @@
  * every operation. Per-stream results are read by main only after the join.
  */
 #include "benchrun.h"
+#include "clock.h"
 
 #include "log.h"
 
@@ -214,7 +215,7 @@ static void record(hist_t *h, int64_t ns, uint64_t *negative)
 static int64_t now_of(int64_t *now)
 {
     if (*now == 0)
-        *now = log_now_unix_ns();
+        *now = clock_unix_ns();
     return *now;
 }
 
@@ -840,7 +841,7 @@ static void *worker_main(void *p)
     struct worker *w = p;
     struct run *run = w->run;
     for (;;) {
-        int64_t now = log_now_mono_ns();
+        int64_t now = clock_mono_ns();
         int phase = atomic_load_explicit(&run->phase, memory_order_relaxed);
         if (phase != PHASE_STOP)
             open_due(w, now);
@@ -1289,17 +1290,17 @@ static void drain(struct run *run, struct benchrun_results *res)
     uint32_t normal = cfg->streams - cfg->stall;
     bool filtered = cfg->n_kinds || cfg->n_keys;
     uint64_t want = filtered ? 0 : res->feed.ticks * normal;
-    int64_t t0 = log_now_mono_ns();
+    int64_t t0 = clock_mono_ns();
     int64_t until = t0 + (int64_t)(cfg->drain_s * 1e9);
     while (!cfg->messages) {
         if (!filtered && sum_u64(run, offsetof(struct worker, fed_seen)) >= want)
             break;
-        if (log_now_mono_ns() >= until)
+        if (clock_mono_ns() >= until)
             break;
         sleep_ms(2);
     }
-    res->drain_s = (double)(log_now_mono_ns() - t0) / 1e9;
-    run->feed_end_ns = log_now_unix_ns();
+    res->drain_s = (double)(clock_mono_ns() - t0) / 1e9;
+    run->feed_end_ns = clock_unix_ns();
 }
 
 /* Main thread: connect phase, run window, stall resume, drain, stop. */
@@ -1311,13 +1312,13 @@ static void pace(struct run *run, struct benchrun_results *res)
     while (sum_u32(run, offsetof(struct worker, connected)) +
                sum_u32(run, offsetof(struct worker, failed)) <
            cfg->streams) {
-        if (log_now_mono_ns() >= connect_deadline) {
+        if (clock_mono_ns() >= connect_deadline) {
             atomic_store(&run->connect_deadline, true);
             break;
         }
         sleep_ms(5);
     }
-    int64_t t1 = log_now_mono_ns();
+    int64_t t1 = clock_mono_ns();
     res->connect_s = (double)(t1 - start) / 1e9;
     double u0 = cpu_s(0), s0 = cpu_s(1);
     uint64_t seen0 = sum_data_seen(run);
@@ -1326,8 +1327,8 @@ static void pace(struct run *run, struct benchrun_results *res)
     if (run->feed) {
         /* every stream is live: the first tick cannot be missed. The stamps
          * of the ticks are at or after this lower bound. */
-        atomic_store(&run->feed_start_us, log_now_unix_us());
-        int rc = benchfeed_start(run->feed, log_now_mono_ns());
+        atomic_store(&run->feed_start_us, clock_unix_us());
+        int rc = benchfeed_start(run->feed, clock_mono_ns());
         if (rc)
             fprintf(stderr, "tickfan-bench: cannot start the feed sender: %s\n", strerror(-rc));
     }
@@ -1337,7 +1338,7 @@ static void pace(struct run *run, struct benchrun_results *res)
                             : INT64_MAX;
     uint32_t normal = cfg->streams - cfg->stall;
     for (;;) {
-        int64_t now = log_now_mono_ns();
+        int64_t now = clock_mono_ns();
         if (now >= resume_at && !atomic_load(&run->resume))
             atomic_store(&run->resume, true);
         if (now >= end)
@@ -1350,7 +1351,7 @@ static void pace(struct run *run, struct benchrun_results *res)
             break;
         sleep_ms(cfg->messages ? 2 : 10);
     }
-    int64_t t2 = log_now_mono_ns();
+    int64_t t2 = clock_mono_ns();
     res->data_window = sum_data_seen(run) - seen0;
     res->grpc_messages_window = sum_u64(run, offsetof(struct worker, msgs_seen)) - msgs0;
     res->window_s = (double)(t2 - t1) / 1e9;
@@ -1550,7 +1551,7 @@ int benchrun_run(const struct benchrun_config *cfg, struct benchrun_results *res
         w->streams[w->n++] = s;
     }
 
-    run.t0_ns = log_now_mono_ns();
+    run.t0_ns = clock_mono_ns();
     for (uint32_t t = 0; t < cfg->threads; t++) {
         struct worker *w = &run.workers[t];
         int err = pthread_create(&w->thread, NULL, worker_main, w);

@@ -24,6 +24,7 @@
 #endif
 
 #include "abslmutex.h"
+#include "clock.h"
 #include "config.h"
 #include "ingest.h"
 #include "log.h"
@@ -386,8 +387,8 @@ int main(int argc, char **argv, char **envp)
     /* The ingest keeps running while streams drain: Publish calls get what
      * they sent appended before they end. */
     server_drain_begin(srv);
-    int64_t deadline = log_now_mono_us() + cfg.drain_timeout_ms * 1000;
-    while (server_streams_live(srv) > 0 && log_now_mono_us() < deadline) {
+    int64_t deadline = clock_mono_us() + cfg.drain_timeout_ms * 1000;
+    while (server_streams_live(srv) > 0 && clock_mono_us() < deadline) {
         struct timespec ts = {.tv_sec = 0, .tv_nsec = 20 * 1000000};
         siginfo_t si;
         int sig = sigtimedwait(&sigs, &si, &ts);

@@ -3,6 +3,7 @@
  */
 #include "log.h"
 
+
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -106,34 +107,6 @@ int log_parse_level(const char *s, enum log_level *out)
 void log_set_level(enum log_level level)
 {
     atomic_store_explicit(&log_current_level, level, memory_order_relaxed);
-}
-
-int64_t log_now_unix_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-int64_t log_now_unix_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-int64_t log_now_mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-int64_t log_now_mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 void log_write(enum log_level level, const char *fmt, ...)

@@ -52,10 +52,4 @@ struct log_ratelimit {
 };
 bool log_ratelimit_allow(struct log_ratelimit *rl, int64_t now_us, uint64_t *suppressed);
 
-/* Wall clock and monotonic clock, microseconds and nanoseconds. */
-int64_t log_now_unix_us(void);
-int64_t log_now_mono_us(void);
-int64_t log_now_unix_ns(void);
-int64_t log_now_mono_ns(void);
-
 #endif

@@ -12,6 +12,7 @@
  */
 #define _GNU_SOURCE /* accept4 */
 #include "ingest.h"
+#include "clock.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -173,7 +174,7 @@ struct ingest {
  * binary-search it. */
 static int64_t ingest_now_us(struct ingest *in)
 {
-    int64_t now = log_now_unix_us();
+    int64_t now = clock_unix_us();
     if (now < in->last_ingest_us)
         now = in->last_ingest_us;
     in->last_ingest_us = now;
@@ -280,7 +281,7 @@ static void reject(struct source *s, enum feedframe_error why)
     count(s, rejected, 1);
     counter_add(&s->in->reasons[why], 1);
     uint64_t suppressed;
-    if (log_ratelimit_allow(&s->rl, log_now_mono_us(), &suppressed))
+    if (log_ratelimit_allow(&s->rl, clock_mono_us(), &suppressed))
         log_warn("msg=feed_reject source=\"%s\" reason=%s offset=%llu suppressed=%llu", s->spec,
                  feedframe_reason(why), (unsigned long long)s->offset,
                  (unsigned long long)suppressed);
@@ -297,7 +298,7 @@ static void append_failed(struct source *s, const struct topic *t, int err)
     }
     count(s, append_failed, 1);
     uint64_t suppressed;
-    if (log_ratelimit_allow(&s->rl, log_now_mono_us(), &suppressed))
+    if (log_ratelimit_allow(&s->rl, clock_mono_us(), &suppressed))
         log_warn("msg=feed_append_failed source=\"%s\" topic=%s error=\"%s\" suppressed=%llu",
                  s->spec, t->name, strerror(-err), (unsigned long long)suppressed);
 }
@@ -327,7 +328,7 @@ static void handle_frame(struct source *s, const struct feedframe *f)
     if (!t) {
         count(s, unknown_topic, 1);
         uint64_t suppressed;
-        if (log_ratelimit_allow(&in->unknown_rl, log_now_mono_us(), &suppressed))
+        if (log_ratelimit_allow(&in->unknown_rl, clock_mono_us(), &suppressed))
             log_warn("msg=feed_unknown_topic source=\"%s\" offset=%llu topic=%.*s reason=\"%s\" "
                      "suppressed=%llu",
                      s->spec, (unsigned long long)s->offset, (int)f->topic_len, f->topic,
@@ -766,7 +767,7 @@ static void udp_overflow(struct source *s, const struct cmsghdr *c)
     if (drops > s->last_ovfl) {
         count(s, rxq_ovfl, drops - s->last_ovfl);
         uint64_t suppressed;
-        if (log_ratelimit_allow(&s->rl, log_now_mono_us(), &suppressed))
+        if (log_ratelimit_allow(&s->rl, clock_mono_us(), &suppressed))
             log_warn("msg=udp_overflow source=\"%s\" dropped_total=%u suppressed=%llu", s->spec,
                      drops, (unsigned long long)suppressed);
     }
@@ -822,7 +823,7 @@ static void stream_closed(struct source *s, const char *why)
         s->backoff_ms = s->backoff_ms ? s->backoff_ms * 2 : 100;
         if (s->backoff_ms > 5000)
             s->backoff_ms = 5000;
-        s->reconnect_at_ns = log_now_mono_ns() + s->backoff_ms * 1000000;
+        s->reconnect_at_ns = clock_mono_ns() + s->backoff_ms * 1000000;
         s->connecting = false;
     }
 }
@@ -866,7 +867,7 @@ static void tcp_connected(struct ingest *in, struct source *s, int res)
     s->connecting = false;
     if (res) {
         uint64_t suppressed;
-        if (log_ratelimit_allow(&s->rl, log_now_mono_us(), &suppressed))
+        if (log_ratelimit_allow(&s->rl, clock_mono_us(), &suppressed))
             log_warn("msg=feed_connect_failed source=\"%s\" error=\"%s\" retry_ms=%lld", s->spec,
                      strerror(-res), (long long)(s->backoff_ms ? s->backoff_ms * 2 : 100));
         close(s->fd);
@@ -932,9 +933,9 @@ static bool accept_failed(struct source *l, int err)
     default:
         break;
     }
-    l->accept_at_ns = log_now_mono_ns() + (int64_t)ACCEPT_RETRY_MS * 1000000;
+    l->accept_at_ns = clock_mono_ns() + (int64_t)ACCEPT_RETRY_MS * 1000000;
     uint64_t suppressed;
-    if (log_ratelimit_allow(&l->accept_rl, log_now_mono_us(), &suppressed))
+    if (log_ratelimit_allow(&l->accept_rl, clock_mono_us(), &suppressed))
         log_warn("msg=feed_accept_failed source=\"%s\" error=\"%s\" retry_ms=%d suppressed=%llu",
                  l->spec, strerror(err), ACCEPT_RETRY_MS, (unsigned long long)suppressed);
     return false;
@@ -945,7 +946,7 @@ static bool accept_failed(struct source *l, int err)
 /* Runs what is due; returns the nanoseconds until the next due time. */
 static int64_t run_timers(struct ingest *in)
 {
-    int64_t now = log_now_mono_ns();
+    int64_t now = clock_mono_ns();
     int64_t wait = MAX_WAIT_NS;
     for (struct source *s = in->sources; s; s = s->next) {
         if (s->type == SRC_SIM) {
@@ -959,7 +960,7 @@ static int64_t run_timers(struct ingest *in)
             for (uint64_t k = 0; k < todo; k++) {
                 int64_t now_us = ingest_now_us(in);
                 struct sim_tick tick;
-                sim_next(s->sim, log_now_unix_ns(), &tick);
+                sim_next(s->sim, clock_unix_ns(), &tick);
                 struct wire_data d = {
                     .kind = tick.kind,
                     .kind_len = strlen(tick.kind),
@@ -1144,7 +1145,7 @@ static void uring_complete(struct ingest *in, struct io_uring_cqe *cqe)
             s->multishot = false;
         } else if (res < 0 && res != -ENOBUFS) {
             uint64_t suppressed; /* re-armed below: a lasting error must not flood the log */
-            if (log_ratelimit_allow(&s->rl, log_now_mono_us(), &suppressed))
+            if (log_ratelimit_allow(&s->rl, clock_mono_us(), &suppressed))
                 log_warn("msg=udp_receive_error source=\"%s\" error=\"%s\" suppressed=%llu",
                          s->spec, strerror(-res), (unsigned long long)suppressed);
         }

@@ -5,6 +5,7 @@
  * the message path).
  */
 #include "admin.h"
+#include "clock.h"
 
 #include <grpc/byte_buffer_reader.h>
 #include <stdio.h>
@@ -238,7 +239,7 @@ static void accept_list(struct shard *sh, void *st, grpc_call *call, grpc_byte_b
         shard_refuse(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
         return;
     }
-    int64_t now = log_now_mono_us();
+    int64_t now = clock_mono_us();
     ac->tag = (struct tag){.fn = call_done, .obj = &ac->base};
     call_open(&ac->base, sh, call, &call_ops, NULL, false);
     ac->requested_us = now;

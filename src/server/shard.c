@@ -9,6 +9,7 @@
  * looks at "armed". One of the two sees the other, so no append is missed.
  */
 #include "shard.h"
+#include "clock.h"
 
 #include <errno.h>
 #include <grpc/grpc_security.h>
@@ -290,7 +291,7 @@ static bool drop_if_cancelled(struct shard *sh, grpc_call *call, grpc_byte_buffe
     counter_add(&sh->ctr.cancelled_before_request, 1);
     grpc_call_cancel(call, NULL);
     grpc_call_unref(call);
-    report_cancelled(sh, log_now_mono_us());
+    report_cancelled(sh, clock_mono_us());
     return true;
 }
 
@@ -433,7 +434,7 @@ static void *shard_main(void *p)
     struct server *srv = sh->srv;
     top_up_requests(sh);
     arm_other_request(sh);
-    sh->next_tick_us = log_now_mono_us() + sh->tick_us;
+    sh->next_tick_us = clock_mono_us() + sh->tick_us;
 
     for (;;) {
         if (!sh->drain_seen && atomic_load(&srv->draining)) {
@@ -443,7 +444,7 @@ static void *shard_main(void *p)
         top_up_requests(sh);
         run_done(sh);
         EACH_SERVICE(sh, run);
-        int64_t now = log_now_mono_us();
+        int64_t now = clock_mono_us();
         if (now >= sh->next_tick_us) {
             EACH_SERVICE(sh, tick, now);
             report_cancelled(sh, now);

@@ -16,6 +16,7 @@
  * deliveries therefore stay in its own order.
  */
 #include "subscribe.h"
+#include "clock.h"
 
 #include <errno.h>
 #include <grpc/support/alloc.h>
@@ -619,7 +620,7 @@ static void flush(struct mux *m)
 {
     if (m->send_busy || m->status_started || m->base.closed)
         return;
-    m->now_us = log_now_mono_us();
+    m->now_us = clock_mono_us();
     m->ss->horizon_gen++; /* each topic's head, read again when first needed */
     while (m->ready) {
         struct watch *w = m->ready;
@@ -821,7 +822,7 @@ static void accept_subscribe(struct shard *sh, void *st, grpc_call *call, grpc_b
     char *peer = grpc_call_get_peer(call);
     snprintf(m->peer, sizeof(m->peer), "%s", peer ? peer : "-");
     gpr_free(peer);
-    m->now_us = log_now_mono_us();
+    m->now_us = clock_mono_us();
     call_open(&m->base, sh, call, &call_ops, &ss->muxes, false);
     shard_stream_opened(sh);
 

@@ -8,6 +8,7 @@
  * cancel -> freed when no operation is in flight any more.
  */
 #include "watch_shard.h"
+#include "clock.h"
 
 #include <errno.h>
 #include <grpc/support/alloc.h>
@@ -311,7 +312,7 @@ static void overflow(struct watch *w, bool stalled)
             size_t keep = strcspn(msg, ";"); /* the message without its cursor */
             free(c->held_details);
             c->held_details = strndup(msg, keep);
-            c->held_deadline_us = log_now_mono_us() + held_status_grace_us(w);
+            c->held_deadline_us = clock_mono_us() + held_status_grace_us(w);
         } else {
             finish(w, GRPC_STATUS_RESOURCE_EXHAUSTED, msg, "tickfan-cursor", text);
         }
@@ -649,7 +650,7 @@ void watch_tick(struct watch *w, int64_t now_us)
             now_us - w->last_send_us <
                 atomic_load_explicit(&w->topic->heartbeat_us, memory_order_relaxed))
             return;
-        grpc_byte_buffer *hb = wire_heartbeat(watch_cursor(w), log_now_unix_us());
+        grpc_byte_buffer *hb = wire_heartbeat(watch_cursor(w), clock_unix_us());
         if (!hb)
             return;
         counter_add(&w->ws->shard->ctr.heartbeats, 1);
@@ -673,7 +674,7 @@ void watch_tick(struct watch *w, int64_t now_us)
         atomic_load_explicit(&w->topic->heartbeat_us, memory_order_relaxed))
         return;
     counter_add(&w->ws->shard->ctr.heartbeats, 1);
-    start_send(w, wire_heartbeat(watch_cursor(w), log_now_unix_us()));
+    start_send(w, wire_heartbeat(watch_cursor(w), clock_unix_us()));
 }
 
 void watch_drain(struct watch *w)
@@ -694,7 +695,7 @@ static void on_send(struct shard *sh, void *obj, bool ok)
     w->send_busy = false;
     grpc_byte_buffer_destroy(c->send_bb);
     c->send_bb = NULL;
-    w->last_send_us = log_now_mono_us();
+    w->last_send_us = clock_mono_us();
     if (ok && !c->send_hinted)
         c->done_seq = c->send_seq;
     if (!ok && is_live(w)) {
@@ -900,7 +901,7 @@ void watch_accept(struct shard *sh, void *st, grpc_call *call, grpc_byte_buffer 
     w->id = atomic_fetch_add(&srv->next_stream_id, 1) + 1;
     c->t_send = (struct tag){.fn = on_send, .obj = w};
     c->t_status = (struct tag){.fn = on_status, .obj = w};
-    w->last_send_us = log_now_mono_us();
+    w->last_send_us = clock_mono_us();
     call_open(&c->base, sh, call, &call_ops, NULL, false);
     watch_shard_add(w);
     if (!call_start_recv_close(&c->base, false)) {
@@ -933,7 +934,7 @@ void watch_accept(struct shard *sh, void *st, grpc_call *call, grpc_byte_buffer 
     counter_add(&sh->ctr.opened, 1);
     char *peer = grpc_call_get_peer(call);
     snprintf(c->peer, sizeof(c->peer), "%s", peer ? peer : "-");
-    w->since_us = log_now_unix_us();
+    w->since_us = clock_unix_us();
     char text[CURSOR_TEXT_MAX];
     cursor_format(watch_cursor(w), text);
     log_info("msg=stream_opened id=%llu topic=%s peer=%s shard=%zu cursor=%s streams_live=%lld",
@@ -956,8 +957,8 @@ struct watch *watch_sub_open(struct watch_shard *ws, const struct watch_sink_ops
     w->mux = m;
     w->sub_id = sub_id;
     w->id = atomic_fetch_add(&sh->srv->next_stream_id, 1) + 1;
-    w->last_send_us = log_now_mono_us();
-    w->since_us = log_now_unix_us();
+    w->last_send_us = clock_mono_us();
+    w->since_us = clock_unix_us();
     w->peer = peer ? peer : "-"; /* the stream's, which outlives its subscriptions */
     watch_shard_add(w);
     ws->sink = ops;

@@ -3,6 +3,7 @@
  * take no lock (see topics.h).
  */
 #include "topics.h"
+#include "clock.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -219,7 +220,7 @@ struct topic *topics_find_or_create(struct topics *t, const char *name, size_t l
     if (rc) {
         atomic_fetch_add_explicit(&t->refused, 1, memory_order_relaxed);
         uint64_t suppressed;
-        if (log_ratelimit_allow(&t->refused_rl, log_now_mono_us(), &suppressed))
+        if (log_ratelimit_allow(&t->refused_rl, clock_mono_us(), &suppressed))
             log_warn("msg=topic_refused topic=%.*s error=\"%s\" suppressed=%llu",
                      (int)(len > 200 ? 200 : len), name, why, (unsigned long long)suppressed);
         *err = rc;

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "benchfeed.h"
+#include "clock.h"
 #include "feedframe.h"
 #include "feedout.h"
 #include "feedpace.h"
@@ -125,7 +126,7 @@ static void receive_all(struct receiver *r, struct received *out, uint32_t chann
 
 static void sleep_ms(int ms)
 {
-    feedpace_sleep_until(log_now_mono_ns() + (int64_t)ms * 1000000);
+    feedpace_sleep_until(clock_mono_ns() + (int64_t)ms * 1000000);
 }
 
 static void on_schedule_every_tick_arrives_once_in_order_with_its_scheduled_stamp(void **state)
@@ -137,12 +138,12 @@ static void on_schedule_every_tick_arrives_once_in_order_with_its_scheduled_stam
     struct benchfeed_config c = {
         .spec = r.spec, .topic = "bench", .rate = 2000, .payload_bytes = 100, .channel = 7};
     assert_int_equal(benchfeed_create(&f, &c, err, sizeof(err)), 0);
-    int64_t t0 = log_now_mono_ns();
+    int64_t t0 = clock_mono_ns();
     assert_int_equal(benchfeed_start(f, t0), 0);
     assert_int_equal(benchfeed_start(f, t0), -EALREADY);
     sleep_ms(100);
     benchfeed_stop(f);
-    int64_t stopped = log_now_mono_ns();
+    int64_t stopped = clock_mono_ns();
     struct benchfeed_stats st;
     benchfeed_get_stats(f, &st);
     struct benchfeed_schedule s = benchfeed_get_schedule(f);
@@ -164,7 +165,7 @@ static void on_schedule_every_tick_arrives_once_in_order_with_its_scheduled_stam
     assert_int_equal(st.first_stamp_us, benchfeed_stamp_us(&s, 0));
     assert_int_equal(st.last_stamp_us, benchfeed_stamp_us(&s, got.n - 1));
     /* t0 on the real-time clock is the same instant as on the monotonic one */
-    int64_t skew = (log_now_unix_us() - s.t0_real_us) - (log_now_mono_ns() - t0) / 1000;
+    int64_t skew = (clock_unix_us() - s.t0_real_us) - (clock_mono_ns() - t0) / 1000;
     assert_true(skew > -2000 && skew < 2000);
     benchfeed_destroy(f);
     close(r.fd);
@@ -186,11 +187,11 @@ static void a_quantum_sends_the_ticks_due_meanwhile_together(void **state)
                                  .channel = 3,
                                  .quantum_ns = 2000000};
     assert_int_equal(benchfeed_create(&f, &c, err, sizeof(err)), 0);
-    int64_t t0 = log_now_mono_ns();
+    int64_t t0 = clock_mono_ns();
     assert_int_equal(benchfeed_start(f, t0), 0);
     sleep_ms(100);
     benchfeed_stop(f);
-    int64_t stopped = log_now_mono_ns();
+    int64_t stopped = clock_mono_ns();
     struct benchfeed_stats st;
     benchfeed_get_stats(f, &st);
     struct benchfeed_schedule s = benchfeed_get_schedule(f);
@@ -227,7 +228,7 @@ static void a_late_sender_sends_at_once_and_keeps_the_scheduled_stamps(void **st
                                  .channel = 1};
     assert_int_equal(benchfeed_create(&f, &c, err, sizeof(err)), 0);
     /* 200 ms behind schedule from the start: 200 ticks are overdue */
-    int64_t t0 = log_now_mono_ns() - 200 * 1000000LL;
+    int64_t t0 = clock_mono_ns() - 200 * 1000000LL;
     assert_int_equal(benchfeed_start(f, t0), 0);
     sleep_ms(30);
     benchfeed_stop(f);
