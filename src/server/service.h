@@ -20,9 +20,9 @@
 struct shard;
 
 /* One served method. `accept` runs on the shard thread with the service's
- * state on that shard, the new call and, when read_payload, its first request message (owned by accept; NULL
- * when the client half-closed without one: a call reset before its request
- * is counted and dropped by the shard, never accepted). */
+ * state on that shard, the new call and, when read_payload, its first request message (owned by
+ * accept; NULL when the client half-closed without one: a call reset before its request is counted
+ * and dropped by the shard, never accepted). */
 struct service_method {
     const char *path;
     bool read_payload;

@@ -1,15 +1,15 @@
 /*
  * shard: a worker thread and its completion queue. See shard.h.
  *
- * Loop: wake the streams of topics whose head moved, run streams that
- * yielded, send heartbeats when due, arm the doorbell, then block on the
- * queue until an operation completes, the doorbell rings, or the next tick.
+ * Loop: run the completions taken from the cache and the tags posted to the
+ * inbox, run each service (service.h), run their ticks when due, arm the
+ * doorbell, then block on the queue until an operation completes, the
+ * doorbell rings, or the next tick.
  * Arming is a Dekker handshake with the ingest thread: we publish "armed",
  * fence, then look at the heads; ingest publishes the head, fences, then
  * looks at "armed". One of the two sees the other, so no append is missed.
  */
 #include "shard.h"
-#include "clock.h"
 
 #include <errno.h>
 #include <grpc/grpc_security.h>
@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "log.h"
 #include "server.h"
 #include "topics.h"
