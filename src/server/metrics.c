@@ -135,13 +135,13 @@ void metrics_render(FILE *out, struct server *srv, struct topics *topics, ingest
                 (long long)atomic_load(&srv->shards[i]->streams));
     counter(out, "tickfan_streams_opened_total", "Watch streams accepted.", SHARD_SUM(srv, opened));
     counter(out, "tickfan_resumes_total", "Watch requests that carried a cursor.",
-            SHARD_SUM(srv, resumes));
+            SHARD_SUM(srv, rd.resumes));
     counter(out, "tickfan_messages_sent_total", "Messages sent on Watch streams.",
             SHARD_SUM(srv, sent));
     counter(out, "tickfan_heartbeats_sent_total", "Heartbeats sent.", SHARD_SUM(srv, heartbeats));
     counter(out, "tickfan_subscriber_gaps_total",
             "Gap events made for Watch streams (slow consumer, retention, incomplete snapshot).",
-            SHARD_SUM(srv, gaps));
+            SHARD_SUM(srv, rd.gaps));
     counter(out, "tickfan_event_slice_copies_total",
             "Events copied out of a topic log into a shard's shared slice.",
             SHARD_SUM(srv, slice_copies));
@@ -154,13 +154,13 @@ void metrics_render(FILE *out, struct server *srv, struct topics *topics, ingest
             SHARD_SUM(srv, slice_shares));
     counter(out, "tickfan_subscriber_dropped_events_total",
             "Events subscribers did not get (slow consumer, retention), each told by a Gap.",
-            SHARD_SUM(srv, dropped_events));
+            SHARD_SUM(srv, rd.dropped_events));
     family(out, "tickfan_slow_consumer_total", "counter",
            "Slow-consumer episodes, by the overflow policy applied.");
     static const char *const policies[] = {NULL, "drop", "conflate", "disconnect"};
     for (int p = 1; p <= 3; p++)
         fprintf(out, "tickfan_slow_consumer_total{policy=\"%s\"} %llu\n", policies[p],
-                (unsigned long long)shard_sum(srv, offsetof(struct shard_counters, slow) +
+                (unsigned long long)shard_sum(srv, offsetof(struct shard_counters, rd.slow) +
                                                        (size_t)p * sizeof(counter_t)));
     gauge(out, "tickfan_subscribe_streams_live", "Subscribe streams open.",
           (long long)SHARD_SUM(srv, sub_streams_live));

@@ -20,7 +20,7 @@
 
 #include "counter.h"
 
-#include "counter.h"
+#include "reader.h"
 #include "service.h"
 
 struct server;
@@ -54,17 +54,14 @@ struct request_slot {
 
 /* What a shard counts; written by its thread, read by the metrics endpoint. */
 struct shard_counters {
-    counter_t opened;         /* Watch streams accepted */
-    counter_t resumes;        /* ... of them with a cursor */
-    counter_t sent;           /* messages sent, all kinds */
-    counter_t heartbeats;     /* ... of them heartbeats */
-    counter_t gaps;           /* ... of them Gap events made for this stream */
-    counter_t dropped_events; /* events a subscriber did not get (slow, retention) */
-    counter_t slow[4];        /* slow-consumer episodes by OverflowPolicy (1..3) */
-    counter_t status[17];     /* statuses Watch ended with, by code */
-    counter_t slice_copies;   /* events copied out of the logs into shared slices */
-    counter_t slice_shares;   /* sends that reused a shared slice */
-    counter_t cq_cached;      /* completions taken from the thread-local cache */
+    counter_t opened;          /* Watch streams accepted */
+    struct reader_counters rd; /* resumes, Gaps, events lost, slow consumers (reader.h) */
+    counter_t sent;            /* messages sent, all kinds */
+    counter_t heartbeats;      /* ... of them heartbeats */
+    counter_t status[17];      /* statuses Watch ended with, by code */
+    counter_t slice_copies;    /* events copied out of the logs into shared slices */
+    counter_t slice_shares;    /* sends that reused a shared slice */
+    counter_t cq_cached;       /* completions taken from the thread-local cache */
     /* calls their clients reset before sending the request (shard.c) */
     counter_t cancelled_before_request;
     /* Subscribe (subscribe.c) */

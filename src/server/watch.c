@@ -20,37 +20,9 @@
 #include "server.h"
 #include "wire.h"
 
-/* The topic's lag budget in log bytes (SIGHUP may change it): the setting,
- * or half the log, and never more than three quarters of it. */
-static uint64_t lag_budget(const struct watch *w)
-{
-    uint64_t cap = ringlog_capacity(w->topic->log);
-    int64_t set = atomic_load_explicit(&w->topic->max_lag_bytes, memory_order_relaxed);
-    uint64_t budget = set > 0 ? (uint64_t)set : cap / 2;
-    return budget > cap / 4 * 3 ? cap / 4 * 3 : budget;
-}
-
-/* The topic's lag budget in events (0: none; SIGHUP may change it). */
-static uint64_t lag_budget_events(const struct watch *w)
-{
-    int64_t set = atomic_load_explicit(&w->topic->max_lag_events, memory_order_relaxed);
-    return set > 0 ? (uint64_t)set : 0;
-}
-
 void watch_lag(const struct watch *w, uint64_t *events, uint64_t *bytes)
 {
-    ringlog_t *log = w->topic->log;
-    uint64_t head = ringlog_head_seq(log);
-    *events = head >= w->it.seq ? head - w->it.seq + 1 : 0;
-    *bytes = ringlog_head_pos(log) - w->it.pos;
-}
-
-/* Over either budget: more log bytes or more events behind the head. */
-static bool over_budget(const struct watch *w)
-{
-    uint64_t events, bytes, max_events = lag_budget_events(w);
-    watch_lag(w, &events, &bytes);
-    return bytes > lag_budget(w) || (max_events && events > max_events);
+    reader_lag(&w->rd, events, bytes);
 }
 
 static bool is_live(const struct watch *w)
@@ -68,23 +40,17 @@ static void release(struct watch *w)
         log_info("msg=subscription_closed id=%llu stream=%llu sub=%u topic=%s reason=%s sent=%llu "
                  "dropped=%llu shard=%zu",
                  (unsigned long long)w->id, (unsigned long long)w->ws->sink->id(w->mux), w->sub_id,
-                 w->topic ? w->topic->name : "-", w->close_reason ? w->close_reason : "cancelled",
-                 (unsigned long long)w->sent_data, (unsigned long long)w->dropped, sh->index);
+                 w->rd.topic ? w->rd.topic->name : "-",
+                 w->close_reason ? w->close_reason : "cancelled", (unsigned long long)w->sent_data,
+                 (unsigned long long)w->rd.dropped, sh->index);
     else
         log_info("msg=stream_closed id=%llu topic=%s reason=%s sent=%llu dropped=%llu shard=%zu "
                  "streams_live=%lld",
-                 (unsigned long long)w->id, w->topic ? w->topic->name : "-",
+                 (unsigned long long)w->id, w->rd.topic ? w->rd.topic->name : "-",
                  w->close_reason ? w->close_reason : "cancelled", (unsigned long long)w->sent_data,
-                 (unsigned long long)w->dropped, sh->index, (long long)live);
+                 (unsigned long long)w->rd.dropped, sh->index, (long long)live);
     watch_shard_remove(w);
-    if (w->has_filter)
-        filter_free(&w->filter);
-    if (w->snapset) {
-        keyset_free(w->snapset);
-        free(w->snapset);
-    }
-    if (w->pending)
-        grpc_byte_buffer_destroy(w->pending);
+    reader_free(&w->rd);
     if (!w->mux) {
         free(watch_call(w)->end_details);
         free(watch_call(w)->held_details);
@@ -127,10 +93,7 @@ static void send_status(struct watch *w, grpc_status_code code, const char *deta
                         const char *md_key, const char *md_value)
 {
     watch_unlist(w);
-    if (w->pending) {
-        grpc_byte_buffer_destroy(w->pending);
-        w->pending = NULL;
-    }
+    w->rd.gap_pending = false;
     if (w->mux) { /* a subscription: its SubscriptionEnd, after its last delivery */
         w->status_started = true;
         w->close_reason = wire_status_name(code);
@@ -150,9 +113,9 @@ static void send_status(struct watch *w, grpc_status_code code, const char *deta
     grpc_op ops[2];
     memset(ops, 0, sizeof(ops));
     size_t n = 0;
-    if (!w->md_sent) {
+    if (!w->rd.sent_first) {
         ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
-        w->md_sent = true;
+        w->rd.sent_first = true;
     }
     ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
     ops[n].data.send_status_from_server.status = code;
@@ -196,7 +159,7 @@ static void finish(struct watch *w, grpc_status_code code, const char *details, 
  * client's own watchdog gives the stream up anyway. */
 static int64_t held_status_grace_us(const struct watch *w)
 {
-    return 3 * atomic_load_explicit(&w->topic->heartbeat_us, memory_order_relaxed);
+    return 3 * atomic_load_explicit(&w->rd.topic->heartbeat_us, memory_order_relaxed);
 }
 
 /* The status of a stream ended while its send was held never left: the
@@ -210,11 +173,12 @@ static void cancel_held(struct watch *w)
     struct watch_call *c = watch_call(w);
     char text[CURSOR_TEXT_MAX], msg[384];
     c->held_deadline_us = 0;
-    cursor_format((struct cursor){.epoch = ringlog_epoch(w->topic->log), .seq = c->done_seq}, text);
+    cursor_format((struct cursor){.epoch = ringlog_epoch(w->rd.topic->log), .seq = c->done_seq},
+                  text);
     snprintf(msg, sizeof(msg), "%s; resume from cursor %s",
              c->held_details ? c->held_details : "slow consumer", text);
     log_info("msg=stream_cancelled id=%llu topic=%s reason=held_status_not_read cursor=%s",
-             (unsigned long long)w->id, w->topic->name, text);
+             (unsigned long long)w->id, w->rd.topic->name, text);
     grpc_call_cancel_with_status(c->base.call, c->held_code, msg, NULL);
 }
 
@@ -228,7 +192,7 @@ static void start_send_flags(struct watch *w, grpc_byte_buffer *bb, uint32_t fla
         return;
     }
     if (w->mux) {
-        w->md_sent = true; /* its first delivery is out: see lapped_in_backlog */
+        w->rd.sent_first = true; /* its first delivery is out: see lapped_in_backlog in reader.c */
         w->last_send_us = w->ws->sink->now_us(w->mux);
         w->ws->sink->emit_buffer(w->mux, w, bb);
         return;
@@ -237,9 +201,9 @@ static void start_send_flags(struct watch *w, grpc_byte_buffer *bb, uint32_t fla
     grpc_op ops[2];
     memset(ops, 0, sizeof(ops));
     size_t n = 0;
-    if (!w->md_sent) {
+    if (!w->rd.sent_first) {
         ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
-        w->md_sent = true;
+        w->rd.sent_first = true;
     }
     ops[n].op = GRPC_OP_SEND_MESSAGE;
     ops[n].flags = flags;
@@ -247,7 +211,7 @@ static void start_send_flags(struct watch *w, grpc_byte_buffer *bb, uint32_t fla
     n++;
     c->send_bb = bb;
     w->send_busy = true;
-    c->send_seq = w->it.seq - 1;
+    c->send_seq = w->rd.it.seq - 1;
     c->send_hinted = flags & GRPC_WRITE_BUFFER_HINT;
     counter_add(&w->ws->shard->ctr.sent, 1);
     grpc_call_error e = call_start_batch(&c->base, ops, n, &c->t_send);
@@ -264,222 +228,53 @@ static void start_send(struct watch *w, grpc_byte_buffer *bb)
     start_send_flags(w, bb, 0);
 }
 
-/* The subscriber is over its lag budget, or was lapped: apply its policy.
- * stalled: its send is held by flow control (the client does not read).
- * DISCONNECT then ends it at once: the status and its trailers go after
- * the held message, and if the client does not read them within the grace
- * period the call is cancelled with the status (cancel_held); DROP and CONFLATE
- * move it to the head now and queue the Gap, the first thing it gets when
- * it reads again. */
-static void overflow(struct watch *w, bool stalled)
+/* Ends the stream as its reader says. A DISCONNECT while the send is held
+ * (the client does not read): the status and its trailers go after the held
+ * message, and if the client does not read them within the grace period the
+ * call is cancelled with the status (cancel_held). */
+static void end_as(struct watch *w, const struct reader_end *e)
 {
-    ringlog_t *log = w->topic->log;
-    struct cursor from = watch_cursor(w);
-    char text[CURSOR_TEXT_MAX];
-    if (w->overflow == EVENTS__V1__OVERFLOW_POLICY__OVERFLOW_DISCONNECT) {
-        char msg[384];
-        uint64_t lag_events, lag_bytes, max_events = lag_budget_events(w),
-                                        max_bytes = lag_budget(w);
-        watch_lag(w, &lag_events, &lag_bytes);
-        cursor_format(from, text);
-        /* name the budget crossed; neither: lapped while replaying */
-        if (max_events && lag_events > max_events)
-            snprintf(msg, sizeof(msg),
-                     "slow consumer: %llu events behind the head of topic '%s', over its lag "
-                     "budget of %llu events; resume from cursor %s",
-                     (unsigned long long)lag_events, w->topic->name, (unsigned long long)max_events,
-                     text);
-        else if (lag_bytes > max_bytes)
-            snprintf(msg, sizeof(msg),
-                     "slow consumer: %llu bytes of log behind the head of topic '%s', over its "
-                     "lag budget of %llu bytes; resume from cursor %s",
-                     (unsigned long long)lag_bytes, w->topic->name, (unsigned long long)max_bytes,
-                     text);
-        else
-            snprintf(msg, sizeof(msg),
-                     "slow consumer: the log of topic '%s' overwrote events before they were "
-                     "read (retention); resume from cursor %s",
-                     w->topic->name, text);
-        log_info("msg=slow_consumer id=%llu topic=%s policy=disconnect cursor=%s stalled=%d",
-                 (unsigned long long)w->id, w->topic->name, text, stalled);
-        counter_add(&w->ws->shard->ctr.slow[EVENTS__V1__OVERFLOW_POLICY__OVERFLOW_DISCONNECT], 1);
-        if (stalled && !w->mux) {
-            /* the trailers follow the held message if the client reads
-             * within the grace period; else cancel_held() */
-            send_status(w, GRPC_STATUS_RESOURCE_EXHAUSTED, msg, "tickfan-cursor", text);
-            struct watch_call *c = watch_call(w);
-            c->held_code = GRPC_STATUS_RESOURCE_EXHAUSTED;
-            size_t keep = strcspn(msg, ";"); /* the message without its cursor */
-            free(c->held_details);
-            c->held_details = strndup(msg, keep);
-            c->held_deadline_us = clock_mono_us() + held_status_grace_us(w);
-        } else {
-            finish(w, GRPC_STATUS_RESOURCE_EXHAUSTED, msg, "tickfan-cursor", text);
-        }
+    const char *md_value = e->md_key ? e->md_value : NULL;
+    if (e->stalled && !w->mux) {
+        send_status(w, (grpc_status_code)e->code, e->message, e->md_key, md_value);
+        struct watch_call *c = watch_call(w);
+        c->held_code = (grpc_status_code)e->code;
+        size_t keep = strcspn(e->message, ";"); /* the message without its cursor */
+        free(c->held_details);
+        c->held_details = strndup(e->message, keep);
+        c->held_deadline_us = clock_mono_us() + held_status_grace_us(w);
         return;
     }
-    /* OVERFLOW_DROP / CONFLATE: skip to the head, counting the matching
-     * events skipped (and, to conflate, noting which (kind, key) changed).
-     * Records overwritten before they could be read are counted whole (they
-     * are lost either way) and make conflation fall back to every key. */
-    bool conflate = w->overflow == EVENTS__V1__OVERFLOW_POLICY__OVERFLOW_CONFLATE;
-    bool keys_lost = false; /* records overwritten before their keys were noted */
-    if (conflate && !w->snapset)
-        w->snapset = calloc(1, sizeof(*w->snapset));
-    if (conflate && !w->snapset)
-        keys_lost = true;
-    struct ringlog_iter target;
-    ringlog_seek_head(log, &target);
-    uint64_t missed = 0;
-    if (w->slow_gap_pending) { /* not sent yet: one Gap for both */
-        from = w->slow_gap_from;
-        missed = w->slow_gap_missed;
-        grpc_byte_buffer_destroy(w->pending);
-        w->pending = NULL;
-    }
-    uint64_t missed_before = missed;
-    while (w->it.seq < target.seq) {
-        struct ringlog_view v;
-        int rc = ringlog_peek(log, &w->it, &v);
-        if (rc == -ESTALE) {
-            uint64_t first = ringlog_first_seq(log);
-            if (first > target.seq)
-                first = target.seq;
-            missed += first > w->it.seq ? first - w->it.seq : 0;
-            keys_lost = conflate;
-            if (ringlog_seek(log, first, &w->it) != 0)
-                w->it = target;
-            continue;
-        }
-        if (rc != 0)
-            break;
-        bool match = watch_matches(w, &v);
-        bool noted = !conflate || !match || keys_lost || v.type != RINGLOG_DATA ||
-                     keyset_put(w->snapset, v.kind, v.kind_len, v.key, v.key_len, v.seq);
-        if (!ringlog_view_valid(log, &w->it))
-            continue; /* lapped under us: handled by the next peek */
-        if (!noted)
-            keys_lost = true; /* out of memory */
-        missed += match;
-        ringlog_advance(&w->it, &v);
-    }
-    w->it = target;
-    w->dropped += missed - missed_before;
-    counter_add(&w->ws->shard->ctr.dropped_events, missed - missed_before);
-    /* a Gap widened before it could be sent is the same loss, told once */
-    if (!w->slow_gap_pending) {
-        counter_add(&w->ws->shard->ctr.slow[w->overflow], 1);
-        counter_add(&w->ws->shard->ctr.gaps, 1);
-        log_info("msg=slow_consumer id=%llu topic=%s policy=%s missed=%llu conflated_keys=%zu "
-                 "stalled=%d",
-                 (unsigned long long)w->id, w->topic->name, conflate ? "conflate" : "drop",
-                 (unsigned long long)(missed - missed_before),
-                 conflate && w->snapset ? w->snapset->count : (size_t)0, stalled);
-    }
-    w->pending = wire_gap(watch_cursor(w), missed, EVENTS__V1__GAP_REASON__GAP_SLOW_CONSUMER, from);
-    if (!w->slow_gap_pending)
-        w->slow_gap_stalled = stalled;
-    w->slow_gap_pending = w->pending != NULL;
-    w->slow_gap_from = from;
-    w->slow_gap_missed = missed;
-    if (conflate && missed) {
-        /* then the latest value of each pair that changed in the skipped
-         * range, read back from the log (the lag budget is below the log
-         * size, so it still holds them); if some keys are unknown (lapped),
-         * every matching pair's last value before the head from the cache */
-        if (keys_lost && w->snapset)
-            watch_snapset_add_cache(w, w->snapset, target.seq, false);
-        w->snap_active = w->snapset != NULL;
-        w->snap_index = 0;
-    }
+    finish(w, (grpc_status_code)e->code, e->message, e->md_key, md_value);
 }
 
-/* Ends the stream with OUT_OF_RANGE: cursor `c` is older than the log
- * retains (`why` says how), naming the earliest cursor, where `w` is left. */
-static void refuse_cursor(struct watch *w, struct cursor c, const char *why)
+#define HINT_RUN 16 /* coalesced sends in a row before one is flushed */
+
+/* The encoder the reader calls on a record to send: a byte buffer for a
+ * Watch stream, a slice for a subscription's delivery. */
+struct encoded {
+    struct watch *w;
+    grpc_byte_buffer *bb;
+    grpc_slice slice;
+};
+
+static bool encode(void *ctx, const struct ringlog_iter *it, const struct ringlog_view *v)
 {
-    char msg[400], text[CURSOR_TEXT_MAX], earliest_text[CURSOR_TEXT_MAX];
-    watch_seek_oldest(w->topic->log, &w->it);
-    cursor_format(watch_cursor(w), earliest_text);
-    cursor_format(c, text);
-    snprintf(msg, sizeof(msg), "cursor %s of topic '%s' %s; earliest available cursor is %s", text,
-             w->topic->name, why, earliest_text);
-    finish(w, GRPC_STATUS_OUT_OF_RANGE, msg, "tickfan-earliest-cursor", earliest_text);
+    struct encoded *e = ctx;
+    if (e->w->mux)
+        return watch_event_slice(e->w, it, v, &e->slice);
+    return (e->bb = watch_event_buffer(e->w, it, v)) != NULL;
 }
 
-/* Lapped while replaying the backlog: the records it had not read yet are
- * gone from the log (retention), not skipped for being slow. Tell it and go on
- * from the oldest record left; a DISCONNECT subscriber is ended instead.
- * Before its first message the request decides, as if it had come a moment
- * later: a cursor without allow_gap is refused (OUT_OF_RANGE), and a start
- * position starts again from the oldest record left, with nothing to tell.
- * Returns true in that last case: the stream may simply scan on. */
-static bool lapped_in_backlog(struct watch *w)
+static void discard(void *ctx)
 {
-    ringlog_t *log = w->topic->log;
-    struct cursor from = watch_cursor(w);
-    if (!w->md_sent && w->start == WATCH_START_CURSOR) {
-        log_info("msg=lapped_before_first_event id=%llu topic=%s action=refused",
-                 (unsigned long long)w->id, w->topic->name);
-        refuse_cursor(w, from, "was overwritten before the stream could read on from it");
-        return false;
+    struct encoded *e = ctx;
+    if (e->w->mux) {
+        grpc_slice_unref(e->slice);
+    } else {
+        grpc_byte_buffer_destroy(e->bb);
+        e->bb = NULL;
     }
-    if (!w->md_sent && w->start == WATCH_START_POSITION) {
-        /* may repeat while the writer keeps overtaking it: debug only */
-        log_debug("msg=lapped_before_first_event id=%llu topic=%s action=reseek",
-                  (unsigned long long)w->id, w->topic->name);
-        watch_seek_oldest(log, &w->it);
-        return true;
-    }
-    if (w->overflow == EVENTS__V1__OVERFLOW_POLICY__OVERFLOW_DISCONNECT) {
-        overflow(w, false);
-        return false;
-    }
-    watch_seek_oldest(log, &w->it);
-    uint64_t missed = w->it.seq > from.seq + 1 ? w->it.seq - from.seq - 1 : 0;
-    w->dropped += missed;
-    counter_add(&w->ws->shard->ctr.dropped_events, missed);
-    counter_add(&w->ws->shard->ctr.gaps, 1);
-    log_info("msg=lapped_in_backlog id=%llu topic=%s missed=%llu", (unsigned long long)w->id,
-             w->topic->name, (unsigned long long)missed);
-    w->pending = wire_gap(watch_cursor(w), missed, EVENTS__V1__GAP_REASON__GAP_RETENTION, from);
-    return false;
-}
-
-/* Behind the writer: the lag budget (live phase) or a lap (any time).
- * Returns true when the stream was only moved and may scan on; false when
- * it has something to send (a Gap, a status) first. */
-static bool fell_behind(struct watch *w)
-{
-    if (w->eob_sent) {
-        overflow(w, false);
-        return false;
-    }
-    return lapped_in_backlog(w);
-}
-
-#define SCAN_BUDGET 512 /* filtered-out records scanned before yielding */
-#define LOOKAHEAD 64    /* records scanned after a send for the next match */
-#define HINT_RUN 16     /* coalesced sends in a row before one is flushed */
-
-/* True when the stream's next record is already in the log and matches:
- * the send before it may then be coalesced with it. Skips the records that
- * do not match on the way (the cursor moves over them, as it would anyway). */
-static bool next_is_queued(struct watch *w)
-{
-    ringlog_t *log = w->topic->log;
-    for (int budget = LOOKAHEAD; budget > 0; budget--) {
-        struct ringlog_view v;
-        if (ringlog_peek(log, &w->it, &v) != 0)
-            return false;
-        bool match = watch_matches(w, &v);
-        if (!ringlog_view_valid(log, &w->it))
-            return false;
-        if (match)
-            return true;
-        ringlog_advance(&w->it, &v);
-    }
-    return false;
 }
 
 /* Sends the next value of the snapshot (or conflation), or the Gap that
@@ -494,114 +289,63 @@ static bool pump_snapshot(struct watch *w)
     return true;
 }
 
+/* Sends what the reader says is next, if nothing is in flight. */
 static void pump(struct watch *w)
 {
     if (w->send_busy || !is_live(w))
         return;
-    /* A slow-consumer Gap queued while the send was held may be stale by
-     * the time the send completes: the stream fell behind again since.
-     * Widen it to the head now, so one Gap tells the whole episode. */
-    if (w->pending && w->slow_gap_pending && w->eob_sent && over_budget(w))
-        overflow(w, false);
-    if (w->pending) {
-        grpc_byte_buffer *bb = w->pending;
-        w->pending = NULL;
-        if (w->slow_gap_pending && w->slow_gap_stalled)
-            /* the line at the crossing said what was skipped then; this one
-             * the episode's total, the count in the Gap */
-            log_info("msg=slow_consumer_told id=%llu topic=%s missed=%llu",
-                     (unsigned long long)w->id, w->topic->name,
-                     (unsigned long long)w->slow_gap_missed);
-        w->slow_gap_pending = false;
-        start_send(w, bb);
-        return;
-    }
-    if (w->snap_active && pump_snapshot(w))
-        return;
-    ringlog_t *log = w->topic->log;
-    for (int budget = SCAN_BUDGET; budget > 0; budget--) {
-        /* The lag budget is for live subscribers: one replaying the backlog
-         * is behind by design, and only being lapped stops it. */
-        if (w->eob_sent && over_budget(w)) {
-            overflow(w, false);
-            pump(w);
+    struct encoded enc = {.w = w};
+    const struct reader_encoder coder = {.encode = encode, .discard = discard, .ctx = &enc};
+    /* a subscription reads up to where its stream's flush began (reader.c) */
+    uint64_t limit = w->mux ? w->ws->sink->horizon(w->mux, w->rd.topic) : UINT64_MAX;
+    for (;;) {
+        struct reader_step st;
+        reader_next(&w->rd, limit, &coder, &st);
+        switch (st.action) {
+        case READER_GAP:
+            start_send(w, wire_gap(st.gap.at, st.gap.missed, (Events__V1__GapReason)st.gap.reason,
+                                   st.gap.from));
             return;
-        }
-        if (!w->eob_sent && w->it.seq > w->backlog_end) {
-            /* everything that was in the log when the stream started is out */
-            w->eob_sent = true;
-            start_send(w, wire_end_of_backlog(watch_cursor(w)));
-            return;
-        }
-        struct ringlog_view v;
-        /* a subscription reads up to where its stream's flush began, as
-         * the others of the stream do: what came since goes into the next
-         * message for all of them, shared, not into this one for some */
-        int rc = w->mux && w->it.seq > w->ws->sink->horizon(w->mux, w->topic)
-                     ? -EAGAIN
-                     : ringlog_peek(log, &w->it, &v);
-        if (rc == -EAGAIN) {
-            if (!w->eob_sent) {
-                w->eob_sent = true;
-                start_send(w, wire_end_of_backlog(watch_cursor(w)));
+        case READER_SNAPSHOT:
+            if (pump_snapshot(w))
                 return;
-            }
+            continue; /* the phase is over: on with the log */
+        case READER_EOB:
+            start_send(w, wire_end_of_backlog(reader_cursor(&w->rd)));
+            return;
+        case READER_WAIT:
             watch_set_waiting(w);
             return;
-        }
-        if (rc == -ESTALE) {
-            if (fell_behind(w))
-                continue; /* re-seeked; the scan budget bounds the retries */
-            pump(w);
+        case READER_YIELD:
+            watch_set_ready(w); /* more to scan: come back after others */
             return;
-        }
-        grpc_byte_buffer *bb = NULL;
-        grpc_slice slice;
-        bool match = watch_matches(w, &v), got = false;
-        if (match && w->mux)
-            got = watch_event_slice(w, &w->it, &v, &slice);
-        else if (match)
-            got = (bb = watch_event_buffer(w, &w->it, &v)) != NULL;
-        if ((match && !got) || !ringlog_view_valid(log, &w->it)) {
-            /* what we read may be torn: discard it */
-            if (bb)
-                grpc_byte_buffer_destroy(bb);
-            if (got && w->mux)
-                grpc_slice_unref(slice);
-            if (fell_behind(w))
-                continue;
-            pump(w);
+        case READER_END:
+            end_as(w, &st.end);
             return;
+        case READER_EVENT:
+            break;
         }
-        ringlog_advance(&w->it, &v);
-        if (match && w->mux) {
+        w->sent_data++;
+        if (w->mux) {
             /* one delivery, shared with every subscription of the stream
              * that sends the same record next */
-            w->sent_data++;
-            w->md_sent = true;
+            w->rd.sent_first = true;
             w->last_send_us = w->ws->sink->now_us(w->mux);
-            w->ws->sink->emit_event(w->mux, w, slice, w->topic->index, v.seq);
+            w->ws->sink->emit_event(w->mux, w, enc.slice, w->rd.topic->index, st.seq);
             return;
         }
-        if (match) {
-            w->sent_data++;
-            /* Coalesce with the next message when it is already queued. Not
-             * on the first message: a hinted batch that also carries the
-             * initial metadata does not complete until a later write. */
-            /* ...and at most HINT_RUN in a row: a subscriber that is always
-             * behind would otherwise never see a flush. */
-            bool hint = false;
-            if (!w->mux) { /* a subscription's deliveries are batched by its stream */
-                struct watch_call *c = watch_call(w);
-                hint = w->md_sent && c->hinted < HINT_RUN && w->ws->shard->srv->write_coalescing &&
-                       next_is_queued(w);
-                c->hinted = hint ? c->hinted + 1 : 0;
-            }
-            start_send_flags(w, bb, hint ? GRPC_WRITE_BUFFER_HINT : 0);
-            return;
-        }
+        /* Coalesce with the next message when it is already queued. Not on
+         * the first message: a hinted batch that also carries the initial
+         * metadata does not complete until a later write. And at most
+         * HINT_RUN in a row: a subscriber that is always behind would
+         * otherwise never see a flush. */
+        struct watch_call *c = watch_call(w);
+        bool hint = w->rd.sent_first && c->hinted < HINT_RUN &&
+                    w->ws->shard->srv->write_coalescing && reader_next_is_queued(&w->rd);
+        c->hinted = hint ? c->hinted + 1 : 0;
+        start_send_flags(w, enc.bb, hint ? GRPC_WRITE_BUFFER_HINT : 0);
+        return;
     }
-    watch_set_ready(w); /* more to scan: come back after others */
 }
 
 void watch_pump(struct watch *w)
@@ -627,16 +371,12 @@ bool watch_sub_fill(struct watch *w)
 
 /* A live stream whose send is held (the client does not read, so HTTP/2
  * flow control holds the send) is over its budget just the same: its policy
- * applies now, not when the client reads again. Not once a conflation
- * replay has begun (bounded, and its pairs would be sent twice), nor with a
- * Gap of another kind still to send; a slow-consumer Gap not sent yet is
- * widened, its conflation set grown. */
+ * applies now, not when the client reads again (reader_check_stalled). */
 static void check_stalled(struct watch *w)
 {
-    if (!is_live(w) || !w->eob_sent || w->end_pending || (w->snap_active && !w->slow_gap_pending) ||
-        (w->pending && !w->slow_gap_pending) || !over_budget(w))
-        return;
-    overflow(w, true);
+    struct reader_end e;
+    if (is_live(w) && !w->end_pending && reader_check_stalled(&w->rd, &e))
+        end_as(w, &e);
 }
 
 void watch_tick(struct watch *w, int64_t now_us)
@@ -646,15 +386,15 @@ void watch_tick(struct watch *w, int64_t now_us)
         if (w->ws->sink->send_busy(w->mux))
             check_stalled(w);
         /* at most one heartbeat of it waits in its stream's next message */
-        if (!is_live(w) || w->pending || w->ws->sink->holds(w->mux, w) ||
+        if (!is_live(w) || w->rd.gap_pending || w->ws->sink->holds(w->mux, w) ||
             now_us - w->last_send_us <
-                atomic_load_explicit(&w->topic->heartbeat_us, memory_order_relaxed))
+                atomic_load_explicit(&w->rd.topic->heartbeat_us, memory_order_relaxed))
             return;
-        grpc_byte_buffer *hb = wire_heartbeat(watch_cursor(w), clock_unix_us());
+        grpc_byte_buffer *hb = wire_heartbeat(reader_cursor(&w->rd), clock_unix_us());
         if (!hb)
             return;
         counter_add(&w->ws->shard->ctr.heartbeats, 1);
-        w->md_sent = true;
+        w->rd.sent_first = true;
         w->last_send_us = now_us;
         w->ws->sink->emit_heartbeat(w->mux, w, hb);
         return;
@@ -668,13 +408,13 @@ void watch_tick(struct watch *w, int64_t now_us)
         check_stalled(w);
         return;
     }
-    if (!is_live(w) || w->pending)
+    if (!is_live(w) || w->rd.gap_pending)
         return;
     if (now_us - w->last_send_us <
-        atomic_load_explicit(&w->topic->heartbeat_us, memory_order_relaxed))
+        atomic_load_explicit(&w->rd.topic->heartbeat_us, memory_order_relaxed))
         return;
     counter_add(&w->ws->shard->ctr.heartbeats, 1);
-    start_send(w, wire_heartbeat(watch_cursor(w), clock_unix_us()));
+    start_send(w, wire_heartbeat(reader_cursor(&w->rd), clock_unix_us()));
 }
 
 void watch_drain(struct watch *w)
@@ -682,7 +422,7 @@ void watch_drain(struct watch *w)
     if (!is_live(w))
         return;
     char text[CURSOR_TEXT_MAX], msg[200];
-    cursor_format(watch_cursor(w), text);
+    cursor_format(reader_cursor(&w->rd), text);
     snprintf(msg, sizeof(msg), "server shutting down; resume from cursor %s", text);
     finish(w, GRPC_STATUS_UNAVAILABLE, msg, "tickfan-cursor", text);
 }
@@ -702,7 +442,7 @@ static void on_send(struct shard *sh, void *obj, bool ok)
         /* The transport refused the message: the stream cannot go on. End
          * the call so the client sees it (and resumes) instead of waiting. */
         log_warn("msg=send_failed id=%llu topic=%s", (unsigned long long)w->id,
-                 w->topic ? w->topic->name : "-");
+                 w->rd.topic ? w->rd.topic->name : "-");
         grpc_call_cancel(c->base.call, NULL);
     }
     if (ok && is_live(w)) {
@@ -739,130 +479,18 @@ static void on_status(struct shard *sh, void *obj, bool ok)
 
 /* ---- accepting a stream ------------------------------------------------ */
 
-/* Positions the stream per request. Returns true when the stream may start;
- * otherwise a status has been sent. */
-static bool position(struct watch *w, const Events__V1__WatchRequest *req)
-{
-    ringlog_t *log = w->topic->log;
-    uint64_t epoch = ringlog_epoch(log);
-    char msg[400];
-
-    if (req->cursor && req->cursor[0]) {
-        counter_add(&w->ws->shard->ctr.resumes, 1);
-        w->start = req->allow_gap ? WATCH_START_CURSOR_GAP : WATCH_START_CURSOR;
-        size_t len = strlen(req->cursor);
-        struct cursor c;
-        if (cursor_parse(req->cursor, len, &c) != 0) {
-            snprintf(msg, sizeof(msg), "malformed cursor '%.64s'", req->cursor);
-            finish(w, GRPC_STATUS_INVALID_ARGUMENT, msg, NULL, NULL);
-            return false;
-        }
-        const char *why = NULL;
-        if (c.epoch != epoch)
-            why = "is from another epoch of the topic's log (the log was recreated)";
-        else if (c.seq > ringlog_head_seq(log))
-            why = "is ahead of the topic's log";
-        else if (ringlog_seek(log, c.seq + 1, &w->it) != 0)
-            why = "is older than what the topic retains";
-        else
-            return true;
-        if (req->allow_gap && (c.epoch != epoch || c.seq <= ringlog_head_seq(log))) {
-            watch_seek_oldest(log, &w->it);
-            /* from the same epoch, exactly the records between; from another,
-             * unknown (0) */
-            uint64_t missed =
-                c.epoch == epoch && w->it.seq > c.seq + 1 ? w->it.seq - (c.seq + 1) : 0;
-            w->pending =
-                wire_gap(watch_cursor(w), missed, EVENTS__V1__GAP_REASON__GAP_RETENTION, c);
-            return true;
-        }
-        refuse_cursor(w, c, why);
-        return false;
-    }
-
-    switch (req->start) {
-    case EVENTS__V1__START_POSITION__START_EARLIEST:
-        watch_seek_oldest(log, &w->it);
-        return true;
-    case EVENTS__V1__START_POSITION__START_LIVE:
-        ringlog_seek_head(log, &w->it);
-        return true;
-    case EVENTS__V1__START_POSITION__START_AT_TIME:
-        if (req->start_unix_micros <= 0) {
-            finish(w, GRPC_STATUS_INVALID_ARGUMENT,
-                   "start=START_AT_TIME needs start_unix_micros > 0", NULL, NULL);
-            return false;
-        }
-        ringlog_seek_time(log, req->start_unix_micros, &w->it);
-        return true;
-    default:
-        snprintf(msg, sizeof(msg), "unknown start position %d", (int)req->start);
-        finish(w, GRPC_STATUS_INVALID_ARGUMENT, msg, NULL, NULL);
-        return false;
-    }
-}
-
 /* Validates the request (its strings already checked) and sets the
- * stream up. false: a status was sent. */
+ * stream's reader up. false: a status was sent. */
 static bool setup_request(struct watch *w, const Events__V1__WatchRequest *req)
 {
-    struct server *srv = w->ws->shard->srv;
-    char msg[400];
-    bool ok = false;
-
-    if (!req->topic || !req->topic[0]) {
-        finish(w, GRPC_STATUS_INVALID_ARGUMENT, "topic is required", NULL, NULL);
-        goto out;
+    struct reader_end e;
+    if (!reader_open(&w->rd, w->ws->shard->srv->topics, req, &w->ws->shard->ctr.rd, w->id, &e)) {
+        finish(w, (grpc_status_code)e.code, e.message, e.md_key, e.md_key ? e.md_value : NULL);
+        return false;
     }
-    w->topic = topics_find(srv->topics, req->topic, strlen(req->topic));
-    if (!w->topic) {
-        snprintf(msg, sizeof(msg), "unknown topic '%.128s'", req->topic);
-        finish(w, GRPC_STATUS_NOT_FOUND, msg, NULL, NULL);
-        goto out;
-    }
-    const char *why = NULL;
-    int rc = filter_init(&w->filter, req->kinds, req->n_kinds, req->keys, req->n_keys, &why);
-    if (rc) {
-        snprintf(msg, sizeof(msg), "invalid filter: %s", rc == -EINVAL ? why : "out of memory");
-        finish(w, rc == -EINVAL ? GRPC_STATUS_INVALID_ARGUMENT : GRPC_STATUS_RESOURCE_EXHAUSTED,
-               msg, NULL, NULL);
-        goto out;
-    }
-    w->has_filter = req->n_kinds || req->n_keys;
-
-    switch (req->overflow) {
-    case EVENTS__V1__OVERFLOW_POLICY__OVERFLOW_DEFAULT:
-        w->overflow = atomic_load(&w->topic->overflow);
-        break;
-    case EVENTS__V1__OVERFLOW_POLICY__OVERFLOW_DROP:
-    case EVENTS__V1__OVERFLOW_POLICY__OVERFLOW_CONFLATE:
-    case EVENTS__V1__OVERFLOW_POLICY__OVERFLOW_DISCONNECT:
-        w->overflow = req->overflow;
-        break;
-    default:
-        snprintf(msg, sizeof(msg), "unknown overflow policy %d", (int)req->overflow);
-        finish(w, GRPC_STATUS_INVALID_ARGUMENT, msg, NULL, NULL);
-        goto out;
-    }
-    ok = position(w, req);
-    if (ok) {
-        w->backlog_end = ringlog_head_seq(w->topic->log);
-        if (!w->mux)
-            watch_call(w)->done_seq = w->it.seq - 1;
-    }
-    if (ok && req->snapshot) {
-        /* the state as of where the stream starts: every pair's last value
-         * before it, then the events from it on */
-        bool live = (!req->cursor || !req->cursor[0]) &&
-                    req->start == EVENTS__V1__START_POSITION__START_LIVE;
-        if (!watch_snapshot_prepare(w, live)) {
-            finish(w, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory for the snapshot", NULL, NULL);
-            ok = false;
-        }
-    }
-
-out:
-    return ok;
+    if (!w->mux)
+        watch_call(w)->done_seq = w->rd.it.seq - 1;
+    return true;
 }
 
 /* Reads the request and sets the stream up. false: a status was sent. */
@@ -936,9 +564,9 @@ void watch_accept(struct shard *sh, void *st, grpc_call *call, grpc_byte_buffer 
     snprintf(c->peer, sizeof(c->peer), "%s", peer ? peer : "-");
     w->since_us = clock_unix_us();
     char text[CURSOR_TEXT_MAX];
-    cursor_format(watch_cursor(w), text);
+    cursor_format(reader_cursor(&w->rd), text);
     log_info("msg=stream_opened id=%llu topic=%s peer=%s shard=%zu cursor=%s streams_live=%lld",
-             (unsigned long long)w->id, w->topic->name, peer ? peer : "-", sh->index, text,
+             (unsigned long long)w->id, w->rd.topic->name, peer ? peer : "-", sh->index, text,
              (long long)live);
     gpr_free(peer);
     watch_pump(w);
@@ -967,9 +595,9 @@ struct watch *watch_sub_open(struct watch_shard *ws, const struct watch_sink_ops
         return w; /* ended: its SubscriptionEnd is in the stream's next message */
     counter_add(&sh->ctr.subs_opened, 1);
     char text[CURSOR_TEXT_MAX];
-    cursor_format(watch_cursor(w), text);
+    cursor_format(reader_cursor(&w->rd), text);
     log_info("msg=subscription_opened id=%llu stream=%llu sub=%u topic=%s shard=%zu cursor=%s",
-             (unsigned long long)w->id, (unsigned long long)ops->id(m), sub_id, w->topic->name,
+             (unsigned long long)w->id, (unsigned long long)ops->id(m), sub_id, w->rd.topic->name,
              sh->index, text);
     watch_pump(w);
     return w;
@@ -985,10 +613,7 @@ void watch_sub_stop(struct watch *w, const char *reason)
     if (!is_live(w))
         return;
     watch_unlist(w);
-    if (w->pending) {
-        grpc_byte_buffer_destroy(w->pending);
-        w->pending = NULL;
-    }
+    w->rd.gap_pending = false;
     w->status_started = true;
     w->close_reason = reason;
 }

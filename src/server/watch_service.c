@@ -29,24 +29,26 @@ size_t watch_list(struct shard *sh, struct watch_info *rows, size_t cap)
 {
     size_t n = 0;
     for (struct watch *w = watch_shard_of(sh)->all; w; w = w->next) {
-        if (!w->topic)
+        if (!w->rd.topic)
             continue; /* still being set up */
         if (n++ >= cap)
             continue;
         struct watch_info *r = &rows[n - 1];
-        ringlog_t *log = w->topic->log;
+        ringlog_t *log = w->rd.topic->log;
         r->id = w->id;
         snprintf(r->peer, sizeof(r->peer), "%s", w->peer);
-        snprintf(r->topic, sizeof(r->topic), "%s", w->topic->name);
-        join(r->kinds, sizeof(r->kinds), &w->filter.kinds);
-        join(r->keys, sizeof(r->keys), &w->filter.keys);
+        snprintf(r->topic, sizeof(r->topic), "%s", w->rd.topic->name);
+        join(r->kinds, sizeof(r->kinds), &w->rd.filter.kinds);
+        join(r->keys, sizeof(r->keys), &w->rd.filter.keys);
         watch_lag(w, &r->lag_events, &r->lag_bytes);
         r->sent = w->sent_data;
-        r->dropped = w->dropped;
+        r->dropped = w->rd.dropped;
         r->since_us = w->since_us;
-        cursor_format((struct cursor){.epoch = ringlog_epoch(log), .seq = w->it.seq - 1},
+        cursor_format((struct cursor){.epoch = ringlog_epoch(log), .seq = w->rd.it.seq - 1},
                       r->cursor);
-        r->state = w->status_started || w->closed ? "ending" : w->eob_sent ? "live" : "replaying";
+        r->state = w->status_started || w->closed ? "ending"
+                   : w->rd.eob_sent               ? "live"
+                                                  : "replaying";
     }
     return n;
 }
@@ -153,7 +155,7 @@ static void ws_tick(struct shard *sh, void *st, int64_t now_us)
     uint64_t lag[WATCH_LAG_BUCKETS] = {0}, lag_sum = 0;
     for (struct watch *w = ws->all; w; w = w->next) {
         watch_tick(w, now_us);
-        if (w->topic && w->eob_sent) {
+        if (w->rd.topic && w->rd.eob_sent) {
             uint64_t events, behind;
             watch_lag(w, &events, &behind);
             size_t b = 0;

@@ -41,7 +41,7 @@ void watch_unlist(struct watch *w)
         return;
     struct watch_shard *ws = w->ws;
     struct watch **head =
-        w->list == WATCH_LIST_WAITING ? &ws->waiting[w->topic->index] : &ws->ready;
+        w->list == WATCH_LIST_WAITING ? &ws->waiting[w->rd.topic->index] : &ws->ready;
     if (w->wprev)
         w->wprev->wnext = w->wnext;
     else
@@ -57,7 +57,7 @@ void watch_unlist(struct watch *w)
 void watch_set_waiting(struct watch *w)
 {
     watch_unlist(w);
-    struct watch **head = &w->ws->waiting[w->topic->index];
+    struct watch **head = &w->ws->waiting[w->rd.topic->index];
     w->wprev = NULL;
     w->wnext = *head;
     if (*head)
@@ -87,7 +87,7 @@ bool watch_event_slice(struct watch *w, const struct ringlog_iter *it, const str
 {
     struct watch_shard *ws = w->ws;
     struct shard *sh = ws->shard;
-    const struct topic *t = w->topic;
+    const struct topic *t = w->rd.topic;
     struct slice_cache_entry *cache = ws->slices[t->index];
     if (!cache) {
         /* first send of this topic on this shard (topics may be created late) */

@@ -19,6 +19,7 @@
 #include "cursor.h"
 #include "filter.h"
 #include "keyset.h"
+#include "reader.h"
 #include "ringlog.h"
 #include "shard.h"
 #include "topics.h"
@@ -51,14 +52,6 @@ struct watch_shard {
     counter_t lag_sum;                 /* their lag in bytes, summed, as of the last tick */
 };
 
-/* How a stream was positioned: decides what a lap before its first event
- * means (see lapped_in_backlog in watch.c). */
-enum {
-    WATCH_START_POSITION = 0, /* no cursor: START_EARLIEST, _LIVE or _AT_TIME */
-    WATCH_START_CURSOR,       /* a cursor, no gap allowed */
-    WATCH_START_CURSOR_GAP,   /* a cursor with allow_gap */
-};
-
 struct watch {
     /* shard bookkeeping */
     struct watch *prev, *next;   /* all watches of the shard */
@@ -80,39 +73,14 @@ struct watch {
     uint32_t mhb_before;         /* ...and of its delivery before the heartbeat */
     uint64_t mhb_gen;            /* the batch mhb is of */
     uint64_t id;
-    struct topic *topic;
-    struct filter filter;
-    bool has_filter;
-    struct ringlog_iter it;
-    uint64_t backlog_end; /* head seq when positioned: EndOfBacklog once past it */
-    int start;            /* WATCH_START_*: what the request asked to start from */
-    int overflow;         /* Events__V1__OverflowPolicy, never DEFAULT */
+    /* where it is in its topic's log and what it gets next (reader.h) */
+    struct reader rd;
 
-    bool md_sent;
-    bool eob_sent;
     bool send_busy;
     bool status_started;
     bool closed;  /* the call's RECV_CLOSE_ON_SERVER completed (Watch only) */
     bool counted; /* counted in streams_live */
 
-    /* snapshot or conflation phase: for each (kind, key), the sequence number
-     * of its value as of the stream's position (aux: its cache index + 1),
-     * sent one per send before the stream goes on from it.seq */
-    bool snap_active;
-    bool snap_initial; /* the request's snapshot (told a Gap if values are lost) */
-    struct keyset *snapset;
-    size_t snap_index; /* next slot of snapset to send */
-    uint64_t snap_sent;
-    uint64_t snap_lost; /* values neither the log nor the cache had any more */
-
-    /* an event to send before anything else (Gap) */
-    grpc_byte_buffer *pending;
-    /* pending is a slow-consumer Gap: a later overflow before it is sent
-     * widens it (from the same cursor, the counts added) */
-    bool slow_gap_pending;
-    bool slow_gap_stalled; /* its episode began while the send was held */
-    struct cursor slow_gap_from;
-    uint64_t slow_gap_missed;
     /* status to send once the send in flight completes (Watch only; the
      * rest of it is in struct watch_call) */
     bool end_pending;
@@ -121,7 +89,6 @@ struct watch {
     int64_t since_us;     /* opened, wall clock */
     const char *peer;     /* the call's (struct watch_call) or the Subscribe stream's */
     uint64_t sent_data;
-    uint64_t dropped;
     const char *close_reason;
 };
 
@@ -178,32 +145,9 @@ static inline struct watch *watch_of_call(struct call *c)
     return &((struct watch_stream *)((char *)c - offsetof(struct watch_stream, c.base)))->w;
 }
 
-/* The cursor of the last record the stream scanned. */
-static inline struct cursor watch_cursor(const struct watch *w)
-{
-    return (struct cursor){.epoch = ringlog_epoch(w->topic->log), .seq = w->it.seq - 1};
-}
-
-/* Does record v pass the stream's filter (a Gap always does)? */
-static inline bool watch_matches(const struct watch *w, const struct ringlog_view *v)
-{
-    return v->type == RINGLOG_GAP || !w->has_filter ||
-           filter_match(&w->filter, v->kind, v->kind_len, v->key, v->key_len);
-}
-
-/* Snapshot and conflation (watch_snapshot.c). */
-/* Moves `it` to the oldest record the log holds (it may move on under us). */
-void watch_seek_oldest(ringlog_t *log, struct ringlog_iter *it);
-/* Prepares the request's snapshot as of the stream's position (a live
- * start may move it forward); false: out of memory. */
-bool watch_snapshot_prepare(struct watch *w, bool live);
-/* Adds to `set` every matching pair whose cached value is older than
- * `before` (see watch_snapshot.c); returns how many pairs are late. */
-size_t watch_snapset_add_cache(struct watch *w, struct keyset *set, uint64_t before,
-                               bool note_late);
+/* Snapshot and conflation values, encoded (watch_snapshot.c). */
 /* The next value to send, the closing Gap, or NULL: the phase is over. */
 grpc_byte_buffer *watch_snapshot_next(struct watch *w);
-void watch_snapshot_end(struct watch *w);
 
 /* How far behind the head the stream's read position is: records not read
  * yet (matching or not) and their log bytes. */
