@@ -151,7 +151,7 @@ struct ingest {
     uint64_t appended_batch; /* appends since the last notify */
     struct log_ratelimit unknown_rl;
     /* published batches: pushed by shards, taken by the ingest thread */
-    _Atomic(struct ingest_job *) jobs;
+    struct mpsc jobs;
     int wake_fd; /* eventfd: a job was queued */
     struct source *wake_src;
     uint64_t wake_buf;
@@ -222,11 +222,7 @@ int ingest_append_gap(struct topic *t, uint64_t missed, int64_t now_us)
 
 void ingest_submit(ingest_t *in, struct ingest_job *job)
 {
-    struct ingest_job *head = atomic_load_explicit(&in->jobs, memory_order_relaxed);
-    do
-        job->next = head;
-    while (!atomic_compare_exchange_weak_explicit(&in->jobs, &head, job, memory_order_release,
-                                                  memory_order_relaxed));
+    mpsc_push(&in->jobs, &job->node); /* the eventfd is written whatever this returns */
     uint64_t one = 1;
     ssize_t w = write(in->wake_fd, &one, sizeof(one));
     (void)w;
@@ -234,17 +230,10 @@ void ingest_submit(ingest_t *in, struct ingest_job *job)
 
 static void run_jobs(struct ingest *in)
 {
-    struct ingest_job *list = atomic_exchange_explicit(&in->jobs, NULL, memory_order_acquire);
-    struct ingest_job *fifo = NULL; /* the stack is newest first: reverse it */
-    while (list) {
-        struct ingest_job *next = list->next;
-        list->next = fifo;
-        fifo = list;
-        list = next;
-    }
-    while (fifo) {
-        struct ingest_job *job = fifo;
-        fifo = job->next;
+    struct mpsc_node *n = mpsc_take_all(&in->jobs);
+    while (n) {
+        struct ingest_job *job = mpsc_entry(n, struct ingest_job, node);
+        n = n->next; /* before done() hands the job back */
         job->appended = 0;
         job->error = 0;
         for (size_t i = 0; i < job->n; i++) {
@@ -1355,7 +1344,7 @@ int ingest_create(ingest_t **out, char **specs, const struct ingest_options *opt
     in->epfd = -1;
     in->unknown_rl = (struct log_ratelimit){.interval_us = 1000000, .burst = 5};
     atomic_init(&in->stop, false);
-    atomic_init(&in->jobs, NULL);
+    mpsc_init(&in->jobs);
     in->wake_op = (struct op){.kind = OP_WAKE};
     in->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     int wake_err = in->wake_fd < 0 ? errno : 0;

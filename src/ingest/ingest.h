@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "feedframe.h"
+#include "mpsc.h"
 #include "topics.h"
 #include "wire.h"
 
@@ -81,7 +82,7 @@ struct ingest_record {
 };
 
 struct ingest_job {
-    struct ingest_job *next; /* queue link (private) */
+    struct mpsc_node node; /* queue link (private) */
     const struct ingest_record *recs;
     size_t n;
     /* results */

@@ -128,10 +128,7 @@ void shard_ring(struct shard *sh)
 
 void shard_post(struct shard *sh, struct tag *t)
 {
-    struct tag *head = atomic_load_explicit(&sh->inbox, memory_order_relaxed);
-    do
-        t->next = head;
-    while (!atomic_compare_exchange_weak(&sh->inbox, &head, t));
+    mpsc_push(&sh->inbox, &t->node); /* rung below whatever this returns */
     /* Pairs with the shard's fence after arming its doorbell. */
     atomic_thread_fence(memory_order_seq_cst);
     shard_ring(sh);
@@ -140,17 +137,10 @@ void shard_post(struct shard *sh, struct tag *t)
 /* Moves the posted tags, oldest first, to the completions to run. */
 static void take_inbox(struct shard *sh)
 {
-    struct tag *list = atomic_exchange(&sh->inbox, NULL);
-    struct tag *fifo = NULL;
-    while (list) {
-        struct tag *next = list->next;
-        list->next = fifo;
-        fifo = list;
-        list = next;
-    }
-    while (fifo) {
-        struct tag *t = fifo;
-        fifo = t->next;
+    struct mpsc_node *n = mpsc_take_all(&sh->inbox);
+    while (n) {
+        struct tag *t = mpsc_entry(n, struct tag, node);
+        n = n->next; /* before done_append reuses the link */
         done_append(sh, t, true);
     }
 }
@@ -471,7 +461,7 @@ static void *shard_main(void *p)
         }
         atomic_thread_fence(memory_order_seq_cst);
         gpr_timespec deadline;
-        if (sh->done || atomic_load(&sh->inbox) || any_pending(sh) ||
+        if (sh->done || !mpsc_empty(&sh->inbox) || any_pending(sh) ||
             (!sh->drain_seen && atomic_load(&srv->draining)))
             deadline = gpr_time_0(GPR_CLOCK_MONOTONIC);
         else
@@ -572,7 +562,7 @@ int shard_create(struct shard **out, struct server *srv, size_t index, char *err
     grpc_server_register_completion_queue(srv->grpc, sh->cq, NULL);
     atomic_init(&sh->bell_armed, false);
     atomic_init(&sh->wants_data, false);
-    atomic_init(&sh->inbox, NULL);
+    mpsc_init(&sh->inbox);
     atomic_init(&sh->streams, 0);
     /* the request slots: `ahead` of each method (at least one) */
     for (size_t m = 0; m < srv->nmethods; m++) {

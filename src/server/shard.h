@@ -20,6 +20,7 @@
 
 #include "counter.h"
 
+#include "mpsc.h"
 #include "reader.h"
 #include "service.h"
 
@@ -31,8 +32,12 @@ struct server;
 struct tag {
     void (*fn)(struct shard *sh, void *obj, bool ok);
     void *obj;
-    /* on the shard's list of completions to run, or on its inbox */
-    struct tag *next;
+    /* on the shard's list of completions to run (next) or on its inbox
+     * (node), never on both at once */
+    union {
+        struct tag *next;
+        struct mpsc_node node;
+    };
     bool done_ok;
 };
 
@@ -95,7 +100,7 @@ struct shard {
     size_t nreq;
     struct request_slot other_req; /* any other method: UNIMPLEMENTED */
     int calls_live;                /* calls in flight, of every service */
-    _Atomic(struct tag *) inbox;   /* tags posted by other threads */
+    struct mpsc inbox;             /* tags posted by other threads */
 
     struct tag *done, *done_tail; /* completions to run on the next round */
     int done_streak;              /* loop rounds without polling the queue */
