@@ -170,12 +170,12 @@ size_t feedgen_next(feedgen_t *g, int64_t time_us, const uint8_t **frame)
         .source_time_us = time_us,
         .topic = g->topic,
         .topic_len = g->topic_len,
-        .kind = tick.kind,
-        .kind_len = strlen(tick.kind),
-        .key = tick.symbol,
-        .key_len = strlen(tick.symbol),
-        .body = g->body,
-        .body_len = body_len,
+        .rec = {.kind = tick.kind,
+                .kind_len = strlen(tick.kind),
+                .key = tick.symbol,
+                .key_len = strlen(tick.symbol),
+                .body = g->body,
+                .body_len = body_len},
     };
     *frame = g->frame;
     return feedframe_encode(&f, g->frame);

@@ -17,15 +17,15 @@ static void data_msg_init(struct data_msg *m, const struct wire_data *d, struct 
 {
     events__v1__watch_event__init(&m->ev);
     events__v1__data__init(&m->data);
-    memcpy(m->kind, d->kind, d->kind_len);
-    m->kind[d->kind_len] = 0;
-    memcpy(m->key, d->key, d->key_len);
-    m->key[d->key_len] = 0;
+    memcpy(m->kind, d->rec.kind, d->rec.kind_len);
+    m->kind[d->rec.kind_len] = 0;
+    memcpy(m->key, d->rec.key, d->rec.key_len);
+    m->key[d->rec.key_len] = 0;
     cursor_format(c, m->cursor);
     m->data.kind = m->kind;
     m->data.key = m->key;
-    m->data.body.data = (uint8_t *)d->body;
-    m->data.body.len = d->body_len;
+    m->data.body.data = (uint8_t *)d->rec.body;
+    m->data.body.len = d->rec.body_len;
     m->data.emitted_at_unix_micros = d->emitted_us;
     m->data.ingested_at_unix_micros = d->ingested_us;
     m->data.seq = d->seq;

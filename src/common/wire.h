@@ -15,15 +15,11 @@
 
 #include "cursor.h"
 #include "events/v1/watcher.pb-c.h"
+#include "record.h"
 
-/* A Data event's fields; kind and key need not be NUL-terminated. */
+/* A Data event's fields. */
 struct wire_data {
-    const char *kind;
-    size_t kind_len;
-    const char *key;
-    size_t key_len;
-    const uint8_t *body;
-    size_t body_len;
+    struct record rec;
     int64_t emitted_us;
     int64_t ingested_us;
     uint64_t seq;

@@ -53,14 +53,14 @@ static uint64_t get64(const uint8_t *p)
 
 size_t feedframe_size(const struct feedframe *f)
 {
-    return FEEDFRAME_HDR + f->topic_len + f->kind_len + f->key_len + f->body_len;
+    return FEEDFRAME_HDR + f->topic_len + f->rec.kind_len + f->rec.key_len + f->rec.body_len;
 }
 
 size_t feedframe_encode(const struct feedframe *f, uint8_t *out)
 {
     size_t n = feedframe_size(f);
-    if (f->topic_len == 0 || f->topic_len > TOPIC_NAME_MAX || f->kind_len > 255 ||
-        f->key_len > 255 || n > FEEDFRAME_MAX)
+    if (f->topic_len == 0 || f->topic_len > TOPIC_NAME_MAX || f->rec.kind_len > 255 ||
+        f->rec.key_len > 255 || n > FEEDFRAME_MAX)
         return 0;
     out[0] = 0x54;
     out[1] = 0x46;
@@ -72,18 +72,18 @@ size_t feedframe_encode(const struct feedframe *f, uint8_t *out)
     put64(out + 16, f->source_seq);
     put64(out + 24, (uint64_t)f->source_time_us);
     out[32] = (uint8_t)f->topic_len;
-    out[33] = (uint8_t)f->kind_len;
-    put16(out + 34, (uint16_t)f->key_len);
-    put32(out + 36, (uint32_t)f->body_len);
+    out[33] = (uint8_t)f->rec.kind_len;
+    put16(out + 34, (uint16_t)f->rec.key_len);
+    put32(out + 36, (uint32_t)f->rec.body_len);
     uint8_t *p = out + FEEDFRAME_HDR;
     memcpy(p, f->topic, f->topic_len);
     p += f->topic_len;
-    memcpy(p, f->kind, f->kind_len);
-    p += f->kind_len;
-    memcpy(p, f->key, f->key_len);
-    p += f->key_len;
-    if (f->body_len)
-        memcpy(p, f->body, f->body_len);
+    memcpy(p, f->rec.kind, f->rec.kind_len);
+    p += f->rec.kind_len;
+    memcpy(p, f->rec.key, f->rec.key_len);
+    p += f->rec.key_len;
+    if (f->rec.body_len)
+        memcpy(p, f->rec.body, f->rec.body_len);
     return n;
 }
 
@@ -117,17 +117,17 @@ enum feedframe_error feedframe_decode(const uint8_t *buf, size_t len, struct fee
     f->source_time_us = (int64_t)get64(buf + 24);
     f->topic = (const char *)p;
     f->topic_len = topic_len;
-    f->kind = (const char *)p + topic_len;
-    f->kind_len = kind_len;
-    f->key = f->kind + kind_len;
-    f->key_len = key_len;
-    f->body = (const uint8_t *)f->key + key_len;
-    f->body_len = body_len;
+    f->rec.kind = (const char *)p + topic_len;
+    f->rec.kind_len = kind_len;
+    f->rec.key = f->rec.kind + kind_len;
+    f->rec.key_len = key_len;
+    f->rec.body = (const uint8_t *)f->rec.key + key_len;
+    f->rec.body_len = body_len;
     *frame_len = n;
     if (!topics_name_valid(f->topic, topic_len))
         return FEEDFRAME_BAD_TOPIC;
     /* kind and key become protobuf strings in every event sent */
-    if (!text_valid(f->kind, kind_len) || !text_valid(f->key, key_len))
+    if (!text_valid(f->rec.kind, kind_len) || !text_valid(f->rec.key, key_len))
         return FEEDFRAME_BAD_TEXT;
     return FEEDFRAME_OK;
 }

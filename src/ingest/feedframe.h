@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "record.h"
+
 #define FEEDFRAME_HDR 40
 #define FEEDFRAME_MAX (1u << 20)
 #define FEEDFRAME_VERSION 1
@@ -23,12 +25,7 @@ struct feedframe {
     int64_t source_time_us;
     const char *topic;
     size_t topic_len;
-    const char *kind;
-    size_t kind_len;
-    const char *key;
-    size_t key_len;
-    const uint8_t *body;
-    size_t body_len;
+    struct record rec;
 };
 
 /* Why a frame was rejected. */

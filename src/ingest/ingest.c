@@ -191,11 +191,12 @@ int ingest_append(struct topic *t, struct wire_data *d)
     struct wire_data_msg m; /* built once: sized, then packed straight into the log */
     size_t n = wire_data_msg_init(&m, d, c);
     struct ringlog_slot slot;
-    int rc = ringlog_reserve(log, RINGLOG_DATA, d->kind_len, d->key_len, n, d->ingested_us, &slot);
+    int rc = ringlog_reserve(log, RINGLOG_DATA, d->rec.kind_len, d->rec.key_len, n, d->ingested_us,
+                             &slot);
     if (rc)
         return rc;
-    memcpy(slot.kind, d->kind, d->kind_len);
-    memcpy(slot.key, d->key, d->key_len);
+    memcpy(slot.kind, d->rec.kind, d->rec.kind_len);
+    memcpy(slot.key, d->rec.key, d->rec.key_len);
     wire_data_msg_pack(&m, slot.event);
     return ringlog_commit(log, &slot);
 }
@@ -240,12 +241,7 @@ static void run_jobs(struct ingest *in)
             const struct ingest_record *r = &job->recs[i];
             int64_t now_us = ingest_now_us(in);
             struct wire_data d = {
-                .kind = r->kind,
-                .kind_len = r->kind_len,
-                .key = r->key,
-                .key_len = r->key_len,
-                .body = r->body,
-                .body_len = r->body_len,
+                .rec = r->rec,
                 .emitted_us = r->emitted_us ? r->emitted_us : now_us,
                 .ingested_us = now_us,
             };
@@ -353,12 +349,7 @@ static void handle_frame(struct source *s, const struct feedframe *f)
             ch->next = f->source_seq + 1;
     }
     struct wire_data d = {
-        .kind = f->kind,
-        .kind_len = f->kind_len,
-        .key = f->key,
-        .key_len = f->key_len,
-        .body = f->body,
-        .body_len = f->body_len,
+        .rec = f->rec,
         .emitted_us = f->source_time_us,
         .ingested_us = now_us,
     };
@@ -951,12 +942,12 @@ static int64_t run_timers(struct ingest *in)
                 struct sim_tick tick;
                 sim_next(s->sim, clock_unix_ns(), &tick);
                 struct wire_data d = {
-                    .kind = tick.kind,
-                    .kind_len = strlen(tick.kind),
-                    .key = tick.symbol,
-                    .key_len = strlen(tick.symbol),
-                    .body = tick.body,
-                    .body_len = tick.body_len,
+                    .rec = {.kind = tick.kind,
+                            .kind_len = strlen(tick.kind),
+                            .key = tick.symbol,
+                            .key_len = strlen(tick.symbol),
+                            .body = tick.body,
+                            .body_len = tick.body_len},
                     .emitted_us = now_us,
                     .ingested_us = now_us,
                 };

@@ -25,6 +25,7 @@
 
 #include "feedframe.h"
 #include "mpsc.h"
+#include "record.h"
 #include "topics.h"
 #include "wire.h"
 
@@ -72,12 +73,7 @@ int ingest_append_gap(struct topic *t, uint64_t missed, int64_t now_us);
  * thread, which must only hand the job back (e.g. to the shard's inbox). */
 struct ingest_record {
     struct topic *topic;
-    const char *kind;
-    size_t kind_len;
-    const char *key;
-    size_t key_len;
-    const uint8_t *body;
-    size_t body_len;
+    struct record rec;
     int64_t emitted_us; /* 0: the ingest time */
 };
 

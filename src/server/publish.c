@@ -268,12 +268,12 @@ static void take(struct publish_call *pc, grpc_byte_buffer *bb)
     b->reqs[b->n] = req;
     b->recs[b->n] = (struct ingest_record){
         .topic = t,
-        .kind = req->kind,
-        .kind_len = kl,
-        .key = req->key,
-        .key_len = yl,
-        .body = req->body.data,
-        .body_len = req->body.len,
+        .rec = {.kind = req->kind,
+                .kind_len = kl,
+                .key = req->key,
+                .key_len = yl,
+                .body = req->body.data,
+                .body_len = req->body.len},
         .emitted_us = req->emitted_at_unix_micros,
     };
     b->n++;

@@ -79,10 +79,10 @@ static void check_frame(const uint8_t *buf, size_t avail, const struct feedframe
 {
     CHECK(n >= FEEDFRAME_HDR && n <= avail && n <= FEEDFRAME_MAX);
     CHECK(feedframe_size(f) == n);
-    CHECK(f->topic_len >= 1 && f->topic_len <= TOPIC_NAME_MAX && f->key_len <= 255 &&
-          f->kind_len <= 255);
+    CHECK(f->topic_len >= 1 && f->topic_len <= TOPIC_NAME_MAX && f->rec.key_len <= 255 &&
+          f->rec.kind_len <= 255);
     CHECK((const uint8_t *)f->topic == buf + FEEDFRAME_HDR);
-    CHECK(f->body + f->body_len == buf + n);
+    CHECK(f->rec.body + f->rec.body_len == buf + n);
     CHECK(topics_name_valid(f->topic, f->topic_len));
 
     uint8_t *again = malloc(n);
@@ -120,7 +120,7 @@ static void walk_datagram(const uint8_t *buf, size_t len)
         } else if (e == FEEDFRAME_BAD_TEXT) {
             CHECK(n >= FEEDFRAME_HDR && n <= len - off);
             CHECK(topics_name_valid(f.topic, f.topic_len));
-            CHECK(!text_valid(f.kind, f.kind_len) || !text_valid(f.key, f.key_len));
+            CHECK(!text_valid(f.rec.kind, f.rec.kind_len) || !text_valid(f.rec.key, f.rec.key_len));
         } else {
             CHECK(n == 0);
         }
@@ -239,12 +239,12 @@ static void fields_round_trip(const uint8_t *data, size_t size)
     }
     f.topic = (const char *)parts;
     f.topic_len = topic_len;
-    f.kind = (const char *)parts + topic_len;
-    f.kind_len = kind_len;
-    f.key = f.kind + kind_len;
-    f.key_len = key_len;
-    f.body = (const uint8_t *)f.key + key_len;
-    f.body_len = body_len;
+    f.rec.kind = (const char *)parts + topic_len;
+    f.rec.kind_len = kind_len;
+    f.rec.key = f.rec.kind + kind_len;
+    f.rec.key_len = key_len;
+    f.rec.body = (const uint8_t *)f.rec.key + key_len;
+    f.rec.body_len = body_len;
 
     size_t n = feedframe_size(&f);
     CHECK(n == FEEDFRAME_HDR + total);
@@ -262,15 +262,16 @@ static void fields_round_trip(const uint8_t *data, size_t size)
     size_t glen;
     enum feedframe_error e = feedframe_decode(out, n, &g, &glen);
     CHECK(glen == n);
-    CHECK(e == (!topics_name_valid(f.topic, topic_len)                         ? FEEDFRAME_BAD_TOPIC
-                : !text_valid(f.kind, kind_len) || !text_valid(f.key, key_len) ? FEEDFRAME_BAD_TEXT
-                                                                               : FEEDFRAME_OK));
+    CHECK(e == (!topics_name_valid(f.topic, topic_len) ? FEEDFRAME_BAD_TOPIC
+                : !text_valid(f.rec.kind, kind_len) || !text_valid(f.rec.key, key_len)
+                    ? FEEDFRAME_BAD_TEXT
+                    : FEEDFRAME_OK));
     CHECK(g.channel == f.channel && g.source_seq == f.source_seq &&
           g.source_time_us == f.source_time_us);
     CHECK(g.topic_len == topic_len && memcmp(g.topic, f.topic, topic_len) == 0);
-    CHECK(g.kind_len == kind_len && memcmp(g.kind, f.kind, kind_len) == 0);
-    CHECK(g.key_len == key_len && memcmp(g.key, f.key, key_len) == 0);
-    CHECK(g.body_len == body_len && memcmp(g.body, f.body, body_len) == 0);
+    CHECK(g.rec.kind_len == kind_len && memcmp(g.rec.kind, f.rec.kind, kind_len) == 0);
+    CHECK(g.rec.key_len == key_len && memcmp(g.rec.key, f.rec.key, key_len) == 0);
+    CHECK(g.rec.body_len == body_len && memcmp(g.rec.body, f.rec.body, body_len) == 0);
     if (e == FEEDFRAME_OK)
         check_frame(out, n, &g, n);
 out_free:
@@ -303,12 +304,12 @@ static void add_frame(const char *topic, const char *kind, const char *key, size
                           .source_time_us = 1795502100000000LL + (int64_t)seq,
                           .topic = topic,
                           .topic_len = strlen(topic),
-                          .kind = kind,
-                          .kind_len = strlen(kind),
-                          .key = key,
-                          .key_len = strlen(key),
-                          .body = body,
-                          .body_len = body_len};
+                          .rec = {.kind = kind,
+                                  .kind_len = strlen(kind),
+                                  .key = key,
+                                  .key_len = strlen(key),
+                                  .body = body,
+                                  .body_len = body_len}};
     size_t n = feedframe_encode(&f, dgram + dlen);
     if (!n)
         die("cannot encode a seed frame");

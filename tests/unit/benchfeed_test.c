@@ -110,8 +110,9 @@ static void receive_all(struct receiver *r, struct received *out, uint32_t chann
             assert_int_equal(f.topic_len, 5);
             assert_memory_equal(f.topic, "bench", 5);
             assert_int_equal(f.channel, channel);
-            assert_true(f.body_len == body || f.body_len == body + 1); /* padding may add one */
-            assert_true(f.key_len > 0);
+            assert_true(f.rec.body_len == body ||
+                        f.rec.body_len == body + 1); /* padding may add one */
+            assert_true(f.rec.key_len > 0);
             assert_true(out->n < MAX_TICKS);
             out->seq[out->n] = f.source_seq;
             out->time_us[out->n] = f.source_time_us;

@@ -42,12 +42,12 @@ static size_t make_frame(uint8_t *out, uint64_t seq, size_t body_len, uint8_t fi
                           .source_time_us = (int64_t)seq * 10,
                           .topic = topic,
                           .topic_len = strlen(topic),
-                          .kind = "quote",
-                          .kind_len = 5,
-                          .key = "AAPL",
-                          .key_len = 4,
-                          .body = body,
-                          .body_len = body_len};
+                          .rec.kind = "quote",
+                          .rec.kind_len = 5,
+                          .rec.key = "AAPL",
+                          .rec.key_len = 4,
+                          .rec.body = body,
+                          .rec.body_len = body_len};
     size_t n = feedframe_encode(&f, out);
     free(body);
     return n;
@@ -98,9 +98,9 @@ static void written_records_read_back_in_order(void **state)
             size_t len;
             assert_int_equal(feedframe_decode(rec.frame, rec.len, &f, &len), FEEDFRAME_OK);
             assert_int_equal(f.source_seq, nrec + 1);
-            assert_int_equal(f.body_len, sizes[i]);
-            for (size_t b = 0; b < f.body_len; b++)
-                assert_int_equal(f.body[b], (uint8_t)nrec);
+            assert_int_equal(f.rec.body_len, sizes[i]);
+            for (size_t b = 0; b < f.rec.body_len; b++)
+                assert_int_equal(f.rec.body[b], (uint8_t)nrec);
             offset += 8 + rec.len;
             got++;
         }

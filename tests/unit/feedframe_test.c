@@ -17,12 +17,12 @@ static size_t sample(uint8_t *buf)
                           .source_time_us = 1795502100000000LL,
                           .topic = "mkt",
                           .topic_len = 3,
-                          .kind = "quote",
-                          .kind_len = 5,
-                          .key = "AAPL",
-                          .key_len = 4,
-                          .body = (const uint8_t *)"\x01\x02\x03",
-                          .body_len = 3};
+                          .rec.kind = "quote",
+                          .rec.kind_len = 5,
+                          .rec.key = "AAPL",
+                          .rec.key_len = 4,
+                          .rec.body = (const uint8_t *)"\x01\x02\x03",
+                          .rec.body_len = 3};
     return feedframe_encode(&f, buf);
 }
 
@@ -39,9 +39,9 @@ static void encoded_frame_decodes_to_the_same_fields(void **state)
     assert_int_equal(f.source_seq, 42);
     assert_int_equal(f.source_time_us, 1795502100000000LL);
     assert_memory_equal(f.topic, "mkt", 3);
-    assert_memory_equal(f.kind, "quote", 5);
-    assert_memory_equal(f.key, "AAPL", 4);
-    assert_memory_equal(f.body, "\x01\x02\x03", 3);
+    assert_memory_equal(f.rec.kind, "quote", 5);
+    assert_memory_equal(f.rec.key, "AAPL", 4);
+    assert_memory_equal(f.rec.body, "\x01\x02\x03", 3);
 }
 
 static void every_prefix_of_a_frame_needs_more(void **state)
@@ -94,7 +94,7 @@ static void parts_out_of_bounds_are_not_encoded(void **state)
     assert_int_equal(feedframe_encode(&f, buf), 0);
     char big[300];
     memset(big, 'k', sizeof(big));
-    f = (struct feedframe){.topic = "t", .topic_len = 1, .key = big, .key_len = 256};
+    f = (struct feedframe){.topic = "t", .topic_len = 1, .rec.key = big, .rec.key_len = 256};
     assert_int_equal(feedframe_encode(&f, buf), 0);
 }
 

@@ -62,14 +62,15 @@ static void every_frame_is_a_tick_keyed_by_its_symbol(void **state)
         assert_int_equal(f.source_seq, (uint64_t)i + 1);
         assert_int_equal(f.source_time_us, T0_US + i);
         assert_memory_equal(f.topic, "md", 2);
-        Tickfan__Market__V1__Tick *t = tickfan__market__v1__tick__unpack(NULL, f.body_len, f.body);
+        Tickfan__Market__V1__Tick *t =
+            tickfan__market__v1__tick__unpack(NULL, f.rec.body_len, f.rec.body);
         assert_non_null(t);
-        assert_int_equal(strlen(t->symbol), f.key_len);
-        assert_memory_equal(t->symbol, f.key, f.key_len);
+        assert_int_equal(strlen(t->symbol), f.rec.key_len);
+        assert_memory_equal(t->symbol, f.rec.key, f.rec.key_len);
         assert_int_equal(t->exchange_time_unix_nanos, (T0_US + i) * 1000);
         bool trade = t->body_case == TICKFAN__MARKET__V1__TICK__BODY_TRADE;
-        assert_int_equal(f.kind_len, 5);
-        assert_memory_equal(f.kind, trade ? "trade" : "quote", 5);
+        assert_int_equal(f.rec.kind_len, 5);
+        assert_memory_equal(f.rec.kind, trade ? "trade" : "quote", 5);
         trades += trade;
         tickfan__market__v1__tick__free_unpacked(t, NULL);
     }
@@ -140,7 +141,7 @@ static void body_size_pads_every_generated_body(void **state)
         struct feedframe f;
         size_t len;
         assert_int_equal(feedframe_decode(frame, n, &f, &len), FEEDFRAME_OK);
-        assert_true(f.body_len == 100 || f.body_len == 101);
+        assert_true(f.rec.body_len == 100 || f.rec.body_len == 101);
         assert_true(n <= feedgen_max_frame(g));
     }
     feedgen_destroy(g);

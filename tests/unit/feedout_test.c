@@ -25,12 +25,12 @@ static size_t make_frame(uint8_t *out, uint64_t seq, size_t body_len)
     struct feedframe f = {.source_seq = seq,
                           .topic = "md",
                           .topic_len = 2,
-                          .kind = "trade",
-                          .kind_len = 5,
-                          .key = "IBM",
-                          .key_len = 3,
-                          .body = body,
-                          .body_len = body_len};
+                          .rec.kind = "trade",
+                          .rec.kind_len = 5,
+                          .rec.key = "IBM",
+                          .rec.key_len = 3,
+                          .rec.body = body,
+                          .rec.body_len = body_len};
     return feedframe_encode(&f, out);
 }
 
