@@ -5,7 +5,7 @@
  * datagrams, 64 stream reads) so no source starves the others.
  */
 #define _GNU_SOURCE /* accept4 */
-#include "ingest_impl.h"
+#include "feed_thread.h"
 
 #include <errno.h>
 #include <string.h>

@@ -7,7 +7,7 @@
  * turned off; streams by one recv at a time; listeners by one accept; the
  * wake-up eventfd (a published batch was queued) by one read.
  */
-#include "ingest_impl.h"
+#include "feed_thread.h"
 
 #include <errno.h>
 #include <stdlib.h>

@@ -1,18 +1,14 @@
 /*
- * ingest: the feed thread and the single writer of the topic logs: its life
- * cycle, the loop's steps, appending, and the published batches. The I/O
- * engines and the sources have their own files (see ingest_impl.h).
+ * ingest: the life cycle of the feed thread, the single writer of the topic
+ * logs: the feed specs parsed and opened, the engine chosen (io_uring, or
+ * epoll where it cannot run), the thread started, stopped and freed. The
+ * loop's steps, the engines and the sources have their own files (see
+ * feed_thread.h).
  *
- * Thread: everything here runs on the ingest thread, except create/start/
- * stop/destroy (main thread, with the ingest thread not running) and
+ * Thread: the main thread, with the ingest thread not running, except
  * ingest_get_stats (any thread; relaxed counters).
- *
- * The loop: wait for I/O completions (io_uring) or readiness (epoll), at
- * most until the next timer (simulator pacing, file replay pacing, TCP
- * reconnects); process what arrived; run the timers; if anything was
- * appended, notify the shards once for the whole batch.
  */
-#include "ingest_impl.h"
+#include "feed_thread.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -21,141 +17,6 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-/* ---- appending ----------------------------------------------------------- */
-
-int ingest_append(struct topic *t, struct wire_data *d)
-{
-    ringlog_t *log = t->log;
-    struct cursor c = {.epoch = ringlog_epoch(log), .seq = ringlog_head_seq(log) + 1};
-    d->seq = c.seq;
-    struct wire_data_msg m; /* built once: sized, then packed straight into the log */
-    size_t n = wire_data_msg_init(&m, d, c);
-    struct ringlog_slot slot;
-    int rc = ringlog_reserve(log, RINGLOG_DATA, d->rec.kind_len, d->rec.key_len, n, d->ingested_us,
-                             &slot);
-    if (rc)
-        return rc;
-    memcpy(slot.kind, d->rec.kind, d->rec.kind_len);
-    memcpy(slot.key, d->rec.key, d->rec.key_len);
-    wire_data_msg_pack(&m, slot.event);
-    return ringlog_commit(log, &slot);
-}
-
-int ingest_append_gap(struct topic *t, uint64_t missed, int64_t now_us)
-{
-    ringlog_t *log = t->log;
-    struct cursor at = {.epoch = ringlog_epoch(log), .seq = ringlog_head_seq(log) + 1};
-    struct cursor from = {.epoch = at.epoch, .seq = at.seq - 1};
-    uint8_t buf[256];
-    size_t n = wire_gap_pack(at, missed, EVENTS__V1__GAP_REASON__GAP_UPSTREAM_LOSS, from, buf,
-                             sizeof(buf));
-    if (!n)
-        return -EMSGSIZE;
-    struct ringlog_slot slot;
-    int rc = ringlog_reserve(log, RINGLOG_GAP, 0, 0, n, now_us, &slot);
-    if (rc)
-        return rc;
-    memcpy(slot.event, buf, n);
-    return ringlog_commit(log, &slot);
-}
-
-/* ---- published batches --------------------------------------------------- */
-
-void ingest_submit(ingest_t *in, struct ingest_job *job)
-{
-    mpsc_push(&in->jobs, &job->node); /* the eventfd is written whatever this returns */
-    uint64_t one = 1;
-    ssize_t w = write(in->wake_fd, &one, sizeof(one));
-    (void)w;
-}
-
-void ingest_run_jobs(struct ingest *in)
-{
-    struct mpsc_node *n = mpsc_take_all(&in->jobs);
-    while (n) {
-        struct ingest_job *job = mpsc_entry(n, struct ingest_job, node);
-        n = n->next; /* before done() hands the job back */
-        job->appended = 0;
-        job->error = 0;
-        for (size_t i = 0; i < job->n; i++) {
-            const struct ingest_record *r = &job->recs[i];
-            int64_t now_us = ingest_now_us(in);
-            struct wire_data d = {
-                .rec = r->rec,
-                .emitted_us = r->emitted_us ? r->emitted_us : now_us,
-                .ingested_us = now_us,
-            };
-            int rc = ingest_append(r->topic, &d);
-            if (rc) {
-                job->error = rc; /* the caller reports it */
-                break;
-            }
-            job->last = (struct cursor){.epoch = ringlog_epoch(r->topic->log), .seq = d.seq};
-            job->appended++;
-            in->appended_batch++;
-            counter_add(&in->frames, 1);
-        }
-        job->done(job);
-    }
-}
-
-/* ---- the loop's steps ------------------------------------------------------ */
-
-/* Runs what is due; returns the nanoseconds until the next due time. */
-static int64_t run_timers(struct ingest *in)
-{
-    int64_t now = clock_mono_ns();
-    int64_t wait = MAX_WAIT_NS;
-    for (struct source *s = in->sources; s; s = s->next) {
-        int64_t w = MAX_WAIT_NS;
-        if (s->type == SRC_SIM)
-            w = source_sim_run(s, now);
-        else if (s->type == SRC_FILE)
-            w = file_replay_run(s, now);
-        else if (s->type == SRC_TCP || s->type == SRC_LISTEN)
-            w = tcp_timers(in, s, now);
-        if (w < wait)
-            wait = w;
-    }
-    return wait < 0 ? 0 : wait;
-}
-
-static void reap_dead(struct ingest *in)
-{
-    for (struct source **p = &in->sources; *p;) {
-        struct source *s = *p;
-        if (s->dead && !s->recv_op.busy) {
-            *p = s->next;
-            source_free(s);
-        } else {
-            p = &s->next;
-        }
-    }
-}
-
-/* Rings the shards once for everything appended since the last time. */
-static void flush_notify(struct ingest *in)
-{
-    if (in->appended_batch) {
-        in->appended_batch = 0;
-        in->notify(in->arg);
-    }
-}
-
-int64_t ingest_before_wait(struct ingest *in)
-{
-    ingest_run_jobs(in);
-    int64_t wait = run_timers(in);
-    flush_notify(in);
-    return wait > MAX_WAIT_NS ? MAX_WAIT_NS : wait;
-}
-
-void ingest_after_wake(struct ingest *in)
-{
-    reap_dead(in);
-    flush_notify(in);
-}
-
 static void *ingest_main(void *p)
 {
     struct ingest *in = p;
@@ -163,6 +24,92 @@ static void *ingest_main(void *p)
 }
 
 /* ---- life cycle ----------------------------------------------------------- */
+
+static int source_add(struct ingest *in, const char *spec, const struct ingest_options *o,
+                      const struct topics_options *topts, char *err, size_t errlen)
+{
+    struct source *s = NULL;
+    int rc = 0;
+    if (strcmp(spec, "sim") == 0 || strncmp(spec, "sim:", 4) == 0) {
+        const char *topic = spec[3] ? spec + 4 : "sim";
+        rc = topics_add(in->topics, topic, topts, err, errlen);
+        if (rc)
+            return rc;
+        s = source_new(in, SRC_SIM, spec);
+        if (!s)
+            return -ENOMEM;
+        s->rate = o->sim_rate;
+        s->topic = topics_find(in->topics, topic, strlen(topic));
+        /* each simulator its own seed: two topics do not carry the same ticks */
+        size_t nsims = 0;
+        for (struct source *x = in->sources; x; x = x->next)
+            nsims += x->type == SRC_SIM;
+        rc = sim_create(&s->sim, o->sim_symbols, o->sim_seed + nsims);
+        if (rc)
+            snprintf(err, errlen,
+                     "--sim-symbols '%s': expected 1-64 comma-separated symbols of 1-16 "
+                     "characters [A-Za-z0-9._-]",
+                     o->sim_symbols);
+    } else if (strncmp(spec, "udp://", 6) == 0) {
+        s = source_new(in, SRC_UDP, spec);
+        rc = s ? udp_open(s, spec + 6, o, err, errlen) : -ENOMEM;
+    } else if (strncmp(spec, "tcp://", 6) == 0) {
+        s = source_new(in, SRC_TCP, spec);
+        rc = s ? parse_host_port(spec + 6, SOCK_STREAM, &s->addr, &s->addrlen, err, errlen, spec)
+               : -ENOMEM;
+    } else if (strncmp(spec, "tcp-listen://", 13) == 0) {
+        s = source_new(in, SRC_LISTEN, spec);
+        rc = s ? tcp_listen_open(s, spec + 13, err, errlen) : -ENOMEM;
+    } else if (strncmp(spec, "file:", 5) == 0) {
+        s = source_new(in, SRC_FILE, spec);
+        rc = s ? file_open(s, spec + 5, err, errlen) : -ENOMEM;
+    } else {
+        snprintf(err, errlen,
+                 "--feed '%s': unknown feed (expected sim, sim:TOPIC, udp://ADDR:PORT, "
+                 "tcp://HOST:PORT, tcp-listen://ADDR:PORT, file:PATH or none)",
+                 spec);
+        return -EINVAL;
+    }
+    if (!s) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    if (rc) {
+        source_free(s);
+        return rc;
+    }
+    s->next = in->sources;
+    in->sources = s;
+    return 0;
+}
+
+/* A UDP source's receive buffers, and how it is read: one multishot
+ * recvmsg where io_uring has provided buffer rings, else one-shot recvmsg
+ * (io_uring) or recvmsg on readiness (epoll). 0 or -ENOMEM. */
+static int udp_receive_setup(struct ingest *in, struct source *s, const struct ingest_options *opts,
+                             int *nbgid)
+{
+    if (udp_buffers(s))
+        return -ENOMEM;
+    const char *mode = "epoll", *why = NULL;
+    char why_buf[96];
+    if (in->ring_ok && opts->udp_no_multishot) {
+        mode = "recvmsg";
+        why = "--udp-multishot=false";
+    } else if (in->ring_ok) {
+        int rc = uring_udp_setup(in, s, (*nbgid)++);
+        if (rc == -ENOMEM)
+            return rc;
+        mode = rc ? "recvmsg" : "multishot";
+        if (rc) {
+            /* the kernel's own answer: old kernels say EINVAL */
+            snprintf(why_buf, sizeof(why_buf), "provided buffer ring: %s", strerror(-rc));
+            why = why_buf;
+        }
+    }
+    udp_log_bound(s, mode, why);
+    return 0;
+}
 
 int ingest_create(ingest_t **out, char **specs, const struct ingest_options *opts,
                   struct topics *topics, const struct topics_options *topts,
@@ -239,7 +186,7 @@ int ingest_create(ingest_t **out, char **specs, const struct ingest_options *opt
     }
     int nbgid = 0;
     for (struct source *s = in->sources; s; s = s->next)
-        if (s->type == SRC_UDP && udp_prepare(in, s, opts, &nbgid))
+        if (s->type == SRC_UDP && udp_receive_setup(in, s, opts, &nbgid))
             goto out_nomem;
     *out = in;
     return 0;

@@ -9,7 +9,7 @@
  * Thread: the ingest thread, except source_add/source_new/source_free
  * (main thread, before the thread starts or after it stopped).
  */
-#include "ingest_impl.h"
+#include "feed_thread.h"
 
 #include <errno.h>
 #include <netdb.h>
@@ -251,64 +251,6 @@ struct source *source_new(struct ingest *in, enum src_type type, const char *spe
         return NULL;
     }
     return s;
-}
-
-int source_add(struct ingest *in, const char *spec, const struct ingest_options *o,
-               const struct topics_options *topts, char *err, size_t errlen)
-{
-    struct source *s = NULL;
-    int rc = 0;
-    if (strcmp(spec, "sim") == 0 || strncmp(spec, "sim:", 4) == 0) {
-        const char *topic = spec[3] ? spec + 4 : "sim";
-        rc = topics_add(in->topics, topic, topts, err, errlen);
-        if (rc)
-            return rc;
-        s = source_new(in, SRC_SIM, spec);
-        if (!s)
-            return -ENOMEM;
-        s->rate = o->sim_rate;
-        s->topic = topics_find(in->topics, topic, strlen(topic));
-        /* each simulator its own seed: two topics do not carry the same ticks */
-        size_t nsims = 0;
-        for (struct source *x = in->sources; x; x = x->next)
-            nsims += x->type == SRC_SIM;
-        rc = sim_create(&s->sim, o->sim_symbols, o->sim_seed + nsims);
-        if (rc)
-            snprintf(err, errlen,
-                     "--sim-symbols '%s': expected 1-64 comma-separated symbols of 1-16 "
-                     "characters [A-Za-z0-9._-]",
-                     o->sim_symbols);
-    } else if (strncmp(spec, "udp://", 6) == 0) {
-        s = source_new(in, SRC_UDP, spec);
-        rc = s ? udp_open(s, spec + 6, o, err, errlen) : -ENOMEM;
-    } else if (strncmp(spec, "tcp://", 6) == 0) {
-        s = source_new(in, SRC_TCP, spec);
-        rc = s ? parse_host_port(spec + 6, SOCK_STREAM, &s->addr, &s->addrlen, err, errlen, spec)
-               : -ENOMEM;
-    } else if (strncmp(spec, "tcp-listen://", 13) == 0) {
-        s = source_new(in, SRC_LISTEN, spec);
-        rc = s ? tcp_listen_open(s, spec + 13, err, errlen) : -ENOMEM;
-    } else if (strncmp(spec, "file:", 5) == 0) {
-        s = source_new(in, SRC_FILE, spec);
-        rc = s ? file_open(s, spec + 5, err, errlen) : -ENOMEM;
-    } else {
-        snprintf(err, errlen,
-                 "--feed '%s': unknown feed (expected sim, sim:TOPIC, udp://ADDR:PORT, "
-                 "tcp://HOST:PORT, tcp-listen://ADDR:PORT, file:PATH or none)",
-                 spec);
-        return -EINVAL;
-    }
-    if (!s) {
-        snprintf(err, errlen, "out of memory");
-        return -ENOMEM;
-    }
-    if (rc) {
-        source_free(s);
-        return rc;
-    }
-    s->next = in->sources;
-    in->sources = s;
-    return 0;
 }
 
 /* ---- the simulator ------------------------------------------------------ */

@@ -5,7 +5,7 @@
  * N per second, or at the pace they were recorded. At the end of the file,
  * or at bytes that cannot be framed, the source stops.
  */
-#include "ingest_impl.h"
+#include "feed_thread.h"
 
 #include <errno.h>
 #include <fcntl.h>

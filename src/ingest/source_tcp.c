@@ -6,7 +6,7 @@
  * it. A listener whose accept fails for a lasting reason (EMFILE ...)
  * rests ACCEPT_RETRY_MS instead of spinning.
  */
-#include "ingest_impl.h"
+#include "feed_thread.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

@@ -3,7 +3,7 @@
  * the socket, its receive buffers, and the kernel's count of datagrams it
  * dropped (SO_RXQ_OVFL). The engines receive; the datagrams come here.
  */
-#include "ingest_impl.h"
+#include "feed_thread.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -61,7 +61,7 @@ out_errno:
     return rc;
 }
 
-int udp_prepare(struct ingest *in, struct source *s, const struct ingest_options *opts, int *nbgid)
+int udp_buffers(struct source *s)
 {
     s->reqs = calloc(UDP_REQS, sizeof(*s->reqs));
     if (!s->reqs)
@@ -78,22 +78,11 @@ int udp_prepare(struct ingest *in, struct source *s, const struct ingest_options
         r->msg.msg_control = r->ctl.bytes;
         r->msg.msg_controllen = sizeof(r->ctl.bytes);
     }
-    const char *mode = "epoll", *why = NULL;
-    char why_buf[96];
-    if (in->ring_ok && opts->udp_no_multishot) {
-        mode = "recvmsg";
-        why = "--udp-multishot=false";
-    } else if (in->ring_ok) {
-        int rc = uring_udp_setup(in, s, (*nbgid)++);
-        if (rc == -ENOMEM)
-            return rc;
-        mode = rc ? "recvmsg" : "multishot";
-        if (rc) {
-            /* the kernel's own answer: old kernels say EINVAL */
-            snprintf(why_buf, sizeof(why_buf), "provided buffer ring: %s", strerror(-rc));
-            why = why_buf;
-        }
-    }
+    return 0;
+}
+
+void udp_log_bound(const struct source *s, const char *mode, const char *why)
+{
     /* the address actually bound: a port of 0 in the spec gets one here */
     struct sockaddr_in bound;
     socklen_t blen = sizeof(bound);
@@ -105,7 +94,6 @@ int udp_prepare(struct ingest *in, struct source *s, const struct ingest_options
     }
     log_info("msg=udp_receive source=\"%s\" bound=%s:%d mode=%s%s%s%s", s->spec, addr, port, mode,
              why ? " reason=\"" : "", why ? why : "", why ? "\"" : "");
-    return 0;
 }
 
 /* The kernel's count of datagrams dropped on the socket, from SO_RXQ_OVFL. */

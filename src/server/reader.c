@@ -178,7 +178,7 @@ static bool overflow(struct reader *r, bool stalled, struct reader_end *end)
          * size, so it still holds them); if some keys are unknown (lapped),
          * every matching pair's last value before the head from the cache */
         if (keys_lost && r->snapset)
-            reader_snapset_add_cache(r, r->snapset, target.seq, false);
+            snapset_add_cache(r->topic->log, reader_filter(r), r->snapset, target.seq, false);
         r->snap_active = r->snapset != NULL;
         r->snap_index = 0;
     }
@@ -191,7 +191,7 @@ static void refuse_cursor(struct reader *r, struct cursor c, const char *why,
                           struct reader_end *end)
 {
     char text[CURSOR_TEXT_MAX], earliest_text[CURSOR_TEXT_MAX];
-    reader_seek_oldest(r->topic->log, &r->it);
+    ringlog_seek_oldest(r->topic->log, &r->it);
     cursor_format(reader_cursor(r), earliest_text);
     cursor_format(c, text);
     snprintf(end->message, sizeof(end->message),
@@ -222,12 +222,12 @@ static int lapped_in_backlog(struct reader *r, struct reader_end *end)
         /* may repeat while the writer keeps overtaking it: debug only */
         log_debug("msg=lapped_before_first_event id=%llu topic=%s action=reseek",
                   (unsigned long long)r->id, r->topic->name);
-        reader_seek_oldest(log, &r->it);
+        ringlog_seek_oldest(log, &r->it);
         return 1;
     }
     if (r->overflow == EVENTS__V1__OVERFLOW_POLICY__OVERFLOW_DISCONNECT)
         return overflow(r, false, end) ? -1 : 0;
-    reader_seek_oldest(log, &r->it);
+    ringlog_seek_oldest(log, &r->it);
     uint64_t missed = r->it.seq > from.seq + 1 ? r->it.seq - from.seq - 1 : 0;
     r->dropped += missed;
     counter_add(&r->ctr->dropped_events, missed);
@@ -398,7 +398,7 @@ static bool position(struct reader *r, const Events__V1__WatchRequest *req, stru
         else
             return true;
         if (req->allow_gap && (c.epoch != epoch || c.seq <= ringlog_head_seq(log))) {
-            reader_seek_oldest(log, &r->it);
+            ringlog_seek_oldest(log, &r->it);
             /* from the same epoch, exactly the records between; from another,
              * unknown (0) */
             uint64_t missed =
@@ -413,7 +413,7 @@ static bool position(struct reader *r, const Events__V1__WatchRequest *req, stru
 
     switch (req->start) {
     case EVENTS__V1__START_POSITION__START_EARLIEST:
-        reader_seek_oldest(log, &r->it);
+        ringlog_seek_oldest(log, &r->it);
         return true;
     case EVENTS__V1__START_POSITION__START_LIVE:
         ringlog_seek_head(log, &r->it);
@@ -498,4 +498,56 @@ void reader_free(struct reader *r)
         filter_free(&r->filter);
     r->has_filter = false;
     reader_snapshot_end(r);
+}
+
+/* ---- snapshot and conflation sets ---------------------------------------- */
+
+#define SNAPSHOT_LIVE_ATTEMPTS 8 /* positions a live snapshot tries before it scans */
+
+/* The snapshot as of the stream's position, exactly: the value every
+ * matching pair had just before r->it. A live start may move the position
+ * forward to one where the cache is consistent; any other start is fixed,
+ * and pairs that changed since come from a scan of the log up to it. A live
+ * start whose every position was overtaken keeps the last one and its
+ * cached values, and scans too: the pairs that only the cache holds any
+ * more are in the snapshot whatever the writer does. A pair that existed
+ * before the position but whose value as of it neither the log nor the
+ * cache holds any more stays in the set with value 0: counted as lost, and
+ * told by the Gap that ends the snapshot. */
+bool reader_snapshot_prepare(struct reader *r, bool live)
+{
+    r->snapset = calloc(1, sizeof(*r->snapset));
+    if (!r->snapset)
+        return false;
+    size_t late = 0;
+    for (int attempt = 1;; attempt++) {
+        late = snapset_add_cache(r->topic->log, reader_filter(r), r->snapset, r->it.seq, true);
+        if (!late || !live)
+            break;
+        if (attempt == SNAPSHOT_LIVE_ATTEMPTS) {
+            log_debug("msg=snapshot_overtaken id=%llu topic=%s attempts=%d late=%zu action=scan",
+                      (unsigned long long)r->id, r->topic->name, attempt, late);
+            break;
+        }
+        keyset_free(r->snapset); /* the cache moved past us: take a newer position */
+        ringlog_seek_head(r->topic->log, &r->it);
+        r->backlog_end = r->it.seq - 1;
+    }
+    if (late)
+        snapset_add_scan(r->topic->log, reader_filter(r), r->snapset, r->it.seq);
+    r->snap_active = true;
+    r->snap_initial = true;
+    r->snap_index = 0;
+    return true;
+}
+
+void reader_snapshot_end(struct reader *r)
+{
+    r->snap_active = false;
+    r->snap_initial = false;
+    if (r->snapset) {
+        keyset_free(r->snapset);
+        free(r->snapset);
+        r->snapset = NULL;
+    }
 }

@@ -25,6 +25,7 @@
 #include "filter.h"
 #include "keyset.h"
 #include "ringlog.h"
+#include "snapset.h"
 #include "topics.h"
 #include "events/v1/watcher.pb-c.h"
 
@@ -154,23 +155,22 @@ static inline struct cursor reader_cursor(const struct reader *r)
     return (struct cursor){.epoch = ringlog_epoch(r->topic->log), .seq = r->it.seq - 1};
 }
 
+/* The reader's filter; NULL: every pair. */
+static inline const struct filter *reader_filter(const struct reader *r)
+{
+    return r->has_filter ? &r->filter : NULL;
+}
+
 /* Does record v pass the reader's filter (a Gap always does)? */
 static inline bool reader_matches(const struct reader *r, const struct ringlog_view *v)
 {
-    return v->type == RINGLOG_GAP || !r->has_filter ||
-           filter_match(&r->filter, v->kind, v->kind_len, v->key, v->key_len);
+    return snapset_matches(reader_filter(r), v);
 }
 
-/* Snapshot and conflation sets (reader_snapshot.c). */
-/* Moves `it` to the oldest record the log holds (it may move on under us). */
-void reader_seek_oldest(ringlog_t *log, struct ringlog_iter *it);
+/* Snapshot and conflation sets (the sets themselves: snapset.h). */
 /* The request's snapshot set as of the reader's position (a live start may
  * move it forward); false: out of memory. */
 bool reader_snapshot_prepare(struct reader *r, bool live);
-/* Adds to `set` every matching pair whose cached value is older than
- * `before`; returns how many pairs are late (reader_snapshot.c). */
-size_t reader_snapset_add_cache(struct reader *r, struct keyset *set, uint64_t before,
-                                bool note_late);
 /* The phase is over: frees the set. */
 void reader_snapshot_end(struct reader *r);
 

@@ -427,6 +427,14 @@ void ringlog_seek_head(const ringlog_t *log, struct ringlog_iter *it)
     it->seq = seq + 1;
 }
 
+void ringlog_seek_oldest(const ringlog_t *log, struct ringlog_iter *it)
+{
+    for (int i = 0; i < 64; i++)
+        if (ringlog_seek(log, ringlog_first_seq(log), it) == 0)
+            return;
+    ringlog_seek_head(log, it);
+}
+
 void ringlog_seek_time(const ringlog_t *log, int64_t unix_us, struct ringlog_iter *it)
 {
     for (int attempt = 0; attempt < 64; attempt++) {

@@ -171,6 +171,9 @@ struct ringlog_view {
 int ringlog_seek(const ringlog_t *log, uint64_t seq, struct ringlog_iter *it);
 /* Positions `it` at the live head. */
 void ringlog_seek_head(const ringlog_t *log, struct ringlog_iter *it);
+/* Positions `it` at the oldest record the log holds; the writer may move
+ * that on meanwhile: after 64 tries, at the live head. */
+void ringlog_seek_oldest(const ringlog_t *log, struct ringlog_iter *it);
 /* Positions `it` at the first record ingested at or after `unix_us`
  * (the live head when none). */
 void ringlog_seek_time(const ringlog_t *log, int64_t unix_us, struct ringlog_iter *it);

@@ -18,7 +18,7 @@
 #include <cmocka.h>
 
 #include "events/v1/watcher.pb-c.h"
-#include "ingest_impl.h"
+#include "feed_thread.h"
 
 struct fixture {
     struct topics topics;

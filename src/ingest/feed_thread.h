@@ -1,23 +1,26 @@
 /*
- * ingest_impl.h: what the files of the ingest thread share (private to
- * src/ingest/; users include ingest.h).
+ * feed_thread.h: what the files of the ingest thread share (private to
+ * src/ingest/; users include ingest.h). From the top down:
  *
- *   ingest.c         the thread: life cycle, the loop's steps, appending,
- *                    published batches, the timers of every source
+ *   ingest.c         the life cycle: specs, the engine chosen, the thread
  *   engine_uring.c   the io_uring engine (multishot UDP, provided buffers)
  *   engine_epoll.c   the epoll engine (where io_uring cannot run)
+ *   loop.c           the loop's steps on every engine: published batches,
+ *                    the timers of every source, ringing the shards
  *   source.c         a source's life, its spec, framing and the checks of
  *                    every frame (sequence, gaps, duplicates); the simulator
  *   source_udp.c     UDP and multicast sockets
  *   source_tcp.c     TCP: connecting out (with backoff) and listening
  *   source_file.c    capture-file replay and its pacing
+ *   append.c         the appends to a topic log (public: ingest.h)
  *
- * The sources never name an engine: they ask `in->engine` to read, accept
- * or connect, and the engines hand what arrived to the sources' functions.
+ * Each file calls only the ones below it: the sources never name an
+ * engine (they ask `in->engine` to read, accept or connect), and the
+ * engines hand what arrived to the sources' functions.
  * Everything here runs on the ingest thread unless said otherwise.
  */
-#ifndef TICKFAN_INGEST_IMPL_H
-#define TICKFAN_INGEST_IMPL_H
+#ifndef TICKFAN_FEED_THREAD_H
+#define TICKFAN_FEED_THREAD_H
 
 #include <liburing.h>
 #include <pthread.h>
@@ -206,7 +209,7 @@ static inline int64_t ingest_now_us(struct ingest *in)
     return now;
 }
 
-/* ---- ingest.c: the loop's steps, for the engines ---- */
+/* ---- loop.c: the loop's steps, for the engines ---- */
 
 /* Appends the published batches queued by the shards (the wake-up). */
 void ingest_run_jobs(struct ingest *in);
@@ -220,9 +223,6 @@ void ingest_after_wake(struct ingest *in);
 
 struct source *source_new(struct ingest *in, enum src_type type, const char *spec);
 void source_free(struct source *s);
-/* Parses one --feed spec and opens it; 0 or -errno with err naming it. */
-int source_add(struct ingest *in, const char *spec, const struct ingest_options *o,
-               const struct topics_options *topts, char *err, size_t errlen);
 int parse_host_port(const char *hp, int socktype, struct sockaddr_storage *out, socklen_t *outlen,
                     char *err, size_t errlen, const char *spec);
 void source_reject(struct source *s, enum feedframe_error why);
@@ -242,9 +242,10 @@ int64_t source_sim_run(struct source *s, int64_t now_ns);
 
 int udp_open(struct source *s, const char *rest, const struct ingest_options *o, char *err,
              size_t errlen);
-/* Receive buffers and mode (multishot where the engine has it); logs the
- * bound address. 0 or -ENOMEM. */
-int udp_prepare(struct ingest *in, struct source *s, const struct ingest_options *o, int *nbgid);
+/* The one-shot receive requests (and epoll's buffer). 0 or -ENOMEM. */
+int udp_buffers(struct source *s);
+/* Logs how the socket is read and the address it is bound to. */
+void udp_log_bound(const struct source *s, const char *mode, const char *why);
 void udp_overflow(struct source *s, const struct cmsghdr *c);
 void udp_datagram(struct source *s, struct msghdr *msg, size_t len);
 
