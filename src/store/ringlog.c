@@ -21,7 +21,7 @@
  * INDEX_STRIDE records. It has enough slots that an entry outlives the
  * record it points to.
  */
-#include "ringlog_impl.h"
+#include "ring_layout.h"
 
 #include <errno.h>
 #include <stdatomic.h>
@@ -96,8 +96,8 @@ void ringlog_destroy(ringlog_t *log)
 {
     if (!log)
         return;
-    if (log->map)
-        ringlog_file_close(log);
+    if (log->backing)
+        log->backing->close(log);
     else
         free(log->ring);
     if (log->fd >= 0)
@@ -253,7 +253,7 @@ int ringlog_commit(ringlog_t *log, struct ringlog_slot *slot)
     /* Lapped readers may still be reading these bytes: atomic word stores. */
     seqcopy_to(ringlog_hdr_at(log, slot->pos), log->stage, slot->len);
     if (log->sync_every) {
-        int rc = ringlog_file_sync_range(log, slot->from, slot->pos + slot->len);
+        int rc = log->backing->sync_range(log, slot->from, slot->pos + slot->len);
         if (rc) {
             /* Not on the disk: never published. Its header is cleared so a
              * recovery cannot find it, and the next reservation takes its

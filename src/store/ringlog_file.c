@@ -15,7 +15,7 @@
  * records reaches the end of the ring and ends one before the first record
  * of the newest lap. What lies between the two is the torn part, cut.
  */
-#include "ringlog_impl.h"
+#include "ring_layout.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -30,22 +30,6 @@
 #define FILE_MAGIC "TICKFLOG"
 #define FILE_VERSION 1u
 #define FILE_HDR_SIZE 4096u
-
-struct file_hdr {
-    char magic[8];
-    uint32_t version;
-    uint32_t hdr_size;
-    uint64_t capacity;
-    uint64_t epoch;
-    int64_t created_unix_us;
-    char topic[136];
-    char boot_id[40]; /* kernel boot id of the last open */
-    uint32_t clean;   /* 1: closed cleanly (synced) */
-    uint32_t sync_every;
-    uint64_t synced_seq; /* every record up to this one was on disk once */
-    uint32_t reserved;
-    uint32_t crc; /* CRC32C of everything above */
-};
 
 static void file_hdr_seal(struct file_hdr *fh)
 {
@@ -66,7 +50,7 @@ int ringlog_sync(ringlog_t *log)
     return msync(log->map, FILE_HDR_SIZE, MS_SYNC) ? -errno : 0;
 }
 
-void ringlog_file_close(ringlog_t *log)
+static void ringlog_file_close(ringlog_t *log)
 {
     if (ringlog_sync(log) == 0) {
         log->fh->clean = 1;
@@ -76,7 +60,7 @@ void ringlog_file_close(ringlog_t *log)
     munmap(log->map, log->map_len);
 }
 
-int ringlog_file_sync_range(ringlog_t *log, uint64_t from, uint64_t to)
+static int ringlog_file_sync_range(ringlog_t *log, uint64_t from, uint64_t to)
 {
     uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
     while (from < to) {
@@ -89,6 +73,11 @@ int ringlog_file_sync_range(ringlog_t *log, uint64_t from, uint64_t to)
     }
     return 0;
 }
+
+static const struct ringlog_backing file_backing = {
+    .sync_range = ringlog_file_sync_range,
+    .close = ringlog_file_close,
+};
 
 static void read_boot_id(char out[40])
 {
@@ -359,6 +348,7 @@ int ringlog_open(ringlog_t **out, const char *path, const char *topic,
     }
     log->fh = (struct file_hdr *)log->map;
     log->ring = log->map + FILE_HDR_SIZE;
+    log->backing = &file_backing;
 
     char boot_id[40];
     read_boot_id(boot_id);
@@ -423,7 +413,8 @@ int ringlog_open(ringlog_t **out, const char *path, const char *topic,
 out_free:
     if (log->map) {
         munmap(log->map, log->map_len);
-        log->map = NULL;  /* do not mark a file we did not open cleanly */
+        log->map = NULL; /* do not mark a file we did not open cleanly */
+        log->backing = NULL;
         log->ring = NULL; /* it pointed into the map, not to the heap */
     }
     ringlog_destroy(log);

@@ -52,7 +52,7 @@
 enum { HDR_AS_IS, HDR_RESEALED, HDR_STALE_CRC, HDR_RAW };
 enum { RING_WRITER, RING_IMAGE, RING_LAYOUT };
 
-/* The record header as it is in the file (see ringlog_impl.h); checked against a
+/* The record header as it is in the file (see ring_layout.h); checked against a
  * real log at start-up. */
 struct rec_hdr {
     uint32_t len;

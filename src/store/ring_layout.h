@@ -1,10 +1,12 @@
 /*
- * ringlog_impl: what the ring (ringlog.c) and its file backing and recovery
- * (ringlog_file.c) share: the record header, struct ringlog, and the helpers
- * both use. Private to src/store/ringlog*.c; not installed.
+ * ring_layout: what the ring (ringlog.c) and its file backing and recovery
+ * (ringlog_file.c) share: the record and file headers, struct ringlog, and
+ * the helpers both use. Private to src/store/ringlog*.c; not installed.
+ * The ring calls its backing only through log->backing: ringlog_file.c
+ * builds on ringlog.c, never the other way round.
  */
-#ifndef TICKFAN_RINGLOG_IMPL_H
-#define TICKFAN_RINGLOG_IMPL_H
+#ifndef TICKFAN_RING_LAYOUT_H
+#define TICKFAN_RING_LAYOUT_H
 
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -33,7 +35,32 @@ _Static_assert(sizeof(struct rec_hdr) == 40, "record header is part of the log f
 
 #define RINGLOG_SEQ_LIMIT ((uint64_t)1 << 63) /* a record's seq is below this */
 
-struct file_hdr; /* ringlog_file.c */
+/* The file's first page (ringlog_file.c). */
+struct file_hdr {
+    char magic[8];
+    uint32_t version;
+    uint32_t hdr_size;
+    uint64_t capacity;
+    uint64_t epoch;
+    int64_t created_unix_us;
+    char topic[136];
+    char boot_id[40]; /* kernel boot id of the last open */
+    uint32_t clean;   /* 1: closed cleanly (synced) */
+    uint32_t sync_every;
+    uint64_t synced_seq; /* every record up to this one was on disk once */
+    uint32_t reserved;
+    uint32_t crc; /* CRC32C of everything above */
+};
+
+/* What keeps the ring beyond memory: NULL for a log in memory only, the
+ * file for a durable one (ringlog_file.c). */
+struct ringlog_backing {
+    /* The ring bytes [from, to) (absolute positions, at most one lap) are
+     * on the disk: 0, or -errno of the first msync that failed. */
+    int (*sync_range)(struct ringlog *log, uint64_t from, uint64_t to);
+    /* Syncs, marks the file cleanly closed if that worked, unmaps it. */
+    void (*close)(struct ringlog *log);
+};
 
 struct index_entry {
     _Atomic uint64_t pos;
@@ -51,6 +78,7 @@ struct ringlog {
     lvc_t *lvc;
 
     /* durable log */
+    const struct ringlog_backing *backing; /* NULL: memory only */
     uint8_t *map;
     size_t map_len;
     int fd;
@@ -116,13 +144,5 @@ static inline void ringlog_index_record(ringlog_t *log, uint64_t seq, uint64_t p
 uint64_t ringlog_random_epoch(void);
 /* Everything but the ring memory itself. 0 or -ENOMEM. */
 int ringlog_alloc(ringlog_t **out, const char *topic, size_t capacity, size_t lvc_keys);
-
-/* ringlog_file.c */
-
-/* msync the ring bytes [from, to) (absolute positions, at most one lap).
- * Returns 0 or -errno of the first msync that failed. */
-int ringlog_file_sync_range(ringlog_t *log, uint64_t from, uint64_t to);
-/* Syncs a mapped log, marks it cleanly closed if that worked, and unmaps it. */
-void ringlog_file_close(ringlog_t *log);
 
 #endif
