@@ -122,7 +122,7 @@ static const struct opt_def opts[] = {
     {"sim-seed", OPT_INT, "1", 0, INT64_MAX, NULL, "TICKFAN_SIM_SEED", OFF(sim_seed),
      "built-in simulator: random seed (same seed, same ticks)"},
     {"metrics-listen", OPT_STR, NULL, 0, 0, NULL, "TICKFAN_METRICS_LISTEN", OFF(metrics_listen),
-     "serve Prometheus metrics at http://HOST:PORT/metrics (unset: no metrics endpoint)"},
+     "serve Prometheus metrics at http://HOST:PORT/metrics (unset or empty: no metrics endpoint)"},
     {"log-format", OPT_ENUM, "logfmt", 0, 0, "logfmt|json", "TICKFAN_LOG_FORMAT", OFF(log_format),
      "log lines as logfmt (key=value) or one JSON object per line"},
     {"log-level", OPT_ENUM, "info", 0, 0, "error|warn|info|debug", "TICKFAN_LOG_LEVEL",
@@ -231,6 +231,14 @@ static int set_value(void *field, const struct opt_def *o, const char *v, enum s
         if (o->type == OPT_ENUM && !choice_ok(o->choices, v)) {
             snprintf(err, errlen, "%s: invalid value '%s' (allowed: %s)", who, v, o->choices);
             return -EINVAL;
+        }
+        if (o->type == OPT_STR && !*v && !o->defval) {
+            /* an option that is unset by default is unset by an empty
+             * value: how `-e TICKFAN_METRICS_LISTEN=` turns off what an
+             * image or unit file set */
+            free(*(char **)field);
+            *(char **)field = NULL;
+            return 0;
         }
         if (o->type == OPT_STR && !*v) {
             snprintf(err, errlen, "%s: empty value", who);
@@ -487,7 +495,7 @@ int config_parse(struct config *cfg, int argc, char **argv, const char *const *e
     /* The file, then the environment, then flags: each overrides the one
      * before; a list from a later source replaces the list wholesale. */
     const char *path = find_config_path(argc, argv, envp);
-    if (path) {
+    if (path && *path) { /* empty: no file, as unset */
         struct file_state fs = {.cfg = cfg, .path = path, .err = err, .errlen = errlen};
         fs.f = fopen(path, "r");
         if (!fs.f) {

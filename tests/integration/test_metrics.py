@@ -88,3 +88,13 @@ def test_other_paths_are_404(tickfand):
         raise AssertionError("expected 404")
     except urllib.error.HTTPError as e:
         assert e.code == 404
+
+
+def test_an_empty_metrics_listen_turns_the_endpoint_off(tickfand):
+    # what `-e TICKFAN_METRICS_LISTEN=` does to the image's 0.0.0.0:9464
+    srv = tickfand("--metrics-listen=")
+    stub = srv.stub()
+    w = Watch(stub, topic="sim", start=pb.START_EARLIEST)
+    assert w.next_data().HasField("data")  # the server serves as ever
+    w.cancel()
+    assert not any("msg=metrics_listening" in line for line in srv.lines)

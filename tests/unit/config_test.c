@@ -106,6 +106,31 @@ static void bad_values_name_the_option_and_the_value(void **state)
     assert_non_null(strstr(err, "lots"));
 }
 
+static void an_empty_value_unsets_an_option_with_no_default(void **state)
+{
+    struct config cfg;
+    char err[256] = "";
+    /* an image sets the endpoint; `-e TICKFAN_METRICS_LISTEN=` turns it off */
+    const char *env[] = {"TICKFAN_METRICS_LISTEN=", "TICKFAN_CONFIG=", NULL};
+    char *argv[] = {"tickfand", NULL};
+    assert_int_equal(parse(&cfg, argv, env, err), CONFIG_OK);
+    assert_null(cfg.metrics_listen);
+    assert_null(cfg.config_file);
+    config_free(&cfg);
+
+    const char *env2[] = {"TICKFAN_METRICS_LISTEN=0.0.0.0:9464", NULL};
+    char *argv2[] = {"tickfand", "--metrics-listen=", NULL};
+    assert_int_equal(parse(&cfg, argv2, env2, err), CONFIG_OK);
+    assert_null(cfg.metrics_listen);
+    config_free(&cfg);
+
+    /* an option with a default still refuses an empty value, by name */
+    char *argv3[] = {"tickfand", "--listen=", NULL};
+    assert_int_equal(parse(&cfg, argv3, NULL, err), -EINVAL);
+    assert_non_null(strstr(err, "--listen"));
+    assert_non_null(strstr(err, "empty value"));
+}
+
 static void help_and_version_stop_without_error(void **state)
 {
     struct config cfg;
@@ -251,6 +276,7 @@ int main(void)
         cmocka_unit_test(flags_override_environment_which_overrides_defaults),
         cmocka_unit_test(sizes_take_binary_suffixes),
         cmocka_unit_test(bad_values_name_the_option_and_the_value),
+        cmocka_unit_test(an_empty_value_unsets_an_option_with_no_default),
         cmocka_unit_test(help_and_version_stop_without_error),
         cmocka_unit_test(config_file_sets_options_and_topic_sections),
         cmocka_unit_test(flags_and_environment_override_the_file),
