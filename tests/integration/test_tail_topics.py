@@ -4,6 +4,7 @@ import json
 import re
 import signal
 import subprocess
+import threading
 import time
 
 import tickfan_harness as h
@@ -26,6 +27,37 @@ def parse_text(stdout):
         s = SEQ.search(line)
         out.append((m.group(1), int(s.group(1)) if s else None, m.group(2)))
     return out
+
+
+def tail_until_both(args, n=3, timeout=30):
+    """Runs `tickfan tail` ARGS until it has printed n events of each of sim
+    and fx, then interrupts it: (exit code, all of stdout, stderr). One
+    topic's replay may come first in whole batches (a slow build leaves a
+    long backlog behind), so no fixed --count is sure to reach the other."""
+    p = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    lines, counts = [], {"sim": 0, "fx": 0}
+    deadline = time.monotonic() + timeout
+    while min(counts.values()) < n and time.monotonic() < deadline:
+        line = p.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        for t, s, _ in parse_text(line):
+            if s is not None:
+                counts[t] += 1
+    p.send_signal(signal.SIGINT)
+    # read on through the same buffered pipe: communicate() would read the
+    # file descriptor and skip what readline() has buffered already
+    watchdog = threading.Timer(15, p.kill)
+    watchdog.start()
+    try:
+        rest = p.stdout.read()
+        err = p.stderr.read()
+        p.wait()
+    finally:
+        watchdog.cancel()
+    return p.returncode, "".join(lines) + rest, err
 
 
 def watch_cursors(srv, topic, n):
@@ -100,13 +132,15 @@ def test_interrupted_tail_resumes_every_topic_after_its_last_line(tickfand):
     p = subprocess.Popen([h.TICKFAN, "tail", "sim", "fx", "--server", srv.addr],
                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
-    seen = 0
-    deadline = time.monotonic() + 15
-    while seen < 50 and time.monotonic() < deadline:
+    seen = {"sim": 0, "fx": 0}  # events read of each topic
+    deadline = time.monotonic() + 30
+    while (sum(seen.values()) < 50 or min(seen.values()) < 3) and time.monotonic() < deadline:
         line = p.stdout.readline()
         if not line:
             break
-        seen += " seq=" in line
+        for t, s, _ in parse_text(line):
+            if s is not None:
+                seen[t] += 1
     p.send_signal(signal.SIGINT)
     rest, err = p.communicate(timeout=15)
     assert p.returncode == 130, f"exit {p.returncode}; stderr: {err}"
@@ -120,14 +154,14 @@ def test_interrupted_tail_resumes_every_topic_after_its_last_line(tickfand):
         if s is not None:
             assert s <= last_seq[t], f"{t}: line seq {s} after the resume cursor {given[t]}"
 
-    args = [h.TICKFAN, "tail", "sim", "fx", "--server", srv.addr, "--count", "30"]
+    args = [h.TICKFAN, "tail", "sim", "fx", "--server", srv.addr]
     for t, c in given.items():
         args += ["--cursor", f"{t}={c}"]
-    r = h.run_cli(args)
-    assert r.returncode == 0, f"exit {r.returncode}; stderr: {r.stderr}"
+    rc, out, err = tail_until_both(args)
+    assert rc == 130, f"exit {rc}; stderr: {err}"
     for topic in ("sim", "fx"):
-        seqs = [s for t, s, _ in parse_text(r.stdout) if t == topic and s is not None]
-        assert seqs, f"no {topic} line after the resume:\n{r.stdout}"
+        seqs = [s for t, s, _ in parse_text(out) if t == topic and s is not None]
+        assert seqs, f"no {topic} line after the resume:\n{out}"
         assert seqs[0] == last_seq[topic] + 1, f"{topic}: resumed at {seqs[0]}, " \
                                                f"last printed {last_seq[topic]}"
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), f"{topic}: {seqs}"
@@ -136,11 +170,11 @@ def test_interrupted_tail_resumes_every_topic_after_its_last_line(tickfand):
 def test_cursor_file_is_kept_per_topic(tickfand, tmp_path):
     srv = two_topic_server(tickfand)
     base = tmp_path / "md.cursor"
-    r = h.run_cli([h.TICKFAN, "tail", "sim", "fx", "--server", srv.addr, "--count", "25",
-                   "--cursor-file", base])
-    assert r.returncode == 0, r.stderr
+    rc, out, err = tail_until_both([h.TICKFAN, "tail", "sim", "fx", "--server", srv.addr,
+                                    "--cursor-file", base])
+    assert rc == 130, f"exit {rc}; stderr: {err}"
     last = {}
-    for t, _, c in parse_text(r.stdout):
+    for t, _, c in parse_text(out):
         last[t] = c
     for topic in ("sim", "fx"):
         path = tmp_path / f"md.cursor.{topic}"
