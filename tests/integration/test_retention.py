@@ -136,16 +136,31 @@ def test_a_cursor_overwritten_before_the_first_event_is_refused_never_gapped(tic
     srv = tickfand(*RACE_FLAGS)
     stub = srv.stub()
     epoch, stale, ended = wait_until_stale(stub)
+    # How many events the log holds: the head (a live event) less the
+    # earliest retained one. A cursor less than half of that past the
+    # earliest is still inside the log whatever the build's speed.
+    _, e_seq = check_out_of_range(ended, epoch)
+    live = Watch(stub, topic="sim", start=pb.START_LIVE)
+    try:
+        span = live.next_data().data.seq - e_seq
+    finally:
+        live.cancel()
+    assert span > 8, f"a 64K log holds only {span} events"
     since = srv.mark()
     outcomes = {"data": 0, "out_of_range": 0}
-    deadline = time.monotonic() + 4
+    # Resume from `offset` events past the earliest cursor last named. The
+    # offset that races the writer depends on how fast this build answers,
+    # so it walks: up after a refusal, down after a resume. It settles where
+    # the cursor is overwritten about as the stream reads on from it, and
+    # both outcomes are exercised on a fast build and a sanitizer one alike.
+    offset = 0
+    start = time.monotonic()
     attempt = 0
-    while time.monotonic() < deadline:
+    while time.monotonic() < start + 4 or (
+            not (outcomes["data"] and outcomes["out_of_range"]) and time.monotonic() < start + 20):
         attempt += 1
-        # the earliest cursor now, then one a few events later: one of them
-        # is usually overwritten around the time the stream reads on from it
         _, e_seq = check_out_of_range(ended, epoch)
-        cursor = make_cursor(epoch, e_seq + attempt % 24)
+        cursor = make_cursor(epoch, e_seq + offset)
         w = Watch(stub, topic="sim", cursor=cursor)
         try:
             ev = w.next()
@@ -153,9 +168,11 @@ def test_a_cursor_overwritten_before_the_first_event_is_refused_never_gapped(tic
                 f"attempt {attempt}: a resume from {cursor} without allow_gap began with {ev}"
             assert ev.data.seq == cursor_parts(cursor)[1] + 1, (cursor, ev)
             outcomes["data"] += 1
+            offset = max(0, offset - 1)
         except StreamEnded as e:
             check_out_of_range(e, epoch)
             outcomes["out_of_range"] += 1
+            offset = min(span // 2, offset + 2)
             ended = e
         finally:
             w.cancel()
@@ -175,5 +192,5 @@ def test_a_cursor_overwritten_before_the_first_event_is_refused_never_gapped(tic
         finally:
             w.cancel()
     races = sum("msg=lapped_before_first_event" in line for line in srv.lines[since:])
-    print(f"{attempt} resumes: {outcomes}; refused after being overwritten before the first event: {races}")
+    print(f"{attempt} resumes (span {span}, last offset {offset}): {outcomes}; refused after being overwritten before the first event: {races}")
     assert outcomes["data"] > 0 and outcomes["out_of_range"] > 0, outcomes
