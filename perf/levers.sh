@@ -7,7 +7,8 @@
 #
 # Per variant (a set of tickfand flags) and scenario it prints one row:
 # messages delivered in the window, p99 latency, server CPU per million
-# messages (utime+stime from /proc/PID/stat over the bench run), the
+# messages (utime+stime of the server over the bench's run window, read by
+# the bench with --server-pid; Data delivered in that window), the
 # server's futex and sendmsg calls per 1,000 messages (perf stat on the
 # server process, when perf can count syscall tracepoints here), and the
 # bench's own CPU (a client near 100 % of its CPU makes the row no result).
@@ -17,7 +18,8 @@
 # below), ROUNDS (default 2: variants alternate, each run ROUNDS times),
 # RATES (default "100 200"), SINGLE (default 1: also the single stream),
 # SECONDS_B (default 10), TICKFAND (default BUILD_DIR/tickfand),
-# TICKFAN_BENCH_PORT (default 50161). Run it on a quiet machine.
+# TICKFAN_BENCH_PORT (default 50161), BENCH_CLIENT (h2: the bench's own
+# HTTP/2 reader, or grpc; see perf/run). Run it on a quiet machine.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -26,6 +28,7 @@ tickfand=${TICKFAND:-$build/tickfand}
 bench=$build/perf/bench/tickfan-bench
 port=${TICKFAN_BENCH_PORT:-50161}
 rounds=${ROUNDS:-2}
+bench_client=${BENCH_CLIENT:-h2}
 secs_b=${SECONDS_B:-10}
 out=$(mktemp -d /tmp/tickfan-levers.XXXXXX)
 for f in "$tickfand" "$bench"; do
@@ -91,7 +94,8 @@ run() {
     perf_pid=$!
   fi
   taskset -c 1 "$bench" --server "127.0.0.1:$port" --topic bench --json "$out/b.json" \
-    --feed "$feed" "$@" >"$out/bench.txt" 2>&1 || true
+    --client "$bench_client" --server-pid "$server_pid" --feed "$feed" "$@" \
+    >"$out/bench.txt" 2>&1 || true
   local c1
   c1=$(cpu_ticks "$server_pid")
   if [[ -n $perf_pid ]]; then
@@ -103,15 +107,20 @@ run() {
 import json, os, sys
 path, ticks, hz, perf, name, scen = sys.argv[1:7]
 r = json.load(open(path))["results"]
-msgs = r["messages"]["total"]
+msgs = total = r["messages"]["total"]
 cpu_s = int(ticks) / int(hz)
+if r.get("server_cpu") and r["messages"].get("window"):
+    # steady state: the server's CPU and the Data of the run window only
+    msgs = r["messages"]["window"]
+    cpu_s = r["server_cpu"]["user_s"] + r["server_cpu"]["sys_s"]
 calls = {}
 if os.path.exists(perf):
     for line in open(perf):
         parts = line.strip().split(",")
         if len(parts) > 2 and parts[0].isdigit():
             calls[parts[2].split(":")[-1]] = int(parts[0])
-per_k = lambda k: f"{calls[k] * 1000 / msgs:.1f}" if k in calls and msgs else "-"
+# perf stat counts over the whole run: per message of the whole run
+per_k = lambda k: f"{calls[k] * 1000 / total:.1f}" if k in calls and total else "-"
 client = r["client_cpu"]["user_s"] + r["client_cpu"]["sys_s"]
 lat = r["latency_us"]
 print(f"| {scen} | {name} | {msgs:,} | {lat['p99'] / 1000:.2f} ms | "

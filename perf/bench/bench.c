@@ -57,6 +57,12 @@ static const char USAGE[] =
     "                           ceil(S / K) Subscribe streams carrying them\n"
     "  --subs-per-stream K      with --rpc subscribe: at most K subscriptions per\n"
     "                           Subscribe stream, spread evenly (default 125)\n"
+    "  --client grpc|h2         what reads the Watch streams: gRPC C core (default),\n"
+    "                           or HTTP/2 frames parsed in place (libnghttp2), which\n"
+    "                           costs the bench far less CPU per message; with h2\n"
+    "                           connection m belongs to thread m mod T\n"
+    "  --server-pid PID         also report the CPU time of process PID (the server,\n"
+    "                           on this host) over the run window\n"
     "  --connections M          connections for the normal streams, which are spread\n"
     "                           over them round-robin (default 1)\n"
     "  --threads T              client threads, one completion queue each (default 1)\n"
@@ -240,6 +246,8 @@ static void parse_options(int argc, char **argv, struct options *o)
         O_DRAIN,
         O_RPC,
         O_SUBS_PER_STREAM,
+        O_CLIENT,
+        O_SERVER_PID,
         O_HELP,
     };
     static const struct option longs[] = {
@@ -271,6 +279,8 @@ static void parse_options(int argc, char **argv, struct options *o)
         {"drain", required_argument, NULL, O_DRAIN},
         {"rpc", required_argument, NULL, O_RPC},
         {"subs-per-stream", required_argument, NULL, O_SUBS_PER_STREAM},
+        {"client", required_argument, NULL, O_CLIENT},
+        {"server-pid", required_argument, NULL, O_SERVER_PID},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -419,6 +429,20 @@ static void parse_options(int argc, char **argv, struct options *o)
             c->subs_per_stream = (uint32_t)parse_u64("--subs-per-stream", optarg, 1, 1000000);
             subs_set = true;
             break;
+        case O_SERVER_PID:
+            c->server_pid = (int)parse_u64("--server-pid", optarg, 1, 4194304);
+            break;
+        case O_CLIENT:
+            if (strcmp(optarg, "grpc") == 0)
+                c->client = BENCHRUN_CLIENT_GRPC;
+            else if (strcmp(optarg, "h2") == 0)
+                c->client = BENCHRUN_CLIENT_H2;
+            else
+                usage_error("--client '%s': expected grpc or h2", optarg);
+            if (c->client == BENCHRUN_CLIENT_H2 && !benchrun_has_h2())
+                usage_error("--client h2: this tickfan-bench was built without libnghttp2 "
+                            "(install libnghttp2-dev and rebuild)");
+            break;
         case O_HELP:
             fputs(USAGE, stdout);
             exit(0);
@@ -441,6 +465,8 @@ static void parse_options(int argc, char **argv, struct options *o)
         usage_error("--subs-per-stream needs --rpc subscribe");
     if (stall && c->rpc == BENCHRUN_RPC_SUBSCRIBE)
         usage_error("--stall: the stalled streams are Watch streams; not with --rpc subscribe");
+    if (c->client == BENCHRUN_CLIENT_H2 && c->rpc != BENCHRUN_RPC_WATCH)
+        usage_error("--client h2 reads Watch streams only; --rpc subscribe is read with grpc");
     if (stall + c->streams > 1000000)
         usage_error("--streams plus --stall: more than 1000000 streams");
     /* --stall adds slow consumers to the --streams normal ones */
@@ -658,6 +684,15 @@ static void print_summary(FILE *out, const struct benchrun_config *c,
     fprintf(out, "client cpu: %.2f s user + %.2f s sys in the window (%.0f %% of one core)\n",
             r->cpu_user_s, r->cpu_sys_s,
             r->window_s > 0 ? 100.0 * (r->cpu_user_s + r->cpu_sys_s) / r->window_s : 0.0);
+    if (r->server_cpu_read) {
+        double srv = r->server_cpu_user_s + r->server_cpu_sys_s;
+        fprintf(out,
+                "server cpu: %.2f s user + %.2f s sys in the window (%.0f %% of one core; "
+                "%.3f s per million Data)\n",
+                r->server_cpu_user_s, r->server_cpu_sys_s,
+                r->window_s > 0 ? 100.0 * srv / r->window_s : 0.0,
+                r->data_window ? srv / (double)r->data_window * 1e6 : 0.0);
+    }
     for (size_t i = 0; i < r->n_stalled; i++) {
         const struct benchrun_stalled *s = &r->stalled[i];
         fprintf(out,
@@ -741,12 +776,14 @@ static void write_json(FILE *f, const struct benchrun_config *c, const struct be
     fprintf(f,
             ",\"start\":\"%s\",\"overflow\":\"%s\",\"stall\":%u,\"stall_resume_after_s\":%g,"
             "\"stall_connections\":%u,\"connect_timeout_s\":%g,\"ramp_s\":%g,"
-            "\"hist_precision\":%u,\"rpc\":\"%s\",\"subs_per_stream\":%u,\"feed\":",
+            "\"hist_precision\":%u,\"rpc\":\"%s\",\"subs_per_stream\":%u,\"client\":\"%s\","
+            "\"feed\":",
             c->start == EVENTS__V1__START_POSITION__START_LIVE ? "live" : "earliest",
             POLICY_NAMES[c->overflow], c->stall, c->stall_resume_after_s, c->stall_connections,
             c->connect_timeout_s, c->ramp_s, c->hist_precision,
             c->rpc == BENCHRUN_RPC_SUBSCRIBE ? "subscribe" : "watch",
-            c->rpc == BENCHRUN_RPC_SUBSCRIBE ? c->subs_per_stream : 1);
+            c->rpc == BENCHRUN_RPC_SUBSCRIBE ? c->subs_per_stream : 1,
+            c->client == BENCHRUN_CLIENT_H2 ? "h2" : "grpc");
     if (c->feed) {
         fprintf(f, "{\"spec\":");
         json_str(f, c->feed->spec);
@@ -844,6 +881,9 @@ static void write_json(FILE *f, const struct benchrun_config *c, const struct be
     fprintf(f, ",\n");
     fprintf(f, "\"client_cpu\":{\"user_s\":%.3f,\"sys_s\":%.3f},\"fd_limit\":%" PRIu64 ",\n",
             r->cpu_user_s, r->cpu_sys_s, r->fd_limit);
+    if (r->server_cpu_read)
+        fprintf(f, "\"server_cpu\":{\"pid\":%d,\"user_s\":%.3f,\"sys_s\":%.3f},\n", c->server_pid,
+                r->server_cpu_user_s, r->server_cpu_sys_s);
     fprintf(f, "\"stalled\":[");
     for (size_t i = 0; i < r->n_stalled; i++) {
         const struct benchrun_stalled *s = &r->stalled[i];

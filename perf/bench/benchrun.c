@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <grpc/byte_buffer.h>
 #include <grpc/byte_buffer_reader.h>
@@ -32,6 +33,19 @@
 #include "events/v1/watcher.pb-c.h"
 #include "evparse.h"
 #include "subparse.h"
+
+#ifdef TICKFAN_BENCH_H2
+#include <sys/epoll.h>
+
+#include "h2conn.h"
+/* --client h2 windows: a normal stream's is the most gRPC's own BDP probing
+ * grows one to (4 MiB); a stalled connection keeps HTTP/2's initial 64 KiB,
+ * as the gRPC client does with BDP probing off */
+#define H2_STREAM_WINDOW (4u << 20)
+#define H2_CONNECTION_WINDOW (64u << 20)
+#define H2_STALLED_WINDOW 65535u
+#define H2_STOP_WAIT_NS 2000000000LL
+#endif
 
 #define WATCH_METHOD "/events.v1.Watcher/Watch"
 #define SUBSCRIBE_METHOD "/events.v1.Watcher/Subscribe"
@@ -48,7 +62,9 @@ enum { OP_START = 0, OP_RECV = 1, OP_STATUS = 2, OP_SEND = 3, OP_MASK = 3 };
 #define PENDING(op) (1u << (op))
 
 struct stream {
-    grpc_call *call; /* Watch only */
+    grpc_call *call;     /* Watch only */
+    struct h2stream *h2; /* Watch with --client h2, instead of call */
+    char h2_cursor[96];  /* its tickfan-cursor trailer */
     struct worker *w;
     struct subcall *sc; /* Subscribe only: the stream carrying it, and its id there */
     uint32_t id;
@@ -128,6 +144,12 @@ struct worker {
     uint32_t *ids; /* Subscribe mode: one delivery's ids */
     size_t ids_cap;
     uint64_t pending_ops;
+    /* --client h2: this worker's connections (conn % threads), polled */
+    int ep;
+    uint32_t *conns; /* indexes into run.h2conns */
+    uint32_t n_conns;
+    bool *conn_out;  /* EPOLLOUT armed */
+    bool *conn_dead; /* out of the poll set */
     hist_t *hist;
     hist_t *hist_ingest;
     uint64_t latency_negative;
@@ -148,6 +170,7 @@ struct worker {
 struct run {
     const struct benchrun_config *cfg;
     grpc_channel **channels;
+    struct h2conn **h2conns; /* --client h2, instead of channels */
     uint32_t n_channels;
     grpc_slice *requests; /* encoded WatchRequest per overflow policy 0..3 */
     struct stream *streams;
@@ -245,6 +268,19 @@ static void measure(struct worker *w, struct stream *s, const struct evparse_eve
 
 static void sub_remove(struct worker *w, struct stream *s);
 
+/* Cancels a Watch stream, whichever client carries it. */
+static void cancel_call(struct stream *s)
+{
+    s->cancelled = true;
+#ifdef TICKFAN_BENCH_H2
+    if (s->h2) {
+        h2stream_cancel(s->h2);
+        return;
+    }
+#endif
+    grpc_call_cancel(s->call, NULL);
+}
+
 static void on_data(struct worker *w, struct stream *s, const struct evparse_event *ev,
                     int64_t *now)
 {
@@ -308,8 +344,7 @@ static void on_data(struct worker *w, struct stream *s, const struct evparse_eve
         if (s->sc) {
             sub_remove(w, s);
         } else {
-            s->cancelled = true;
-            grpc_call_cancel(s->call, NULL);
+            cancel_call(s);
         }
         settle(s);
     }
@@ -382,23 +417,29 @@ static void on_parsed(struct worker *w, struct stream *s, int rc, const struct e
     }
 }
 
-static void on_message(struct worker *w, struct stream *s, grpc_byte_buffer *bb)
+/* One Watch message's bytes (NULL: unreadable), whichever client read it. */
+static void on_message_bytes(struct worker *w, struct stream *s, const uint8_t *p, size_t n)
 {
     struct evparse_event ev;
-    grpc_slice all;
-    const uint8_t *p;
-    size_t n;
     int64_t now = 0;
-    if (!message_bytes(bb, &all, &p, &n)) {
-        s->bad++;
-        return;
-    }
     s->msgs++;
     s->bytes += n;
     if (!s->stalled)
         bump(&w->msgs_seen, 1);
-    int rc = evparse_watch_event(p, n, &ev);
+    int rc = p ? evparse_watch_event(p, n, &ev) : -1;
     on_parsed(w, s, rc, &ev, &now);
+}
+
+static void on_message(struct worker *w, struct stream *s, grpc_byte_buffer *bb)
+{
+    grpc_slice all;
+    const uint8_t *p;
+    size_t n;
+    if (!message_bytes(bb, &all, &p, &n)) {
+        s->bad++;
+        return;
+    }
+    on_message_bytes(w, s, p, n);
     grpc_slice_unref(all);
 }
 
@@ -418,9 +459,60 @@ static void post_recv(struct worker *w, struct stream *s)
     w->pending_ops++;
 }
 
+#ifdef TICKFAN_BENCH_H2
+/* ---- Watch streams on HTTP/2 directly (--client h2) ---------------------- */
+
+static bool h2_on_message(void *ud, const uint8_t *p, size_t n)
+{
+    struct stream *s = ud;
+    on_message_bytes(s->w, s, p, n);
+    /* a stalled stream reads its first message (it is connected), then
+     * nothing until it is resumed, as with the gRPC client */
+    return !s->stalled || s->resumed;
+}
+
+static void h2_on_end(void *ud, int status, const char *message, const char *cursor)
+{
+    struct stream *s = ud;
+    s->status_done = true;
+    s->status = (grpc_status_code)status;
+    grpc_slice_unref(s->details);
+    s->details = grpc_slice_from_copied_string(message);
+    snprintf(s->h2_cursor, sizeof(s->h2_cursor), "%s", cursor);
+    if (!s->connected)
+        bump32(&s->w->failed);
+    settle(s);
+}
+
+static const struct h2conn_handler h2_handler = {.on_message = h2_on_message, .on_end = h2_on_end};
+
+static void open_stream_h2(struct worker *w, struct stream *s)
+{
+    struct run *run = w->run;
+    const grpc_slice *req = &run->requests[s->overflow];
+    s->opened = true;
+    s->h2 = h2conn_call(run->h2conns[s->conn], WATCH_METHOD, GRPC_SLICE_START_PTR(*req),
+                        GRPC_SLICE_LENGTH(*req), s);
+    if (!s->h2) {
+        s->status_done = true;
+        s->status = GRPC_STATUS_UNAVAILABLE;
+        grpc_slice_unref(s->details);
+        s->details = grpc_slice_from_static_string("cannot start the call: connection lost");
+        bump32(&w->failed);
+        settle(s);
+    }
+}
+#endif
+
 static void open_stream(struct worker *w, struct stream *s)
 {
     struct run *run = w->run;
+#ifdef TICKFAN_BENCH_H2
+    if (run->cfg->client == BENCHRUN_CLIENT_H2) {
+        open_stream_h2(w, s);
+        return;
+    }
+#endif
     grpc_slice method = grpc_slice_from_static_string(WATCH_METHOD);
     s->opened = true;
     s->call = grpc_channel_create_call(run->channels[s->conn], NULL, GRPC_PROPAGATE_DEFAULTS, w->cq,
@@ -831,15 +923,101 @@ static void cancel_where(struct worker *w, bool only_unconnected)
         struct stream *s = w->streams[i];
         if (s->status_done || s->cancelled || (only_unconnected && s->connected))
             continue;
-        s->cancelled = true;
-        grpc_call_cancel(s->call, NULL);
+        cancel_call(s);
     }
 }
+
+#ifdef TICKFAN_BENCH_H2
+/* Arms or disarms EPOLLOUT on connection k of the worker as its output
+ * needs; drops a lost connection from the poll set. */
+static void h2_poll_set(struct worker *w, uint32_t k, int flush_rc)
+{
+    struct h2conn *c = w->run->h2conns[w->conns[k]];
+    if (w->conn_dead[k])
+        return;
+    if (flush_rc < 0) {
+        epoll_ctl(w->ep, EPOLL_CTL_DEL, h2conn_fd(c), NULL);
+        w->conn_dead[k] = true;
+        return;
+    }
+    bool want = flush_rc > 0;
+    if (want == w->conn_out[k])
+        return;
+    struct epoll_event ev = {.events = EPOLLIN | (want ? EPOLLOUT : 0u), .data.u32 = k};
+    epoll_ctl(w->ep, EPOLL_CTL_MOD, h2conn_fd(c), &ev);
+    w->conn_out[k] = want;
+}
+
+/* The worker with --client h2: the same phases as worker_main, its
+ * connections polled with epoll instead of a completion queue. */
+static void *worker_main_h2(struct worker *w)
+{
+    struct run *run = w->run;
+    int64_t stop_at = 0;
+    struct epoll_event evs[64];
+    for (;;) {
+        int64_t now = clock_mono_ns();
+        int phase = atomic_load_explicit(&run->phase, memory_order_relaxed);
+        if (phase != PHASE_STOP)
+            open_due(w, now);
+        if (!w->deadline_done && atomic_load(&run->connect_deadline)) {
+            w->deadline_done = true;
+            cancel_where(w, true);
+        }
+        if (!w->resumed_all && atomic_load(&run->resume)) {
+            w->resumed_all = true;
+            for (uint32_t i = 0; i < w->opened; i++) {
+                struct stream *s = w->streams[i];
+                if (!s->stalled || !s->h2)
+                    continue;
+                s->resumed = true;
+                s->data_before_resume = s->data;
+                h2stream_resume(s->h2);
+            }
+        }
+        if (phase == PHASE_STOP) {
+            if (!w->cancelled_all) {
+                w->cancelled_all = true;
+                stop_at = now;
+                for (uint32_t i = w->opened; i < w->n; i++) {
+                    bump32(&w->failed);
+                    settle(w->streams[i]);
+                }
+                cancel_where(w, false);
+            }
+            size_t open = 0;
+            for (uint32_t k = 0; k < w->n_conns; k++)
+                if (!w->conn_dead[k])
+                    open += h2conn_open_calls(run->h2conns[w->conns[k]]);
+            /* every cancel answered, or the server no longer reads */
+            if (open == 0 || now - stop_at >= H2_STOP_WAIT_NS)
+                break;
+        }
+        for (uint32_t k = 0; k < w->n_conns; k++)
+            if (!w->conn_dead[k])
+                h2_poll_set(w, k, h2conn_flush(run->h2conns[w->conns[k]]));
+        int n = epoll_wait(w->ep, evs, (int)(sizeof(evs) / sizeof(evs[0])), POLL_MS);
+        for (int i = 0; i < n; i++) {
+            uint32_t k = evs[i].data.u32;
+            if (w->conn_dead[k])
+                continue;
+            if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR) &&
+                h2conn_read(run->h2conns[w->conns[k]]) < 0)
+                h2_poll_set(w, k, -1);
+        }
+    }
+    return NULL;
+}
+#endif
 
 static void *worker_main(void *p)
 {
     struct worker *w = p;
     struct run *run = w->run;
+#ifdef TICKFAN_BENCH_H2
+    if (run->cfg->client == BENCHRUN_CLIENT_H2)
+        return worker_main_h2(w);
+#endif
     for (;;) {
         int64_t now = clock_mono_ns();
         int phase = atomic_load_explicit(&run->phase, memory_order_relaxed);
@@ -1021,6 +1199,72 @@ static int make_calls(struct run *run)
     return 0;
 }
 
+bool benchrun_has_h2(void)
+{
+#ifdef TICKFAN_BENCH_H2
+    return true;
+#else
+    return false;
+#endif
+}
+
+/* --client h2: connection c, opened now (blocking connect). */
+static int connect_h2(struct run *run, uint32_t c, bool stalled)
+{
+#ifdef TICKFAN_BENCH_H2
+    if (!run->h2conns) {
+        run->h2conns = calloc(run->n_channels, sizeof(*run->h2conns));
+        if (!run->h2conns)
+            return -ENOMEM;
+    }
+    struct h2conn_options opt = {
+        .stream_window = stalled ? H2_STALLED_WINDOW : H2_STREAM_WINDOW,
+        .connection_window = stalled ? H2_STALLED_WINDOW : H2_CONNECTION_WINDOW,
+    };
+    char err[256];
+    int rc =
+        h2conn_connect(&run->h2conns[c], run->cfg->server, &opt, &h2_handler, err, sizeof(err));
+    if (rc)
+        fprintf(stderr, "tickfan-bench: connection %u: %s\n", c, err);
+    return rc;
+#else
+    (void)run;
+    (void)c;
+    (void)stalled;
+    return -ENOTSUP;
+#endif
+}
+
+/* --client h2: each worker polls connections c with c % threads == id. */
+static int poll_h2(struct run *run)
+{
+#ifdef TICKFAN_BENCH_H2
+    uint32_t threads = run->cfg->threads;
+    for (uint32_t t = 0; t < threads; t++) {
+        struct worker *w = &run->workers[t];
+        uint32_t most = run->n_channels / threads + 1;
+        w->conns = calloc(most, sizeof(*w->conns));
+        w->conn_out = calloc(most, sizeof(*w->conn_out));
+        w->conn_dead = calloc(most, sizeof(*w->conn_dead));
+        w->ep = epoll_create1(EPOLL_CLOEXEC);
+        if (!w->conns || !w->conn_out || !w->conn_dead || w->ep < 0)
+            return -ENOMEM;
+    }
+    for (uint32_t c = 0; c < run->n_channels; c++) {
+        struct worker *w = &run->workers[c % threads];
+        uint32_t k = w->n_conns++;
+        w->conns[k] = c;
+        struct epoll_event ev = {.events = EPOLLIN, .data.u32 = k};
+        if (epoll_ctl(w->ep, EPOLL_CTL_ADD, h2conn_fd(run->h2conns[c]), &ev) != 0)
+            return -errno;
+    }
+    return 0;
+#else
+    (void)run;
+    return -ENOTSUP;
+#endif
+}
+
 static int check_config(const struct benchrun_config *cfg)
 {
     const char *why = NULL;
@@ -1044,6 +1288,13 @@ static int check_config(const struct benchrun_config *cfg)
         why = "unknown rpc";
     else if (cfg->rpc == BENCHRUN_RPC_SUBSCRIBE && cfg->stall)
         why = "stalled streams are Watch streams only";
+    else if (cfg->client != BENCHRUN_CLIENT_GRPC && cfg->client != BENCHRUN_CLIENT_H2)
+        why = "unknown client";
+    else if (cfg->client == BENCHRUN_CLIENT_H2 && cfg->rpc != BENCHRUN_RPC_WATCH)
+        why = "--client h2 reads Watch streams only (Subscribe is read with gRPC)";
+    else if (cfg->client == BENCHRUN_CLIENT_H2 && !benchrun_has_h2())
+        why = "--client h2: this tickfan-bench was built without libnghttp2 "
+              "(install libnghttp2-dev and rebuild)";
     else if (cfg->rpc == BENCHRUN_RPC_SUBSCRIBE &&
              (cfg->subs_per_stream == 0 || cfg->subs_per_stream >= SENDQ_REMOVE / 2))
         why = "subscriptions per stream must be at least 1";
@@ -1159,8 +1410,11 @@ static void collect(struct run *run, struct benchrun_results *res)
             st->ended = s->status_done && !s->cancelled;
             st->status = s->status_done ? (int)s->status : -1;
             slice_text(s->details, st->details, sizeof(st->details));
-            trailer(&s->trailing_md, "tickfan-cursor", st->cursor_trailer,
-                    sizeof(st->cursor_trailer));
+            if (s->h2)
+                snprintf(st->cursor_trailer, sizeof(st->cursor_trailer), "%s", s->h2_cursor);
+            else
+                trailer(&s->trailing_md, "tickfan-cursor", st->cursor_trailer,
+                        sizeof(st->cursor_trailer));
             continue;
         }
         if (cfg->messages && !s->done)
@@ -1271,6 +1525,29 @@ static double cpu_s(int which)
     return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
 }
 
+/* utime and stime of process pid, in seconds (false: unreadable). */
+static bool proc_cpu_s(int pid, double *user, double *sys)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    /* fields 14 and 15, counted after the ")" that ends the command name */
+    const char *p = strrchr(buf, ')');
+    unsigned long long ut, st;
+    if (!p ||
+        sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return false;
+    long hz = sysconf(_SC_CLK_TCK);
+    *user = (double)ut / (double)hz;
+    *sys = (double)st / (double)hz;
+    return true;
+}
+
 static void sleep_ms(int ms)
 {
     struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
@@ -1321,6 +1598,8 @@ static void pace(struct run *run, struct benchrun_results *res)
     int64_t t1 = clock_mono_ns();
     res->connect_s = (double)(t1 - start) / 1e9;
     double u0 = cpu_s(0), s0 = cpu_s(1);
+    double su0 = 0, ss0 = 0;
+    bool server_cpu = cfg->server_pid > 0 && proc_cpu_s(cfg->server_pid, &su0, &ss0);
     uint64_t seen0 = sum_data_seen(run);
     uint64_t msgs0 = sum_u64(run, offsetof(struct worker, msgs_seen));
     atomic_store(&run->phase, PHASE_RUN);
@@ -1357,6 +1636,12 @@ static void pace(struct run *run, struct benchrun_results *res)
     res->window_s = (double)(t2 - t1) / 1e9;
     res->cpu_user_s = cpu_s(0) - u0;
     res->cpu_sys_s = cpu_s(1) - s0;
+    double su1, ss1;
+    if (server_cpu && proc_cpu_s(cfg->server_pid, &su1, &ss1)) {
+        res->server_cpu_read = true;
+        res->server_cpu_user_s = su1 - su0;
+        res->server_cpu_sys_s = ss1 - ss0;
+    }
     if (run->feed)
         drain(run, res);
     atomic_store(&run->phase, PHASE_STOP);
@@ -1377,6 +1662,13 @@ static void destroy_run(struct run *run)
             }
             if (w->cq)
                 grpc_completion_queue_destroy(w->cq);
+#ifdef TICKFAN_BENCH_H2
+            if (w->ep > 0)
+                close(w->ep);
+#endif
+            free(w->conns);
+            free(w->conn_out);
+            free(w->conn_dead);
             hist_destroy(w->hist);
             hist_destroy(w->hist_ingest);
             free(w->streams);
@@ -1413,6 +1705,13 @@ static void destroy_run(struct run *run)
         }
         free(run->calls);
     }
+#ifdef TICKFAN_BENCH_H2
+    if (run->h2conns) {
+        for (uint32_t c = 0; c < run->n_channels; c++)
+            h2conn_destroy(run->h2conns[c]);
+        free(run->h2conns);
+    }
+#endif
     if (run->channels) {
         for (uint32_t c = 0; c < run->n_channels; c++)
             if (run->channels[c])
@@ -1479,7 +1778,13 @@ int benchrun_run(const struct benchrun_config *cfg, struct benchrun_results *res
     rc = encode_requests(&run);
     if (rc)
         goto out_destroy;
-    for (uint32_t c = 0; c < run.n_channels; c++) {
+    bool h2 = cfg->client == BENCHRUN_CLIENT_H2;
+    for (uint32_t c = 0; c < run.n_channels && h2; c++) {
+        rc = connect_h2(&run, c, c >= normal_conns);
+        if (rc)
+            goto out_destroy;
+    }
+    for (uint32_t c = 0; c < run.n_channels && !h2; c++) {
         run.channels[c] = make_channel(cfg->server, c, c >= normal_conns);
         if (!run.channels[c]) {
             fprintf(stderr, "tickfan-bench: cannot create a channel to %s\n", cfg->server);
@@ -1494,9 +1799,12 @@ int benchrun_run(const struct benchrun_config *cfg, struct benchrun_results *res
         w->cq = grpc_completion_queue_create_for_next(NULL);
         /* Subscribe: whole streams of subscriptions per worker, so the
          * share may be uneven */
-        w->streams = calloc(cfg->rpc == BENCHRUN_RPC_SUBSCRIBE ? cfg->streams
-                                                               : cfg->streams / cfg->threads + 1,
-                            sizeof(*w->streams));
+        /* Subscribe, and Watch with --client h2: whole streams, or whole
+         * connections, per worker (connection % threads) */
+        w->streams =
+            calloc(cfg->rpc == BENCHRUN_RPC_SUBSCRIBE || h2 ? cfg->streams
+                                                            : cfg->streams / cfg->threads + 1,
+                   sizeof(*w->streams));
         rc = hist_create(&w->hist, cfg->hist_precision);
         if (rc == 0)
             rc = hist_create(&w->hist_ingest, cfg->hist_precision);
@@ -1513,6 +1821,11 @@ int benchrun_run(const struct benchrun_config *cfg, struct benchrun_results *res
     }
     if (cfg->rpc == BENCHRUN_RPC_SUBSCRIBE) {
         rc = make_calls(&run);
+        if (rc)
+            goto out_destroy;
+    }
+    if (h2) {
+        rc = poll_h2(&run);
         if (rc)
             goto out_destroy;
     }
@@ -1547,6 +1860,8 @@ int benchrun_run(const struct benchrun_config *cfg, struct benchrun_results *res
             s->id = i / run.n_calls + 1;
             s->w = w = c->w;
             c->subs[s->id - 1] = s;
+        } else if (h2) {
+            s->w = w = &run.workers[s->conn % cfg->threads];
         }
         w->streams[w->n++] = s;
     }

@@ -70,6 +70,12 @@ enum benchrun_rpc {
     BENCHRUN_RPC_SUBSCRIBE, /* subs_per_stream subscriptions per Subscribe stream */
 };
 
+/* What reads the Watch streams (Subscribe is always read with gRPC). */
+enum benchrun_client {
+    BENCHRUN_CLIENT_GRPC = 0, /* gRPC C core: a batch and a completion per message */
+    BENCHRUN_CLIENT_H2,       /* h2conn.h: HTTP/2 frames parsed in place (libnghttp2) */
+};
+
 struct benchrun_config {
     const char *server; /* gRPC target, "host:port" */
     const char *topic;
@@ -99,7 +105,12 @@ struct benchrun_config {
                                * window, to receive what was sent */
     int rpc;                  /* enum benchrun_rpc */
     uint32_t subs_per_stream; /* BENCHRUN_RPC_SUBSCRIBE: at most this many per stream */
+    int client;               /* enum benchrun_client */
+    int server_pid;           /* > 0: read this process's CPU time over the window */
 };
+
+/* Was this build linked with libnghttp2 (BENCHRUN_CLIENT_H2)? */
+bool benchrun_has_h2(void);
 
 /* What a stalled stream saw, and how it ended. */
 struct benchrun_stalled {
@@ -183,6 +194,10 @@ struct benchrun_results {
     double connect_s;
     double window_s;
     double cpu_user_s, cpu_sys_s; /* this process, during the window */
+    /* the server's (config server_pid), during the window; valid when
+     * server_cpu_read */
+    bool server_cpu_read;
+    double server_cpu_user_s, server_cpu_sys_s;
     uint64_t fd_limit;
 
     struct benchrun_stalled *stalled;

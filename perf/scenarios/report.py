@@ -44,6 +44,19 @@ def load_avg(path):
         return None
 
 
+def client_text(figures, servers):
+    """What read the Watch streams in this run (tickfan-bench --client)."""
+    seen = set()
+    for srv in servers:
+        for v in figures[srv].values():
+            for c in (v["steps"] if "steps" in v else [v]):
+                if c.get("ran") and c.get("bench_client"):
+                    seen.add(c["bench_client"])
+    names = {"h2": "`--client h2` (HTTP/2 frames parsed in place, libnghttp2)",
+             "grpc": "`--client grpc` (gRPC C core)"}
+    return " and ".join(names.get(x, x) for x in sorted(seen)) or "(no case ran)"
+
+
 def case(run_dir, scen, step, server):
     base = os.path.join(run_dir, f"{scen}.{step}.{server}")
     meta = load(base + ".meta.json") or {}
@@ -59,6 +72,12 @@ def case(run_dir, scen, step, server):
     total = msgs.get("total", 0)
     idle = load(base + ".idle.json") if scen == "s5" else None
     cpu = meta.get("server_cpu_s")
+    # the server's CPU over the bench's run window (tickfan-bench
+    # --server-pid): steady state, without connect and drain; the whole-case
+    # figure stays as server_cpu_s_per_million_case
+    wcpu = res.get("server_cpu")
+    wcpu_s = wcpu["user_s"] + wcpu["sys_s"] if wcpu else None
+    in_window = msgs.get("window", 0)
     if not bench or "error" in meta:
         return {"feed_rate": meta.get("feed_rate"), "ran": False, "error": meta.get("error", "no bench output"),
                 "bench_pass": None, "failures": [], "delivered_per_s": None, "gaps": None,
@@ -100,11 +119,24 @@ def case(run_dir, scen, step, server):
             "server_socket_drops": meta.get("feed_udp_drops"),
         },
         "server_cpu_s": cpu,
-        "server_cpu_s_per_million": (cpu / total * 1e6) if cpu is not None and total else None,
+        "server_cpu_s_window": wcpu_s,
+        "server_cpu_s_per_million": (wcpu_s / in_window * 1e6 if wcpu_s is not None and in_window
+                                     else (cpu / total * 1e6) if cpu is not None and total
+                                     else None),
+        "server_cpu_s_per_million_case": (cpu / total * 1e6) if cpu is not None and total else None,
+        "server_cpu_measured_over": "window" if wcpu_s is not None and in_window else "case",
         "rss_before_mb": meta.get("rss_before_kb", 0) / 1024.0 if meta else None,
         "rss_peak_mb": meta.get("rss_peak_kb", 0) / 1024.0 if meta else None,
         "bench_json": os.path.relpath(base + ".json", run_dir),
     }
+    # the bench's own share of its core in the window: near 100 % the client,
+    # not the server, may be what a figure measures
+    ccpu = res.get("client_cpu") or {}
+    win = res.get("window_s")
+    out["bench_cpu_pct"] = (100.0 * (ccpu.get("user_s", 0) + ccpu.get("sys_s", 0)) / win
+                            if win else None)
+    out["server_cpu_pct_window"] = 100.0 * wcpu_s / win if wcpu_s is not None and win else None
+    out["bench_client"] = (bench.get("config") or {}).get("client", "grpc")
     if res.get("stalled"):
         out["stalled"] = res["stalled"]
     if idle is not None:
@@ -299,14 +331,18 @@ def main():
              f"(`emitted_at_unix_micros`, same host clock): corrected for coordinated "
              f"omission, and it includes the sender's own lateness; a tick a stream still "
              f"lacked 2 s after the feed stopped counts at its age then (a lower bound). "
-             f"The servers' feed sockets had {rcvbuf_text(figures, servers)} of receive buffer. Ratio = "
+             f"The servers' feed sockets had {rcvbuf_text(figures, servers)} of receive buffer. "
+             f"The bench reads the Watch streams with {client_text(figures, servers)}. Server CPU "
+             f"is read by the bench from /proc at the start and end of its run window (steady "
+             f"state: no connect, no drain) and divided by the Data delivered in that window; "
+             f"bench CPU is the client's own share of its core in the same window. Ratio = "
              f"tickfand / go peer; \"better is\" says which direction wins.\n")
     e = env
     L.append(f"## 1. Fanout capacity ({e['S1_STREAMS']} subscribers, {e['S1_CONNS']} connections, "
              f"{e['S1_SECONDS']} s per step)\n")
     L.append("| offered ticks/s | offered deliveries/s | " + " | ".join(
-        f"{NAMES[s]} delivered/s | {NAMES[s]} p99 ms | {NAMES[s]} ok" for s in servers) + " |")
-    L.append("| --- | --- | " + " | ".join("--- | --- | ---" for _ in servers) + " |")
+        f"{NAMES[s]} delivered/s | {NAMES[s]} p99 ms | {NAMES[s]} ok | bench CPU" for s in servers) + " |")
+    L.append("| --- | --- | " + " | ".join("--- | --- | --- | ---" for _ in servers) + " |")
     for i, r in enumerate(rates):
         cells = []
         for s in servers:
@@ -317,7 +353,9 @@ def main():
                 "p99" if (c["latency_ms"]["p99"] or 1e9) >= p99_limit else "",
                 "rate" if (c["delivered_per_s"] or 0) < 0.97 * r * s1_streams else "",
                 "check" if not c["bench_pass"] else ""])) + ")")
-            cells.append(f"{fmt(c['delivered_per_s'])} | {fmt(c['latency_ms']['p99'])} | {why}")
+            bc = c.get("bench_cpu_pct")
+            cells.append(f"{fmt(c['delivered_per_s'])} | {fmt(c['latency_ms']['p99'])} | {why} | "
+                         f"{'-' if bc is None else '%.0f %%' % bc}")
         L.append(f"| {r} | {r * s1_streams:,} | " + " | ".join(cells) + " |")
     L.append("")
     L.append(header(servers))
@@ -345,12 +383,14 @@ def main():
         ("ticks x streams not delivered after the drain", lambda c: c["feed"].get("undelivered_after_drain"), False, ""),
         ("feed datagrams dropped by the server's socket", lambda c: c["feed"].get("server_socket_drops"), False, ""),
         ("server CPU s per million delivered", lambda c: c["server_cpu_s_per_million"], False, ""),
+        ("server CPU in the window, % of its core", lambda c: c.get("server_cpu_pct_window"), False, ""),
+        ("bench CPU in the window, % of its core", lambda c: c.get("bench_cpu_pct"), False, ""),
         ("server VmRSS peak, MB", lambda c: c["rss_peak_mb"], False, ""),
     ]
     block(f"## 2. Latency at fixed load ({e['S2_STREAMS']} subscribers x {e['S2_RATE']} ticks/s, "
           f"{e['S2_SECONDS']} s)", "s2_latency_fixed_load", lat_rows)
     block(f"## 3. Single stream (feed at {int(e['S3_RATE']):,} ticks/s, {e['S3_SECONDS']} s)",
-          "s3_single_stream", lat_rows[:11])
+          "s3_single_stream", lat_rows[:13])
     block(f"## 4. Slow-consumer isolation (scenario 2 + {e['S4_STALL']} stalled subscribers, "
           f"{e['S4_SECONDS']} s)", "s4_slow_consumer", [
               ("healthy delivered msgs/s", lambda c: c["delivered_per_s"], True, ""),
@@ -360,6 +400,7 @@ def main():
               ("Gaps + order violations (healthy)", lambda c: None if c["gaps"] is None else c["gaps"] + c["order_violations"], False, ""),
               ("ticks x healthy streams not delivered after the drain", lambda c: c["feed"].get("undelivered_after_drain"), False, ""),
               ("server CPU s per million delivered", lambda c: c["server_cpu_s_per_million"], False, ""),
+              ("bench CPU in the window, % of its core", lambda c: c.get("bench_cpu_pct"), False, ""),
               ("server VmRSS peak, MB", lambda c: c["rss_peak_mb"], False, ""),
           ])
     block(f"## 5. Connection scale ({e['S5_IDLE']} idle streams over {e['S5_IDLE_CONNS']} connections "

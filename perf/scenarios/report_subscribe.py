@@ -53,8 +53,11 @@ def one(run_dir, scen, step, row):
     c["client_bound"] = c["bench_cpu_pct"] is not None and c["bench_cpu_pct"] >= CLIENT_BOUND_PCT
     c["wire"] = res.get("wire")
     wall = meta.get("server_wall_s")
-    c["server_cpu_pct"] = (100.0 * meta["server_cpu_s"] / wall
-                           if wall and meta.get("server_cpu_s") is not None else None)
+    if c.get("server_cpu_s_window") is not None and win:
+        c["server_cpu_pct"] = 100.0 * c["server_cpu_s_window"] / win
+    else:
+        c["server_cpu_pct"] = (100.0 * meta["server_cpu_s"] / wall
+                               if wall and meta.get("server_cpu_s") is not None else None)
     c["rss_kb_per_subscription"] = None
     c["failure_statuses"] = res.get("failure_statuses") or {}
     c["first_failure"] = res.get("first_failure") or ""
@@ -192,9 +195,11 @@ def main():
                  f"| {cell(sg, sg['delivered_per_s'])} | {bench_cell(sg)} "
                  f"| {cell(idle, idle.get('rss_kb_per_subscription'))} |")
     L.append("")
-    L.append("Server CPU is its share of CPU 0 over the whole bench run (connect, window, "
-             "drain); per million deliveries counts the same CPU time against every Data "
-             "delivered. Deliveries per message: Data and other events delivered, per gRPC "
+    L.append("Server CPU is its share of CPU 0 in the bench's run window, read by the bench "
+             "from /proc at the window's start and end (steady state: no connect, no drain); "
+             "per million deliveries divides that CPU time by the Data delivered in the window. "
+             "The Watch rows are read with the bench's `--client h2` (HTTP/2 frames parsed in "
+             "place), the Subscribe rows with gRPC C core. Deliveries per message: Data and other events delivered, per gRPC "
              "message the bench received (Watch: 1).\n")
 
     L.append(f"## Capacity steps ({e['SUB_CAP_SECONDS']} s per step)\n")

@@ -65,13 +65,31 @@ def ensure_fd_limit(need):
 # order. How long that took is printed, not asserted (a busy machine is
 # slower, never less exact). A sanitizer build is several times slower: it
 # gets a fifth of the rate, and the same checks.
-def test_thousand_streams_each_get_every_event_in_order(tickfand, tmp_path):
+def h2_client_built():
+    """Was tickfan-bench built with libnghttp2 (--client h2)?"""
+    p = subprocess.run([BENCH, "--client", "h2", "--help"], capture_output=True, text=True)
+    return p.returncode == 0
+
+
+# Both of the bench's Watch clients: gRPC C core, and its own HTTP/2 reader
+# (--client h2), which perf/run uses so that the bench core is not the limit.
+CLIENTS = pytest.mark.parametrize("client", [
+    "grpc",
+    pytest.param("h2", marks=pytest.mark.skipif(
+        os.access(BENCH, os.X_OK) and not h2_client_built(),
+        reason="SKIPPED LOUDLY: tickfan-bench was built without libnghttp2 (--client h2); "
+               "scripts/deps installs libnghttp2-dev")),
+])
+
+
+@CLIENTS
+def test_thousand_streams_each_get_every_event_in_order(tickfand, tmp_path, client):
     rate = 20 if h.sanitizer() else 100
     n = rate * 10
     print(f"sim rate {rate}/s ({h.sanitizer() or 'no'} sanitizer): {n} events per stream")
     srv = tickfand("--shards", "2", "--sim-rate", rate)
-    code, _, r = run_bench(srv, tmp_path, "--streams", 1000, "--connections", 8,
-                           "--threads", 2, "--start", "earliest", "--messages", n,
+    code, _, r = run_bench(srv, tmp_path, "--client", client, "--streams", 1000,
+                           "--connections", 8, "--threads", 2, "--start", "earliest", "--messages", n,
                            "--duration", 50, timeout=80)
     st, ov, m, seq = r["streams"], r["order_violations"], r["messages"], r["seq"]
     print(f"1000 streams had seq 1..{n} {r['connect_s'] + r['window_s']:.1f} s after "
@@ -129,8 +147,9 @@ STALL_S = 8.0
 RSS_BOUND_KIB = 64 * 1024
 
 
+@CLIENTS
 def test_slow_consumers_cost_bounded_memory_and_are_told_what_they_missed(
-        tickfand, tmp_path, monkeypatch):
+        tickfand, tmp_path, monkeypatch, client):
     # ASan keeps freed memory in a quarantine (256 MiB by default), which
     # would show up as growth here; a small one measures the server instead.
     # No effect on a build without ASan.
@@ -151,7 +170,8 @@ def test_slow_consumers_cost_bounded_memory_and_are_told_what_they_missed(
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     try:
-        code, _, r = run_bench(srv, tmp_path, "--streams", 20, "--connections", 2,
+        code, _, r = run_bench(srv, tmp_path, "--client", client, "--streams", 20,
+                               "--connections", 2,
                                "--stall", 2, "--stall-overflow", "drop,disconnect",
                                "--stall-resume-after", STALL_S, "--duration", STALL_S + 4,
                                timeout=60)
