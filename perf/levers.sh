@@ -9,8 +9,11 @@
 # messages delivered in the window, p99 latency, server CPU per million
 # messages (utime+stime of the server over the bench's run window, read by
 # the bench with --server-pid; Data delivered in that window), the
-# server's futex and sendmsg calls per 1,000 messages (perf stat on the
-# server process, when perf can count syscall tracepoints here), and the
+# server's futex and sendmsg calls per 1,000 messages (SYSCALLS=1: perf
+# stat on the server process, when perf can count syscall tracepoints
+# here; the tracepoints cost the server CPU of their own, several seconds
+# per million messages on this project's virtual machine, so the CPU
+# column of such a run is not comparable with one without), and the
 # bench's own CPU (a client near 100 % of its CPU makes the row no result).
 #
 # Usage: perf/levers.sh [BUILD_DIR]          (default: build)
@@ -18,7 +21,7 @@
 # below), ROUNDS (default 2: variants alternate, each run ROUNDS times),
 # RATES (default "100 200"), SINGLE (default 1: also the single stream),
 # SECONDS_B (default 10), TICKFAND (default BUILD_DIR/tickfand),
-# TICKFAN_BENCH_PORT (default 50161), BENCH_CLIENT (h2: the bench's own
+# TICKFAN_BENCH_PORT (default 50161), SYSCALLS (default 0, above), BENCH_CLIENT (h2: the bench's own
 # HTTP/2 reader, or grpc; see perf/run). Run it on a quiet machine.
 set -euo pipefail
 
@@ -50,7 +53,7 @@ else
 fi
 
 perf_ok=0
-if command -v perf >/dev/null 2>&1 &&
+if [[ ${SYSCALLS:-0} == 1 ]] && command -v perf >/dev/null 2>&1 &&
   perf stat -e syscalls:sys_enter_futex -- true >/dev/null 2>&1; then
   perf_ok=1
 fi
