@@ -927,6 +927,56 @@ static void cancel_where(struct worker *w, bool only_unconnected)
     }
 }
 
+/* A stalled stream reads again, whichever client carries it. */
+static void resume_stream(struct worker *w, struct stream *s)
+{
+#ifdef TICKFAN_BENCH_H2
+    if (w->run->cfg->client == BENCHRUN_CLIENT_H2) {
+        if (s->h2)
+            h2stream_resume(s->h2);
+        return;
+    }
+#endif
+    post_recv(w, s);
+}
+
+/* What both workers do each round before they wait: open the streams that
+ * are due, fail the unconnected ones at the connect deadline, resume the
+ * stalled ones, and on STOP (once) fail the streams never opened and cancel
+ * the rest. Returns the phase. */
+static int worker_round(struct worker *w)
+{
+    struct run *run = w->run;
+    int phase = atomic_load_explicit(&run->phase, memory_order_relaxed);
+    if (phase != PHASE_STOP)
+        open_due(w, clock_mono_ns());
+    if (!w->deadline_done && atomic_load(&run->connect_deadline)) {
+        w->deadline_done = true;
+        cancel_where(w, true);
+    }
+    if (!w->resumed_all && atomic_load(&run->resume)) {
+        w->resumed_all = true;
+        for (uint32_t i = 0; i < w->opened; i++) {
+            struct stream *s = w->streams[i];
+            if (!s->stalled)
+                continue;
+            s->resumed = true;
+            s->data_before_resume = s->data;
+            resume_stream(w, s);
+        }
+    }
+    if (phase == PHASE_STOP && !w->cancelled_all) {
+        w->cancelled_all = true;
+        /* streams never opened (ramp cut short) failed to connect */
+        for (uint32_t i = w->opened; i < w->n; i++) {
+            bump32(&w->failed);
+            settle(w->streams[i]);
+        }
+        cancel_where(w, false);
+    }
+    return phase;
+}
+
 #ifdef TICKFAN_BENCH_H2
 /* Arms or disarms EPOLLOUT on connection k of the worker as its output
  * needs; drops a lost connection from the poll set. */
@@ -956,35 +1006,10 @@ static void *worker_main_h2(struct worker *w)
     int64_t stop_at = 0;
     struct epoll_event evs[64];
     for (;;) {
-        int64_t now = clock_mono_ns();
-        int phase = atomic_load_explicit(&run->phase, memory_order_relaxed);
-        if (phase != PHASE_STOP)
-            open_due(w, now);
-        if (!w->deadline_done && atomic_load(&run->connect_deadline)) {
-            w->deadline_done = true;
-            cancel_where(w, true);
-        }
-        if (!w->resumed_all && atomic_load(&run->resume)) {
-            w->resumed_all = true;
-            for (uint32_t i = 0; i < w->opened; i++) {
-                struct stream *s = w->streams[i];
-                if (!s->stalled || !s->h2)
-                    continue;
-                s->resumed = true;
-                s->data_before_resume = s->data;
-                h2stream_resume(s->h2);
-            }
-        }
-        if (phase == PHASE_STOP) {
-            if (!w->cancelled_all) {
-                w->cancelled_all = true;
+        if (worker_round(w) == PHASE_STOP) {
+            int64_t now = clock_mono_ns();
+            if (!stop_at)
                 stop_at = now;
-                for (uint32_t i = w->opened; i < w->n; i++) {
-                    bump32(&w->failed);
-                    settle(w->streams[i]);
-                }
-                cancel_where(w, false);
-            }
             size_t open = 0;
             for (uint32_t k = 0; k < w->n_conns; k++)
                 if (!w->conn_dead[k])
@@ -1019,38 +1044,8 @@ static void *worker_main(void *p)
         return worker_main_h2(w);
 #endif
     for (;;) {
-        int64_t now = clock_mono_ns();
-        int phase = atomic_load_explicit(&run->phase, memory_order_relaxed);
-        if (phase != PHASE_STOP)
-            open_due(w, now);
-        if (!w->deadline_done && atomic_load(&run->connect_deadline)) {
-            w->deadline_done = true;
-            cancel_where(w, true);
-        }
-        if (!w->resumed_all && atomic_load(&run->resume)) {
-            w->resumed_all = true;
-            for (uint32_t i = 0; i < w->opened; i++) {
-                struct stream *s = w->streams[i];
-                if (!s->stalled)
-                    continue;
-                s->resumed = true;
-                s->data_before_resume = s->data;
-                post_recv(w, s);
-            }
-        }
-        if (phase == PHASE_STOP) {
-            if (!w->cancelled_all) {
-                w->cancelled_all = true;
-                /* streams never opened (ramp cut short) failed to connect */
-                for (uint32_t i = w->opened; i < w->n; i++) {
-                    bump32(&w->failed);
-                    settle(w->streams[i]);
-                }
-                cancel_where(w, false);
-            }
-            if (w->pending_ops == 0)
-                break;
-        }
+        if (worker_round(w) == PHASE_STOP && w->pending_ops == 0)
+            break;
         gpr_timespec deadline =
             gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(POLL_MS, GPR_TIMESPAN));
         grpc_event e = grpc_completion_queue_next(w->cq, deadline, NULL);

@@ -169,21 +169,27 @@ static size_t feed(struct h2stream *st, const uint8_t *p, size_t n)
     return used;
 }
 
-static int hold(struct h2stream *st, const uint8_t *p, size_t n)
+/* Appends n bytes to a growing buffer (*buf, *len, *cap). */
+static int buf_append(uint8_t **buf, size_t *len, size_t *cap, const uint8_t *p, size_t n)
 {
-    if (st->held_n + n > st->held_cap) {
-        size_t cap = st->held_cap ? st->held_cap : 65536;
-        while (cap < st->held_n + n)
-            cap *= 2;
-        uint8_t *b = realloc(st->held, cap);
+    if (*len + n > *cap) {
+        size_t c = *cap ? *cap : 65536;
+        while (c < *len + n)
+            c *= 2;
+        uint8_t *b = realloc(*buf, c);
         if (!b)
             return -1;
-        st->held = b;
-        st->held_cap = cap;
+        *buf = b;
+        *cap = c;
     }
-    memcpy(st->held + st->held_n, p, n);
-    st->held_n += n;
+    memcpy(*buf + *len, p, n);
+    *len += n;
     return 0;
+}
+
+static int hold(struct h2stream *st, const uint8_t *p, size_t n)
+{
+    return buf_append(&st->held, &st->held_n, &st->held_cap, p, n);
 }
 
 static void mark_consumed(struct h2stream *st, size_t n)
@@ -587,19 +593,7 @@ static int write_all(struct h2conn *c, const uint8_t *p, size_t n, size_t *writt
 
 static int queue_out(struct h2conn *c, const uint8_t *p, size_t n)
 {
-    if (c->out_n + n > c->out_cap) {
-        size_t cap = c->out_cap ? c->out_cap : 65536;
-        while (cap < c->out_n + n)
-            cap *= 2;
-        uint8_t *b = realloc(c->out, cap);
-        if (!b)
-            return -1;
-        c->out = b;
-        c->out_cap = cap;
-    }
-    memcpy(c->out + c->out_n, p, n);
-    c->out_n += n;
-    return 0;
+    return buf_append(&c->out, &c->out_n, &c->out_cap, p, n);
 }
 
 int h2conn_flush(struct h2conn *c)
