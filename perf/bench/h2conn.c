@@ -114,7 +114,7 @@ static void end_on_close(struct h2stream *st, uint32_t error_code)
 static size_t feed(struct h2stream *st, const uint8_t *p, size_t n)
 {
     size_t used = 0;
-    while (used < n && !st->paused) {
+    while (used < n && !st->paused && !st->cancelled) {
         if (st->hdr_n < GRPC_PREFIX) {
             size_t k = GRPC_PREFIX - st->hdr_n;
             if (k > n - used)
@@ -231,13 +231,18 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const ui
     struct h2stream *st = nghttp2_session_get_stream_user_data(s, id);
     if (!st)
         return 0;
+    if (st->cancelled) {
+        /* in flight before our RST_STREAM: not delivered, window given back */
+        mark_consumed(st, len);
+        return 0;
+    }
     size_t used = st->paused ? 0 : feed(st, data, len);
     if (used > 0)
         mark_consumed(st, used);
-    if (used < len && hold(st, data + used, len - used) != 0) {
-        /* out of memory: give the window back, lose the bytes */
+    /* the rest: held while paused; dropped once cancelled (or when out of
+     * memory), its window given back */
+    if (used < len && (st->cancelled || hold(st, data + used, len - used) != 0))
         mark_consumed(st, len - used);
-    }
     return 0;
 }
 
@@ -529,7 +534,7 @@ void h2stream_resume(struct h2stream *st)
     if (!st->paused)
         return;
     st->paused = false;
-    size_t used = feed(st, st->held, st->held_n);
+    size_t used = st->cancelled ? st->held_n : feed(st, st->held, st->held_n);
     if (used < st->held_n)
         memmove(st->held, st->held + used, st->held_n - used);
     st->held_n -= used;

@@ -65,7 +65,8 @@ struct h2stream *h2conn_call(struct h2conn *c, const char *path, const uint8_t *
                              void *ud);
 
 /* RST_STREAM(CANCEL); on_end follows (CANCELLED unless the status came
- * first). Nothing once the call is over. */
+ * first). No message is delivered after it, not even one already read in
+ * the same buffer (on_message may cancel). Nothing once the call is over. */
 void h2stream_cancel(struct h2stream *st);
 bool h2stream_ended(const struct h2stream *st);
 

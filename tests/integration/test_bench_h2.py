@@ -118,6 +118,8 @@ class Server:
         if self.mode == "split":
             for chunk in odd_chunks(events(N)):
                 conn.send_data(sid, chunk)
+        elif self.mode == "more":
+            conn.send_data(sid, events(N + 20))  # one frame: more than --messages asks
         elif self.mode == "error":
             for chunk in odd_chunks(events(3)):
                 conn.send_data(sid, chunk)
@@ -172,6 +174,16 @@ def test_split_messages_are_read_exactly_and_the_request_is_a_grpc_call(server, 
         assert headers[":method"] == "POST" and headers[":path"] == "/events.v1.Watcher/Watch"
         assert headers["content-type"] == "application/grpc" and headers["te"] == "trailers"
         assert req.topic == "t", req
+
+
+def test_a_stream_cancelled_at_its_count_takes_nothing_more_from_the_same_read(server, tmp_path):
+    srv = server("more")
+    code, r, out = bench(srv, tmp_path, "--messages", N)
+    assert code == 0, out
+    m = r["messages"]
+    assert m["per_stream_min"] == m["per_stream_max"] == N, m
+    assert (r["seq"]["first_min"], r["seq"]["last_max"]) == (1, N), r["seq"]
+    assert srv.resets == 3
 
 
 def test_a_status_in_trailers_ends_the_stream_with_its_decoded_message(server, tmp_path):
