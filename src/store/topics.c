@@ -254,33 +254,59 @@ const char *topics_strerror(int err)
     }
 }
 
+/* Syncs every log each interval, and once more when stopped. It sleeps the
+ * whole interval in one wait (an idle server is not woken for nothing), and
+ * a stop wakes it at once. */
 static void *syncer_main(void *p)
 {
     struct topics *t = p;
-    while (!atomic_load(&t->syncer_stop)) {
-        /* sleep in short steps so a stop is not held up by a long interval */
-        for (int64_t slept = 0; slept < t->sync_interval_ms && !atomic_load(&t->syncer_stop);
-             slept += 20) {
-            struct timespec ts = {.tv_sec = 0, .tv_nsec = 20 * 1000000};
-            nanosleep(&ts, NULL);
+    pthread_mutex_lock(&t->syncer_mu);
+    for (;;) {
+        struct timespec due;
+        clock_gettime(CLOCK_MONOTONIC, &due);
+        due.tv_sec += t->sync_interval_ms / 1000;
+        due.tv_nsec += (t->sync_interval_ms % 1000) * 1000000;
+        if (due.tv_nsec >= 1000000000) {
+            due.tv_sec++;
+            due.tv_nsec -= 1000000000;
         }
+        while (!t->syncer_stop &&
+               pthread_cond_timedwait(&t->syncer_cv, &t->syncer_mu, &due) != ETIMEDOUT)
+            ;
+        bool stop = t->syncer_stop;
+        pthread_mutex_unlock(&t->syncer_mu);
         for (size_t i = 0, n = topics_count(t); i < n; i++) {
             int rc = ringlog_sync(t->items[i]->log);
             if (rc)
                 log_error("msg=sync_failed topic=%s error=\"%s\"", t->items[i]->name,
                           strerror(-rc));
         }
+        if (stop)
+            return NULL;
+        pthread_mutex_lock(&t->syncer_mu);
     }
-    return NULL;
 }
 
 int topics_sync_start(struct topics *t, int64_t interval_ms)
 {
     t->sync_interval_ms = interval_ms;
-    atomic_init(&t->syncer_stop, false);
-    int rc = pthread_create(&t->syncer, NULL, syncer_main, t);
+    t->syncer_stop = false;
+    pthread_condattr_t ca;
+    int rc = pthread_condattr_init(&ca);
     if (rc)
         return -rc;
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    rc = pthread_cond_init(&t->syncer_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    if (rc)
+        return -rc;
+    pthread_mutex_init(&t->syncer_mu, NULL);
+    rc = pthread_create(&t->syncer, NULL, syncer_main, t);
+    if (rc) {
+        pthread_cond_destroy(&t->syncer_cv);
+        pthread_mutex_destroy(&t->syncer_mu);
+        return -rc;
+    }
     t->syncer_started = true;
     return 0;
 }
@@ -288,8 +314,13 @@ int topics_sync_start(struct topics *t, int64_t interval_ms)
 void topics_destroy(struct topics *t)
 {
     if (t->syncer_started) {
-        atomic_store(&t->syncer_stop, true);
+        pthread_mutex_lock(&t->syncer_mu);
+        t->syncer_stop = true;
+        pthread_cond_signal(&t->syncer_cv);
+        pthread_mutex_unlock(&t->syncer_mu);
         pthread_join(t->syncer, NULL);
+        pthread_cond_destroy(&t->syncer_cv);
+        pthread_mutex_destroy(&t->syncer_mu);
         t->syncer_started = false;
     }
     for (size_t i = 0, n = topics_count(t); i < n; i++) {

@@ -66,10 +66,13 @@ struct topics {
     _Atomic uint64_t auto_created;   /* topics created because a feed named them */
     _Atomic uint64_t refused;        /* times a named topic could not be created */
     struct log_ratelimit refused_rl; /* add_mu */
-    /* syncer */
+    /* syncer: sleeps on syncer_cv (CLOCK_MONOTONIC) for the interval, or
+     * until topics_destroy sets syncer_stop under syncer_mu */
     pthread_t syncer;
     bool syncer_started;
-    atomic_bool syncer_stop;
+    bool syncer_stop;
+    pthread_mutex_t syncer_mu;
+    pthread_cond_t syncer_cv;
     int64_t sync_interval_ms;
 };
 
