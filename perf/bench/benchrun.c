@@ -1658,7 +1658,7 @@ static void destroy_run(struct run *run)
             if (w->cq)
                 grpc_completion_queue_destroy(w->cq);
 #ifdef TICKFAN_BENCH_H2
-            if (w->ep > 0)
+            if (w->ep >= 0)
                 close(w->ep);
 #endif
             free(w->conns);
@@ -1764,6 +1764,8 @@ int benchrun_run(const struct benchrun_config *cfg, struct benchrun_results *res
     run.channels = calloc(run.n_channels ? run.n_channels : 1, sizeof(*run.channels));
     run.streams = calloc(cfg->streams, sizeof(*run.streams));
     run.workers = calloc(cfg->threads, sizeof(*run.workers));
+    for (uint32_t t = 0; run.workers && t < cfg->threads; t++)
+        run.workers[t].ep = -1; /* --client h2: its epoll set, made by poll_h2 */
     if (!run.channels || !run.streams || !run.workers) {
         rc = -ENOMEM;
         goto out_destroy;

@@ -28,8 +28,16 @@
 
 #define READ_BUF (256 * 1024)
 #define GRPC_PREFIX 5
+/* gRPC clients refuse larger messages by default (4 MiB receive limit) */
+#define MAX_MESSAGE (4u << 20)
 
-enum { ST_CANCELLED = 1, ST_UNKNOWN = 2, ST_UNAVAILABLE = 14 };
+enum {
+    ST_CANCELLED = 1,
+    ST_UNKNOWN = 2,
+    ST_RESOURCE_EXHAUSTED = 8,
+    ST_INTERNAL = 13,
+    ST_UNAVAILABLE = 14
+};
 
 struct h2stream {
     struct h2conn *c;
@@ -107,6 +115,19 @@ static void end_on_close(struct h2stream *st, uint32_t error_code)
     }
 }
 
+/* Ends a call the client cannot go on reading (out of memory, a message
+ * over MAX_MESSAGE): RST_STREAM, on_end with why; what still arrives for
+ * it is dropped and its window given back, as after a cancel. */
+static void fail_stream(struct h2stream *st, int status, const char *why)
+{
+    if (st->ended)
+        return;
+    st->cancelled = true;
+    if (!st->closed && !st->c->dead)
+        nghttp2_submit_rst_stream(st->c->s, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+    end_stream(st, status, why);
+}
+
 /* ---- messages ------------------------------------------------------------ */
 
 /* Runs bytes of the response body through the assembler; returns how many
@@ -127,6 +148,13 @@ static size_t feed(struct h2stream *st, const uint8_t *p, size_t n)
             st->need = (uint32_t)st->hdr[1] << 24 | (uint32_t)st->hdr[2] << 16 |
                        (uint32_t)st->hdr[3] << 8 | st->hdr[4];
             st->msg_n = 0;
+            if (st->need > MAX_MESSAGE) {
+                char why[96];
+                snprintf(why, sizeof(why), "a message of %u bytes, over the %u-byte limit",
+                         st->need, MAX_MESSAGE);
+                fail_stream(st, ST_RESOURCE_EXHAUSTED, why);
+                return n;
+            }
             if (st->need > 0)
                 continue;
             /* an empty message */
@@ -138,8 +166,10 @@ static size_t feed(struct h2stream *st, const uint8_t *p, size_t n)
                 k = n - used;
             if (st->msg_cap < st->need) {
                 uint8_t *m = realloc(st->msg, st->need);
-                if (!m)
-                    return n; /* dropped: reported as a short stream */
+                if (!m) {
+                    fail_stream(st, ST_INTERNAL, "out of memory for a message split across frames");
+                    return n;
+                }
                 st->msg = m;
                 st->msg_cap = st->need;
             }
@@ -239,9 +269,11 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t id, const ui
     size_t used = st->paused ? 0 : feed(st, data, len);
     if (used > 0)
         mark_consumed(st, used);
-    /* the rest: held while paused; dropped once cancelled (or when out of
-     * memory), its window given back */
-    if (used < len && (st->cancelled || hold(st, data + used, len - used) != 0))
+    /* the rest: held while paused; dropped once cancelled or failed, its
+     * window given back */
+    if (used < len && !st->cancelled && hold(st, data + used, len - used) != 0)
+        fail_stream(st, ST_INTERNAL, "out of memory for what a paused stream holds");
+    if (used < len && st->cancelled)
         mark_consumed(st, len - used);
     return 0;
 }
@@ -420,7 +452,9 @@ int h2conn_connect(struct h2conn **out, const char *target, const struct h2conn_
     }
     c->h = h;
     c->fd = -1;
-    snprintf(c->authority, sizeof(c->authority), "%s", target);
+    /* host:port as dialled, without a "dns:///" or "ipv4:" prefix */
+    snprintf(c->authority, sizeof(c->authority), strchr(host, ':') ? "[%s]:%s" : "%s:%s", host,
+             port);
     nghttp2_session_callbacks *cbs;
     nghttp2_option *o;
     if (nghttp2_session_callbacks_new(&cbs) != 0 || nghttp2_option_new(&o) != 0) {

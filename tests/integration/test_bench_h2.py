@@ -120,6 +120,9 @@ class Server:
                 conn.send_data(sid, chunk)
         elif self.mode == "more":
             conn.send_data(sid, events(N + 20))  # one frame: more than --messages asks
+        elif self.mode == "huge":
+            # two Data, then a prefix announcing 5 MiB (over gRPC's 4 MiB limit)
+            conn.send_data(sid, events(2) + b"\0" + (5 << 20).to_bytes(4, "big") + b"x" * 100)
         elif self.mode == "error":
             for chunk in odd_chunks(events(3)):
                 conn.send_data(sid, chunk)
@@ -173,6 +176,7 @@ def test_split_messages_are_read_exactly_and_the_request_is_a_grpc_call(server, 
     for headers, req in srv.requests:
         assert headers[":method"] == "POST" and headers[":path"] == "/events.v1.Watcher/Watch"
         assert headers["content-type"] == "application/grpc" and headers["te"] == "trailers"
+        assert headers[":authority"] == srv.addr, headers
         assert req.topic == "t", req
 
 
@@ -195,6 +199,18 @@ def test_a_status_in_trailers_ends_the_stream_with_its_decoded_message(server, t
     assert r["failure_statuses"] == {"RESOURCE_EXHAUSTED": 3}, r["failure_statuses"]
     assert 'status 8 "slow consumer: 100% behind" after 3 Data' in r["first_failure"], r
     assert r["messages"]["per_stream_min"] == r["messages"]["per_stream_max"] == 3
+
+
+def test_a_message_over_the_limit_ends_the_stream_saying_so(server, tmp_path):
+    srv = server("huge")
+    code, r, out = bench(srv, tmp_path)
+    assert code == 1, out
+    st = r["streams"]
+    assert st["connected"] == 3 and st["ended_early"] == 3, st
+    assert r["failure_statuses"] == {"RESOURCE_EXHAUSTED": 3}, r["failure_statuses"]
+    assert "a message of 5242880 bytes, over the 4194304-byte limit" in r["first_failure"], r
+    assert r["messages"]["per_stream_min"] == r["messages"]["per_stream_max"] == 2, r["messages"]
+    assert srv.resets == 3  # the client reset each stream
 
 
 def test_a_trailers_only_answer_fails_the_stream_with_its_status(server, tmp_path):
