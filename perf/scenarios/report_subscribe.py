@@ -46,15 +46,12 @@ def one(run_dir, scen, step, row):
     bench = load(base + ".json") or {}
     meta = load(base + ".meta.json") or {}
     res = bench.get("results", {})
-    cpu = res.get("client_cpu") or {}
-    win = res.get("window_s")
-    c["bench_cpu_pct"] = (100.0 * (cpu.get("user_s", 0) + cpu.get("sys_s", 0)) / win
-                          if win else None)
+    c.setdefault("bench_cpu_pct", None)  # case() sets it for a case that ran
     c["client_bound"] = c["bench_cpu_pct"] is not None and c["bench_cpu_pct"] >= CLIENT_BOUND_PCT
     c["wire"] = res.get("wire")
     wall = meta.get("server_wall_s")
-    if c.get("server_cpu_s_window") is not None and win:
-        c["server_cpu_pct"] = 100.0 * c["server_cpu_s_window"] / win
+    if c.get("server_cpu_pct_window") is not None:
+        c["server_cpu_pct"] = c["server_cpu_pct_window"]
     else:
         c["server_cpu_pct"] = (100.0 * meta["server_cpu_s"] / wall
                                if wall and meta.get("server_cpu_s") is not None else None)
