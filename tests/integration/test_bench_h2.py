@@ -190,26 +190,28 @@ def test_a_stream_cancelled_at_its_count_takes_nothing_more_from_the_same_read(s
     assert srv.resets == 3
 
 
-def test_a_status_in_trailers_ends_the_stream_with_its_decoded_message(server, tmp_path):
-    srv = server("error")
+def ended_early(srv, tmp_path, status, text, data):
+    """Runs the bench against srv, whose every stream (3) ends after `data`
+    Data with `status`; `text` must be in the first failure. Returns r."""
     code, r, out = bench(srv, tmp_path)
     assert code == 1, f"streams ended early must fail the run: {out}"
     st = r["streams"]
     assert st["connected"] == 3 and st["ended_early"] == 3, st
-    assert r["failure_statuses"] == {"RESOURCE_EXHAUSTED": 3}, r["failure_statuses"]
-    assert 'status 8 "slow consumer: 100% behind" after 3 Data' in r["first_failure"], r
-    assert r["messages"]["per_stream_min"] == r["messages"]["per_stream_max"] == 3
+    assert r["failure_statuses"] == {status: 3}, r["failure_statuses"]
+    assert text in r["first_failure"], r
+    assert r["messages"]["per_stream_min"] == r["messages"]["per_stream_max"] == data, r["messages"]
+    return r
+
+
+def test_a_status_in_trailers_ends_the_stream_with_its_decoded_message(server, tmp_path):
+    ended_early(server("error"), tmp_path, "RESOURCE_EXHAUSTED",
+                'status 8 "slow consumer: 100% behind" after 3 Data', 3)
 
 
 def test_a_message_over_the_limit_ends_the_stream_saying_so(server, tmp_path):
     srv = server("huge")
-    code, r, out = bench(srv, tmp_path)
-    assert code == 1, out
-    st = r["streams"]
-    assert st["connected"] == 3 and st["ended_early"] == 3, st
-    assert r["failure_statuses"] == {"RESOURCE_EXHAUSTED": 3}, r["failure_statuses"]
-    assert "a message of 5242880 bytes, over the 4194304-byte limit" in r["first_failure"], r
-    assert r["messages"]["per_stream_min"] == r["messages"]["per_stream_max"] == 2, r["messages"]
+    ended_early(srv, tmp_path, "RESOURCE_EXHAUSTED",
+                "a message of 5242880 bytes, over the 4194304-byte limit", 2)
     assert srv.resets == 3  # the client reset each stream
 
 
@@ -224,11 +226,5 @@ def test_a_trailers_only_answer_fails_the_stream_with_its_status(server, tmp_pat
 
 
 def test_a_stream_reset_by_the_server_ends_unavailable(server, tmp_path):
-    srv = server("reset")
-    code, r, out = bench(srv, tmp_path)
-    assert code == 1, out
-    st = r["streams"]
-    assert st["connected"] == 3 and st["ended_early"] == 3, st
-    assert r["failure_statuses"] == {"UNAVAILABLE": 3}, r["failure_statuses"]
-    assert "stream reset by the server (HTTP/2 error 2)" in r["first_failure"], r
-    assert r["messages"]["per_stream_min"] == 2, r["messages"]
+    ended_early(server("reset"), tmp_path, "UNAVAILABLE",
+                "stream reset by the server (HTTP/2 error 2)", 2)
