@@ -364,11 +364,13 @@ int main(int argc, char **argv, char **envp)
          i++)
         off += (size_t)snprintf(topic_list + off, sizeof(topic_list) - off, "%s%s", i ? "," : "",
                                 topics.items[i]->name);
-    log_info("msg=listening addr=%s shards=%zu topics=%s auto_create_topics=%s heartbeat_ms=%lld "
+    log_info("msg=listening addr=%s shards=%zu shards_active=%zu shard_fill=%lld topics=%s "
+             "auto_create_topics=%s heartbeat_ms=%lld "
              "io=%s version=%s grpc=%s grpc_ndebug=%s grpc_lib=%s",
-             addr, srv->nshards, topic_list, cfg.auto_create_topics ? "true" : "false",
-             (long long)cfg.heartbeat_ms, ingest_io_name(ingest), TICKFAN_VERSION,
-             grpc_version_string(), TICKFAN_GRPC_NDEBUG, grpc_library_path());
+             addr, srv->nshards, atomic_load(&srv->shards_active), (long long)srv->shard_fill,
+             topic_list, cfg.auto_create_topics ? "true" : "false", (long long)cfg.heartbeat_ms,
+             ingest_io_name(ingest), TICKFAN_VERSION, grpc_version_string(), TICKFAN_GRPC_NDEBUG,
+             grpc_library_path());
 
     for (;;) {
         siginfo_t si;

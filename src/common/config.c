@@ -98,6 +98,12 @@ static const struct opt_def opts[] = {
      "what is spread evenly over the shards: connections (each connection's streams stay on "
      "one shard, so its completions never cross threads) or streams (one connection's streams "
      "spread over every shard; for clients with many streams on few connections)"},
+    {"shard-fill", OPT_INT, "64", 0, 1000000, NULL, "TICKFAN_SHARD_FILL", OFF(shard_fill),
+     "with --shard-balance=stream, shards take calls one per CPU at first, and one more shard "
+     "starts taking them each time every shard that does serves this many streams (a "
+     "Subscribe stream counts one); the others wait without polling gRPC, so a tick wakes "
+     "only the threads that serve it. A shard that has started stays. 0: every shard takes "
+     "calls from the start"},
     {"cq-thread-cache", OPT_BOOL, "false", 0, 1, NULL, "TICKFAN_CQ_THREAD_CACHE",
      OFF(cq_thread_cache),
      "take a send that completes inside grpc_call_start_batch back on the shard thread from "

@@ -59,6 +59,7 @@ struct config {
     int64_t grpc_lean_filters;       /* bool */
     int64_t cq_thread_cache;         /* bool */
     char *shard_balance;             /* connection|stream */
+    int64_t shard_fill;              /* streams per shard before one more takes calls */
     int64_t grpc_deadlock_detection; /* bool */
 };
 

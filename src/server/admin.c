@@ -195,8 +195,9 @@ static void as_tick(struct shard *sh, void *st, int64_t now_us)
     for (struct admin_call **p = &as->calls; *p;) {
         struct admin_call *ac = *p;
         bool fresh = true;
-        for (size_t i = 0; i < srv->nshards; i++)
-            fresh &= atomic_load(&admin_of(srv->shards[i])->snap_at_us) >= ac->requested_us;
+        for (size_t i = 0; i < srv->nshards; i++) /* one that waits has no streams */
+            fresh &= !shard_active(srv->shards[i]) ||
+                     atomic_load(&admin_of(srv->shards[i])->snap_at_us) >= ac->requested_us;
         if (!fresh && now_us - ac->requested_us < PATIENCE_US) {
             p = &ac->next;
             continue;

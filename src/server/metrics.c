@@ -129,6 +129,9 @@ void metrics_render(FILE *out, struct server *srv, struct topics *topics, ingest
         fprintf(out, "tickfan_topic_cached_keys{topic=\"%s\"} %zu\n", topics->items[i]->name,
                 lvc_count(ringlog_lvc(topics->items[i]->log)));
 
+    family(out, "tickfan_shards_active", "gauge",
+           "Shards taking calls (--shard-fill); the rest wait until needed.");
+    fprintf(out, "tickfan_shards_active %zu\n", atomic_load(&srv->shards_active));
     family(out, "tickfan_streams", "gauge", "Watch and Subscribe streams open, by shard.");
     for (size_t i = 0; i < srv->nshards; i++)
         fprintf(out, "tickfan_streams{shard=\"%zu\"} %lld\n", i,

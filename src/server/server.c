@@ -58,7 +58,7 @@ int64_t server_streams_live(const struct server *srv)
  * completes faster. At 1,000 streams on one core, 1 -> 4 -> 8 -> 16 shards
  * gave a p99 of 0.45-0.73 s, 39 ms, 29-31 ms, 36 ms at 200,000
  * deliveries/s (perf/, docs/architecture.md). */
-static size_t server_default_shards(void)
+static size_t server_cpus(void)
 {
     cpu_set_t set;
     long cpus = 0;
@@ -66,9 +66,30 @@ static size_t server_default_shards(void)
         cpus = CPU_COUNT(&set);
     if (cpus <= 0)
         cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    if (cpus <= 0)
-        cpus = 1;
-    return cpus * 8 > 256 ? 256 : (size_t)cpus * 8;
+    return cpus <= 0 ? 1 : (size_t)cpus;
+}
+
+static size_t server_default_shards(void)
+{
+    size_t cpus = server_cpus();
+    return cpus * 8 > 256 ? 256 : cpus * 8;
+}
+
+/* The shards that take calls from the start. gRPC's default poller on
+ * Linux (epoll1) polls every connection from whichever thread waits in
+ * any queue, so a queue nobody waits on strands nothing; the poll engine
+ * polls a connection only from the queue it was given, so with it (and
+ * with --shard-balance=connection, which keeps a connection's calls on
+ * that queue) every shard starts. */
+static size_t server_initial_shards(const struct server *srv)
+{
+    const char *poller = getenv("GRPC_POLL_STRATEGY");
+    bool epoll1 =
+        !poller || !*poller || strcmp(poller, "epoll1") == 0 || strcmp(poller, "all") == 0;
+    if (!srv->balance_streams || srv->shard_fill == 0 || !epoll1)
+        return srv->nshards;
+    size_t cpus = server_cpus();
+    return cpus < srv->nshards ? cpus : srv->nshards;
 }
 
 int server_create(struct server **out, const struct config *cfg, struct topics *topics,
@@ -95,6 +116,10 @@ int server_create(struct server **out, const struct config *cfg, struct topics *
     atomic_init(&srv->cancel_log_us, 0);
     atomic_init(&srv->cancel_logged, 0);
     srv->nshards = cfg->shards > 0 ? (size_t)cfg->shards : server_default_shards();
+    srv->shard_fill = cfg->shard_fill;
+    atomic_init(&srv->shards_active, server_initial_shards(srv));
+    pthread_mutex_init(&srv->park_mu, NULL);
+    pthread_cond_init(&srv->park_cv, NULL);
 
     /* Keepalive pings reap dead peers even when no heartbeat is due; ping
      * enforcement and metadata limits blunt abusive clients. */
@@ -229,6 +254,7 @@ void server_stop(struct server *srv)
             break;
     }
     atomic_store(&srv->stopping, true);
+    shard_wake_parked(srv);
     for (size_t i = 0; i < srv->nshards; i++)
         shard_ring(srv->shards[i]);
     for (size_t i = 0; i < srv->nshards; i++)
@@ -253,6 +279,8 @@ void server_destroy(struct server *srv)
     for (size_t i = 0; srv->shards && i < srv->nshards; i++)
         shard_destroy(srv->shards[i]);
     free(srv->shards);
+    pthread_cond_destroy(&srv->park_cv);
+    pthread_mutex_destroy(&srv->park_mu);
     if (srv->ctl_cq) {
         grpc_completion_queue_shutdown(srv->ctl_cq);
         while (grpc_completion_queue_next(srv->ctl_cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL)

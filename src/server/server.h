@@ -9,6 +9,7 @@
 #define TICKFAN_SERVER_H
 
 #include <grpc/grpc.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -32,7 +33,7 @@ struct server {
     size_t nmethods;
     size_t method_service[SHARD_MAX_METHODS]; /* whose: index into services[] */
     void *method_handles[SHARD_MAX_METHODS];  /* registered handles of methods[] */
-    struct ingest *ingest;                   /* where Publish hands its records */
+    struct ingest *ingest;                    /* where Publish hands its records */
     struct shard **shards;
     size_t nshards;
     grpc_completion_queue *ctl_cq; /* main thread: server shutdown notification */
@@ -42,6 +43,14 @@ struct server {
     bool write_coalescing; /* --write-coalescing */
     bool cq_thread_cache;  /* --cq-thread-cache */
     bool balance_streams;  /* --shard-balance=stream */
+    int64_t shard_fill;    /* --shard-fill; 0 when every shard takes calls from the start */
+
+    /* Shards [0, shards_active) take calls; the others wait on park_cv
+     * (shard.c: shard_activate), never in gRPC, until they are needed or
+     * the server stops. It only grows. */
+    _Atomic size_t shards_active;
+    pthread_mutex_t park_mu;
+    pthread_cond_t park_cv;
 
     atomic_bool draining;                  /* SIGTERM: end every stream with UNAVAILABLE */
     _Atomic uint64_t health_generation;    /* bumped when the serving status changes */

@@ -210,19 +210,73 @@ static void arm_other_request(struct shard *sh)
  * connections: a shard keeps requests of its balanced methods armed only
  * while it serves no more than BALANCE_SLACK streams above the least loaded
  * shard (the least loaded one always qualifies, so some shard is always
- * accepting), which spreads one connection's calls over every shard. */
+ * accepting), which spreads one connection's calls over every shard.
+ *
+ * Only the active shards take part: one per CPU at first, one more each
+ * time every active shard serves --shard-fill streams. An idle shard
+ * waiting in grpc_completion_queue_next is not free: with gRPC's epoll1
+ * poller, whichever waiting thread holds the poll reads the sockets, so a
+ * tick for streams of one shard wakes others to read their clients'
+ * window updates and hand the work over (futex calls by the thousand a
+ * second, perf/README.md). A shard that is not needed yet waits on the
+ * server's park_cv instead, outside gRPC. Requests cannot be taken back,
+ * so a shard never leaves the active set. */
 #define BALANCE_SLACK 8
+
+bool shard_active(const struct shard *sh)
+{
+    return sh->index < atomic_load_explicit(&sh->srv->shards_active, memory_order_acquire);
+}
+
+void shard_wake_parked(struct server *srv)
+{
+    pthread_mutex_lock(&srv->park_mu);
+    pthread_cond_broadcast(&srv->park_cv);
+    pthread_mutex_unlock(&srv->park_mu);
+}
+
+/* Lets shard `active` take calls, unless another thread just did. */
+static void activate_next(struct server *srv, size_t active)
+{
+    if (active >= srv->nshards ||
+        !atomic_compare_exchange_strong(&srv->shards_active, &active, active + 1))
+        return;
+    log_info("msg=shard_started shard=%zu shards_active=%zu shards=%zu shard_fill=%lld", active,
+             active + 1, srv->nshards, (long long)srv->shard_fill);
+    shard_wake_parked(srv);
+}
+
+/* Waits while this shard is not needed (and the server runs). */
+static void wait_until_active(struct shard *sh)
+{
+    struct server *srv = sh->srv;
+    if (shard_active(sh))
+        return;
+    pthread_mutex_lock(&srv->park_mu);
+    while (!shard_active(sh) && !atomic_load(&srv->stopping))
+        pthread_cond_wait(&srv->park_cv, &srv->park_mu);
+    pthread_mutex_unlock(&srv->park_mu);
+}
 
 static bool below_share(const struct shard *sh)
 {
-    if (!sh->srv->balance_streams)
+    struct server *srv = sh->srv;
+    if (!srv->balance_streams)
         return true;
+    size_t active = atomic_load_explicit(&srv->shards_active, memory_order_acquire);
     int64_t mine = atomic_load_explicit(&sh->streams, memory_order_relaxed);
     int64_t least = mine;
-    for (size_t i = 0; i < sh->srv->nshards; i++) {
-        int64_t n = atomic_load_explicit(&sh->srv->shards[i]->streams, memory_order_relaxed);
+    bool full = srv->shard_fill > 0;
+    for (size_t i = 0; i < active; i++) {
+        int64_t n = atomic_load_explicit(&srv->shards[i]->streams, memory_order_relaxed);
         if (n < least)
             least = n;
+        if (n < srv->shard_fill)
+            full = false;
+    }
+    if (full && active < srv->nshards) {
+        activate_next(srv, active);
+        return false; /* the new one, empty, takes the next calls */
     }
     return mine <= least + BALANCE_SLACK;
 }
@@ -423,6 +477,7 @@ static void *shard_main(void *p)
 {
     struct shard *sh = p;
     struct server *srv = sh->srv;
+    wait_until_active(sh);
     top_up_requests(sh);
     arm_other_request(sh);
     sh->next_tick_us = clock_mono_us() + sh->tick_us;

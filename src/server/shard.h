@@ -153,5 +153,10 @@ void shard_stream_opened(struct shard *sh);
 void shard_stream_closed(struct shard *sh);
 /* Accepting new calls (not draining, not stopping)? */
 bool shard_accepting(const struct shard *sh);
+/* The shard takes calls (--shard-fill): the others have none, and wait
+ * outside gRPC until needed. Any thread. */
+bool shard_active(const struct shard *sh);
+/* Wakes the waiting shards to look again (at stop). Any thread. */
+void shard_wake_parked(struct server *srv);
 
 #endif
