@@ -8,6 +8,7 @@
  * Thread: the main thread, with the ingest thread not running, except
  * ingest_get_stats (any thread; relaxed counters).
  */
+#define _GNU_SOURCE /* pthread_setname_np */
 #include "feed_thread.h"
 
 #include <errno.h>
@@ -204,6 +205,7 @@ int ingest_start(ingest_t *in)
     int rc = pthread_create(&in->thread, NULL, ingest_main, in);
     if (rc)
         return -rc;
+    pthread_setname_np(in->thread, "tf-ingest"); /* top -H, ps -L, perf */
     in->started = true;
     return 0;
 }

@@ -9,6 +9,7 @@
  * fence, then look at the heads; ingest publishes the head, fences, then
  * looks at "armed". One of the two sees the other, so no append is missed.
  */
+#define _GNU_SOURCE /* pthread_setname_np */
 #include "shard.h"
 
 #include <errno.h>
@@ -652,6 +653,9 @@ int shard_start(struct shard *sh)
     int rc = pthread_create(&sh->thread, NULL, shard_main, sh);
     if (rc)
         return -rc;
+    char name[16]; /* the kernel's limit, NUL included */
+    snprintf(name, sizeof(name), "tf-shard-%zu", sh->index % 100000);
+    pthread_setname_np(sh->thread, name);
     sh->started = true;
     return 0;
 }

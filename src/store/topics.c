@@ -2,6 +2,7 @@
  * topics: name -> log registry. Append-only: adders hold add_mu, readers
  * take no lock (see topics.h).
  */
+#define _GNU_SOURCE /* pthread_setname_np */
 #include "topics.h"
 #include "clock.h"
 
@@ -307,6 +308,7 @@ int topics_sync_start(struct topics *t, int64_t interval_ms)
         pthread_mutex_destroy(&t->syncer_mu);
         return -rc;
     }
+    pthread_setname_np(t->syncer, "tf-sync");
     t->syncer_started = true;
     return 0;
 }
