@@ -303,8 +303,8 @@ static void append(struct mux *m, struct watch *w, uint32_t id, uint32_t field, 
     set_dirty(m);
 }
 
-static void mux_emit_event(struct mux *m, struct watch *w, grpc_slice event, uint32_t topic,
-                           uint64_t seq)
+static void mux_emit_event(struct mux *m, struct watch *w, grpc_slice event, bool owned,
+                           uint32_t topic, uint64_t seq)
 {
     if (w->mgen == m->gen && w->mhb_gen == m->gen && w->mlast && w->mlast == w->mhb) {
         /* its last delivery is a heartbeat (sent while it was idle): the
@@ -330,7 +330,8 @@ static void mux_emit_event(struct mux *m, struct watch *w, grpc_slice event, uin
             uint32_t link = new_link(m, w->sub_id);
             m->ids[d->last_id].next = link;
             d->last_id = link;
-            grpc_slice_unref(event);
+            if (owned)
+                grpc_slice_unref(event); /* the delivery holds its own */
             m->batch_bytes += 5;
             m->emitted++;
             counter_add(&m->base.shard->ctr.sub_delivered, 1);
@@ -339,7 +340,7 @@ static void mux_emit_event(struct mux *m, struct watch *w, grpc_slice event, uin
             return;
         }
     }
-    append(m, w, w->sub_id, FIELD_EVENT, event, topic, seq);
+    append(m, w, w->sub_id, FIELD_EVENT, owned ? event : grpc_slice_ref(event), topic, seq);
 }
 
 static void mux_emit_buffer(struct mux *m, struct watch *w, grpc_byte_buffer *bb);

@@ -256,13 +256,14 @@ struct encoded {
     struct watch *w;
     grpc_byte_buffer *bb;
     grpc_slice slice;
+    bool owned; /* slice: our reference, else the shard cache's, lent */
 };
 
 static bool encode(void *ctx, const struct ringlog_iter *it, const struct ringlog_view *v)
 {
     struct encoded *e = ctx;
     if (e->w->mux)
-        return watch_event_slice(e->w, it, v, &e->slice);
+        return watch_event_slice_borrow(e->w, it, v, &e->slice, &e->owned);
     return (e->bb = watch_event_buffer(e->w, it, v)) != NULL;
 }
 
@@ -270,7 +271,8 @@ static void discard(void *ctx)
 {
     struct encoded *e = ctx;
     if (e->w->mux) {
-        grpc_slice_unref(e->slice);
+        if (e->owned)
+            grpc_slice_unref(e->slice);
     } else {
         grpc_byte_buffer_destroy(e->bb);
         e->bb = NULL;
@@ -331,7 +333,7 @@ static void pump(struct watch *w)
              * that sends the same record next */
             w->rd.sent_first = true;
             w->last_send_us = w->ws->sink->now_us(w->mux);
-            w->ws->sink->emit_event(w->mux, w, enc.slice, w->rd.topic->index, st.seq);
+            w->ws->sink->emit_event(w->mux, w, enc.slice, enc.owned, w->rd.topic->index, st.seq);
             return;
         }
         /* Coalesce with the next message when it is already queued. Not on

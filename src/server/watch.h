@@ -65,10 +65,11 @@ struct watch_sink_ops {
     uint64_t (*id)(const struct mux *m);
     /* w is new: the stream owns it (and knows its id) from now on */
     void (*attach)(struct mux *m, struct watch *w);
-    /* a data event (a reference to the shard's shared slice, which this
-     * takes) of topic index `topic` at `seq`: one delivery, shared when it
-     * can be */
-    void (*emit_event)(struct mux *m, struct watch *w, grpc_slice event, uint32_t topic,
+    /* a data event (the shard's shared slice: a reference this takes when
+     * `owned`, else one lent until the shard's next event slice, which
+     * this refs only if it keeps it) of topic index `topic` at `seq`: one
+     * delivery, shared when it can be */
+    void (*emit_event)(struct mux *m, struct watch *w, grpc_slice event, bool owned, uint32_t topic,
                        uint64_t seq);
     /* a heartbeat: dropped again if an event of w follows it in the message */
     void (*emit_heartbeat)(struct mux *m, struct watch *w, grpc_byte_buffer *bb);

@@ -85,6 +85,18 @@ void watch_set_ready(struct watch *w)
 bool watch_event_slice(struct watch *w, const struct ringlog_iter *it, const struct ringlog_view *v,
                        grpc_slice *out)
 {
+    bool owned;
+    if (!watch_event_slice_borrow(w, it, v, out, &owned))
+        return false;
+    if (!owned)
+        grpc_slice_ref(*out);
+    return true;
+}
+
+bool watch_event_slice_borrow(struct watch *w, const struct ringlog_iter *it,
+                              const struct ringlog_view *v, grpc_slice *out, bool *owned)
+{
+    *owned = false;
     struct watch_shard *ws = w->ws;
     struct shard *sh = ws->shard;
     const struct topic *t = w->rd.topic;
@@ -95,6 +107,7 @@ bool watch_event_slice(struct watch *w, const struct ringlog_iter *it, const str
         if (!cache) { /* out of memory: an unshared copy */
             *out = grpc_slice_malloc(v->event_len);
             ringlog_copy_event(v, GRPC_SLICE_START_PTR(*out));
+            *owned = true;
             return true; /* the caller checks the view is still valid */
         }
     }
@@ -114,7 +127,7 @@ bool watch_event_slice(struct watch *w, const struct ringlog_iter *it, const str
     } else {
         counter_add(&sh->ctr.slice_shares, 1);
     }
-    *out = grpc_slice_ref(e->slice);
+    *out = e->slice; /* the cache's reference, lent */
     return true;
 }
 
