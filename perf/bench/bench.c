@@ -200,6 +200,17 @@ static int parse_policy(const char *opt, const char *v)
     usage_error("%s '%s': expected default, drop, disconnect or conflate", opt, v);
 }
 
+/* An option with two values: va for a, vb for b. */
+static int parse_either(const char *opt, const char *v, const char *a, int va, const char *b,
+                        int vb)
+{
+    if (strcmp(v, a) == 0)
+        return va;
+    if (strcmp(v, b) == 0)
+        return vb;
+    usage_error("%s '%s': expected %s or %s", opt, v, a, b);
+}
+
 /* Splits a comma-separated list in place; returns the number of items. */
 static size_t split_list(const char *opt, char *buf, char **items)
 {
@@ -347,12 +358,9 @@ static void parse_options(int argc, char **argv, struct options *o)
             c->keys = o->keys;
             break;
         case O_START:
-            if (strcmp(optarg, "live") == 0)
-                c->start = EVENTS__V1__START_POSITION__START_LIVE;
-            else if (strcmp(optarg, "earliest") == 0)
-                c->start = EVENTS__V1__START_POSITION__START_EARLIEST;
-            else
-                usage_error("--start '%s': expected live or earliest", optarg);
+            c->start =
+                parse_either("--start", optarg, "live", EVENTS__V1__START_POSITION__START_LIVE,
+                             "earliest", EVENTS__V1__START_POSITION__START_EARLIEST);
             break;
         case O_OVERFLOW:
             c->overflow = parse_policy("--overflow", optarg);
@@ -418,12 +426,8 @@ static void parse_options(int argc, char **argv, struct options *o)
             o->feed_opt_set = true;
             break;
         case O_RPC:
-            if (strcmp(optarg, "watch") == 0)
-                c->rpc = BENCHRUN_RPC_WATCH;
-            else if (strcmp(optarg, "subscribe") == 0)
-                c->rpc = BENCHRUN_RPC_SUBSCRIBE;
-            else
-                usage_error("--rpc '%s': expected watch or subscribe", optarg);
+            c->rpc = parse_either("--rpc", optarg, "watch", BENCHRUN_RPC_WATCH, "subscribe",
+                                  BENCHRUN_RPC_SUBSCRIBE);
             break;
         case O_SUBS_PER_STREAM:
             c->subs_per_stream = (uint32_t)parse_u64("--subs-per-stream", optarg, 1, 1000000);
@@ -433,12 +437,8 @@ static void parse_options(int argc, char **argv, struct options *o)
             c->server_pid = (int)parse_u64("--server-pid", optarg, 1, 4194304);
             break;
         case O_CLIENT:
-            if (strcmp(optarg, "grpc") == 0)
-                c->client = BENCHRUN_CLIENT_GRPC;
-            else if (strcmp(optarg, "h2") == 0)
-                c->client = BENCHRUN_CLIENT_H2;
-            else
-                usage_error("--client '%s': expected grpc or h2", optarg);
+            c->client = parse_either("--client", optarg, "grpc", BENCHRUN_CLIENT_GRPC, "h2",
+                                     BENCHRUN_CLIENT_H2);
             if (c->client == BENCHRUN_CLIENT_H2 && !benchrun_has_h2())
                 usage_error("--client h2: this tickfan-bench was built without libnghttp2 "
                             "(install libnghttp2-dev and rebuild)");

@@ -50,14 +50,8 @@ int64_t server_streams_live(const struct server *srv)
     return atomic_load(&srv->streams_live) + atomic_load(&srv->other_streams_live);
 }
 
-/* 8 shards per CPU the process may run on (its affinity mask: taskset,
- * cpusets, container limits set that way). More completion queues than
- * cores pay off with gRPC as Debian builds it (assertions on): every
- * completion is checked against a list of the queue's outstanding
- * operations, one scan per completion, so a queue holding fewer streams
- * completes faster. At 1,000 streams on one core, 1 -> 4 -> 8 -> 16 shards
- * gave a p99 of 0.45-0.73 s, 39 ms, 29-31 ms, 36 ms at 200,000
- * deliveries/s (perf/, docs/architecture.md). */
+/* The CPUs the process may run on: its affinity mask (taskset, cpusets,
+ * container limits set that way). */
 static size_t server_cpus(void)
 {
     cpu_set_t set;
@@ -69,6 +63,14 @@ static size_t server_cpus(void)
     return cpus <= 0 ? 1 : (size_t)cpus;
 }
 
+/* 8 shards per CPU the process may run on (its affinity mask: taskset,
+ * cpusets, container limits set that way). More completion queues than
+ * cores pay off with gRPC as Debian builds it (assertions on): every
+ * completion is checked against a list of the queue's outstanding
+ * operations, one scan per completion, so a queue holding fewer streams
+ * completes faster. At 1,000 streams on one core, 1 -> 4 -> 8 -> 16 shards
+ * gave a p99 of 0.45-0.73 s, 39 ms, 29-31 ms, 36 ms at 200,000
+ * deliveries/s (perf/, docs/architecture.md). */
 static size_t server_default_shards(void)
 {
     size_t cpus = server_cpus();

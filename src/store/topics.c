@@ -263,14 +263,8 @@ static void *syncer_main(void *p)
     struct topics *t = p;
     pthread_mutex_lock(&t->syncer_mu);
     for (;;) {
-        struct timespec due;
-        clock_gettime(CLOCK_MONOTONIC, &due);
-        due.tv_sec += t->sync_interval_ms / 1000;
-        due.tv_nsec += (t->sync_interval_ms % 1000) * 1000000;
-        if (due.tv_nsec >= 1000000000) {
-            due.tv_sec++;
-            due.tv_nsec -= 1000000000;
-        }
+        int64_t due_ns = clock_mono_ns() + t->sync_interval_ms * 1000000;
+        struct timespec due = {.tv_sec = due_ns / 1000000000, .tv_nsec = due_ns % 1000000000};
         while (!t->syncer_stop &&
                pthread_cond_timedwait(&t->syncer_cv, &t->syncer_mu, &due) != ETIMEDOUT)
             ;
