@@ -57,10 +57,12 @@ static const char USAGE[] =
     "                           ceil(S / K) Subscribe streams carrying them\n"
     "  --subs-per-stream K      with --rpc subscribe: at most K subscriptions per\n"
     "                           Subscribe stream, spread evenly (default 125)\n"
-    "  --client grpc|h2         what reads the Watch streams: gRPC C core (default),\n"
-    "                           or HTTP/2 frames parsed in place (libnghttp2), which\n"
-    "                           costs the bench far less CPU per message; with h2\n"
-    "                           connection m belongs to thread m mod T\n"
+    "  --client grpc|h2         what reads the Watch or Subscribe streams: gRPC C\n"
+    "                           core (default), or HTTP/2 frames parsed in place\n"
+    "                           (libnghttp2), which costs the bench far less CPU per\n"
+    "                           message and hands the flow-control window back in\n"
+    "                           large steps; with h2 connection m belongs to thread\n"
+    "                           m mod T\n"
     "  --server-pid PID         also report the CPU time of process PID (the server,\n"
     "                           on this host) over the run window\n"
     "  --connections M          connections for the normal streams, which are spread\n"
@@ -465,8 +467,6 @@ static void parse_options(int argc, char **argv, struct options *o)
         usage_error("--subs-per-stream needs --rpc subscribe");
     if (stall && c->rpc == BENCHRUN_RPC_SUBSCRIBE)
         usage_error("--stall: the stalled streams are Watch streams; not with --rpc subscribe");
-    if (c->client == BENCHRUN_CLIENT_H2 && c->rpc != BENCHRUN_RPC_WATCH)
-        usage_error("--client h2 reads Watch streams only; --rpc subscribe is read with grpc");
     if (stall + c->streams > 1000000)
         usage_error("--streams plus --stall: more than 1000000 streams");
     /* --stall adds slow consumers to the --streams normal ones */

@@ -105,6 +105,7 @@ struct stream {
  * (subs[id - 1]). Touched only by its worker. */
 struct subcall {
     grpc_call *call;
+    struct h2stream *h2; /* with --client h2, instead of call */
     struct worker *w;
     uint32_t index;
     uint32_t conn;
@@ -599,9 +600,38 @@ static void sub_post_recv(struct worker *w, struct subcall *c)
     w->pending_ops++;
 }
 
+#ifdef TICKFAN_BENCH_H2
+/* --client h2: every queued request goes to the call's send buffer at once
+ * (they leave with the worker's next flush). */
+static void sub_send_h2(struct worker *w, struct subcall *c)
+{
+    uint8_t buf[512];
+    while (c->q_head != c->q_tail && !c->status_done && !c->cancelled) {
+        uint32_t op = c->sendq[c->q_head++ % c->q_cap];
+        uint32_t id = op & ~SENDQ_REMOVE;
+        size_t n;
+        if (op & SENDQ_REMOVE) {
+            n = subparse_encode_remove(buf, sizeof(buf), id);
+        } else {
+            grpc_slice req = w->run->requests[c->subs[id - 1]->overflow];
+            n = subparse_encode_add(buf, sizeof(buf), id, GRPC_SLICE_START_PTR(req),
+                                    GRPC_SLICE_LENGTH(req));
+        }
+        if (n > sizeof(buf) || h2stream_send(c->h2, buf, n) != 0)
+            return; /* too long for the bench's requests, or the call is over: on_end says */
+    }
+}
+#endif
+
 /* Sends the next queued request, if none is in flight. */
 static void sub_try_send(struct worker *w, struct subcall *c)
 {
+#ifdef TICKFAN_BENCH_H2
+    if (c->h2) {
+        sub_send_h2(w, c);
+        return;
+    }
+#endif
     if (c->pending & PENDING(OP_SEND) || c->status_done || c->cancelled || c->q_head == c->q_tail)
         return;
     uint32_t op = c->sendq[c->q_head++ % c->q_cap];
@@ -663,8 +693,20 @@ static void call_over(struct worker *w, struct subcall *c)
 static void open_call(struct worker *w, struct subcall *c)
 {
     struct run *run = w->run;
-    grpc_slice method = grpc_slice_from_static_string(SUBSCRIBE_METHOD);
     c->opened = true;
+#ifdef TICKFAN_BENCH_H2
+    if (run->cfg->client == BENCHRUN_CLIENT_H2) {
+        c->h2 = h2conn_open(run->h2conns[c->conn], SUBSCRIBE_METHOD, c);
+        if (!c->h2) {
+            c->status_done = true;
+            c->status = GRPC_STATUS_UNAVAILABLE;
+            grpc_slice_unref(c->details);
+            c->details = grpc_slice_from_static_string("cannot start the call: connection lost");
+        }
+        return;
+    }
+#endif
+    grpc_slice method = grpc_slice_from_static_string(SUBSCRIBE_METHOD);
     c->call = grpc_channel_create_call(run->channels[c->conn], NULL, GRPC_PROPAGATE_DEFAULTS, w->cq,
                                        method, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
     if (c->call == NULL)
@@ -737,18 +779,11 @@ static void on_sub_end(struct worker *w, struct subcall *c, struct stream *s,
             grpc_slice_from_copied_buffer((const char *)d->end_message, d->end_message_len));
 }
 
-/* One SubscribeResponse: each delivery's event parsed once, then checked
- * and measured for each of its ids. */
-static void on_sub_message(struct worker *w, struct subcall *c, grpc_byte_buffer *bb)
+/* One SubscribeResponse's bytes: each delivery's event parsed once, then
+ * checked and measured for each of its ids. */
+static void on_sub_bytes(struct worker *w, struct subcall *c, const uint8_t *p, size_t n)
 {
-    grpc_slice all;
-    const uint8_t *p;
-    size_t n;
     int64_t now = 0;
-    if (!message_bytes(bb, &all, &p, &n)) {
-        c->bad++;
-        return;
-    }
     c->got_message = true;
     c->msgs++;
     c->bytes += n;
@@ -796,8 +831,44 @@ static void on_sub_message(struct worker *w, struct subcall *c, grpc_byte_buffer
     }
     if (rc < 0)
         c->bad++;
+}
+
+static void on_sub_message(struct worker *w, struct subcall *c, grpc_byte_buffer *bb)
+{
+    grpc_slice all;
+    const uint8_t *p;
+    size_t n;
+    if (!message_bytes(bb, &all, &p, &n)) {
+        c->bad++;
+        return;
+    }
+    on_sub_bytes(w, c, p, n);
     grpc_slice_unref(all);
 }
+
+#ifdef TICKFAN_BENCH_H2
+/* --client h2: a Subscribe stream's messages and its end. */
+static bool h2_sub_on_message(void *ud, const uint8_t *p, size_t n)
+{
+    struct subcall *c = ud;
+    on_sub_bytes(c->w, c, p, n);
+    return true;
+}
+
+static void h2_sub_on_end(void *ud, int status, const char *message, const char *cursor)
+{
+    (void)cursor;
+    struct subcall *c = ud;
+    c->status_done = true;
+    c->status = (grpc_status_code)status;
+    grpc_slice_unref(c->details);
+    c->details = grpc_slice_from_copied_string(message);
+    call_over(c->w, c);
+}
+
+static const struct h2conn_handler h2_sub_handler = {.on_message = h2_sub_on_message,
+                                                     .on_end = h2_sub_on_end};
+#endif
 
 static void on_call_event(struct worker *w, const grpc_event *e)
 {
@@ -915,6 +986,12 @@ static void cancel_where(struct worker *w, bool only_unconnected)
             if (!c->opened || c->status_done || c->cancelled)
                 continue;
             c->cancelled = true;
+#ifdef TICKFAN_BENCH_H2
+            if (c->h2) {
+                h2stream_cancel(c->h2);
+                continue;
+            }
+#endif
             grpc_call_cancel(c->call, NULL);
         }
         return;
@@ -1164,7 +1241,8 @@ static int make_calls(struct run *run)
         struct subcall *c = &run->calls[j];
         c->index = j;
         c->conn = j % cfg->connections;
-        c->w = &run->workers[j % cfg->threads];
+        /* --client h2: the worker that polls its connection */
+        c->w = &run->workers[(cfg->client == BENCHRUN_CLIENT_H2 ? c->conn : j) % cfg->threads];
         c->details = grpc_empty_slice();
         grpc_metadata_array_init(&c->initial_md);
         grpc_metadata_array_init(&c->trailing_md);
@@ -1179,7 +1257,7 @@ static int make_calls(struct run *run)
     }
     for (uint32_t t = 0; t < cfg->threads; t++) {
         struct worker *w = &run->workers[t];
-        w->calls = calloc(run->n_calls / cfg->threads + 1, sizeof(*w->calls));
+        w->calls = calloc(run->n_calls, sizeof(*w->calls));
         /* room for every id twice: a server repeating ids is reported,
          * not a reason to drop the message */
         w->ids_cap = 2 * (size_t)most + 64;
@@ -1217,8 +1295,9 @@ static int connect_h2(struct run *run, uint32_t c, bool stalled)
         .connection_window = stalled ? H2_STALLED_WINDOW : H2_CONNECTION_WINDOW,
     };
     char err[256];
-    int rc =
-        h2conn_connect(&run->h2conns[c], run->cfg->server, &opt, &h2_handler, err, sizeof(err));
+    const struct h2conn_handler *h =
+        run->cfg->rpc == BENCHRUN_RPC_SUBSCRIBE ? &h2_sub_handler : &h2_handler;
+    int rc = h2conn_connect(&run->h2conns[c], run->cfg->server, &opt, h, err, sizeof(err));
     if (rc)
         fprintf(stderr, "tickfan-bench: connection %u: %s\n", c, err);
     return rc;
@@ -1285,8 +1364,6 @@ static int check_config(const struct benchrun_config *cfg)
         why = "stalled streams are Watch streams only";
     else if (cfg->client != BENCHRUN_CLIENT_GRPC && cfg->client != BENCHRUN_CLIENT_H2)
         why = "unknown client";
-    else if (cfg->client == BENCHRUN_CLIENT_H2 && cfg->rpc != BENCHRUN_RPC_WATCH)
-        why = "--client h2 reads Watch streams only (Subscribe is read with gRPC)";
     else if (cfg->client == BENCHRUN_CLIENT_H2 && !benchrun_has_h2())
         why = "--client h2: this tickfan-bench was built without libnghttp2 "
               "(install libnghttp2-dev and rebuild)";

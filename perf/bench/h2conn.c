@@ -45,9 +45,12 @@ struct h2stream {
     struct h2stream *dirty_next;
     void *ud;
     int32_t id;
-    /* the request: prefix and message, sent by the data provider */
+    /* the request: prefixed messages, sent by the data provider; an
+     * open call (h2conn_open) keeps the buffer, a plain one frees it */
     uint8_t *req;
-    size_t req_len, req_off;
+    size_t req_len, req_off, req_cap;
+    bool open;     /* never half-closed: more comes by h2stream_send */
+    bool deferred; /* the data provider said DEFERRED: resume it on send */
     /* message assembly */
     uint8_t hdr[GRPC_PREFIX];
     uint8_t hdr_n;
@@ -348,14 +351,22 @@ static ssize_t read_request(nghttp2_session *s, int32_t id, uint8_t *buf, size_t
     (void)user;
     struct h2stream *st = src->ptr;
     size_t k = st->req_len - st->req_off;
+    if (k == 0 && st->open) {
+        st->deferred = true;
+        return NGHTTP2_ERR_DEFERRED;
+    }
     if (k > length)
         k = length;
     memcpy(buf, st->req + st->req_off, k);
     st->req_off += k;
     if (st->req_off == st->req_len) {
-        *flags |= NGHTTP2_DATA_FLAG_EOF;
-        free(st->req);
-        st->req = NULL;
+        if (st->open) {
+            st->req_off = st->req_len = 0;
+        } else {
+            *flags |= NGHTTP2_DATA_FLAG_EOF;
+            free(st->req);
+            st->req = NULL;
+        }
     }
     return (ssize_t)k;
 }
@@ -504,26 +515,44 @@ int h2conn_connect(struct h2conn **out, const char *target, const struct h2conn_
             NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE                           \
     }
 
-struct h2stream *h2conn_call(struct h2conn *c, const char *path, const uint8_t *req, size_t len,
-                             void *ud)
+/* Appends one prefixed message to st's request bytes. */
+static int append_message(struct h2stream *st, const uint8_t *msg, size_t len)
+{
+    size_t need = st->req_len + GRPC_PREFIX + len;
+    if (need > st->req_cap) {
+        size_t cap = st->req_cap ? 2 * st->req_cap : 256;
+        while (cap < need)
+            cap *= 2;
+        uint8_t *p = realloc(st->req, cap);
+        if (!p)
+            return -ENOMEM;
+        st->req = p;
+        st->req_cap = cap;
+    }
+    uint8_t *q = st->req + st->req_len;
+    q[0] = 0;
+    q[1] = (uint8_t)(len >> 24);
+    q[2] = (uint8_t)(len >> 16);
+    q[3] = (uint8_t)(len >> 8);
+    q[4] = (uint8_t)len;
+    memcpy(q + GRPC_PREFIX, msg, len);
+    st->req_len = need;
+    return 0;
+}
+
+static struct h2stream *start_call(struct h2conn *c, const char *path, const uint8_t *req,
+                                   size_t len, bool open, void *ud)
 {
     if (c->dead)
         return NULL;
     struct h2stream *st = calloc(1, sizeof(*st));
     if (!st)
         return NULL;
-    st->req = malloc(GRPC_PREFIX + len);
-    if (!st->req) {
+    st->open = open;
+    if (!open && append_message(st, req, len) != 0) {
         free(st);
         return NULL;
     }
-    st->req[0] = 0;
-    st->req[1] = (uint8_t)(len >> 24);
-    st->req[2] = (uint8_t)(len >> 16);
-    st->req[3] = (uint8_t)(len >> 8);
-    st->req[4] = (uint8_t)len;
-    memcpy(st->req + GRPC_PREFIX, req, len);
-    st->req_len = GRPC_PREFIX + len;
     st->c = c;
     st->ud = ud;
     nghttp2_nv nva[] = {
@@ -547,6 +576,31 @@ struct h2stream *h2conn_call(struct h2conn *c, const char *path, const uint8_t *
     c->streams = st;
     c->open_calls++;
     return st;
+}
+
+struct h2stream *h2conn_call(struct h2conn *c, const char *path, const uint8_t *req, size_t len,
+                             void *ud)
+{
+    return start_call(c, path, req, len, false, ud);
+}
+
+struct h2stream *h2conn_open(struct h2conn *c, const char *path, void *ud)
+{
+    return start_call(c, path, NULL, 0, true, ud);
+}
+
+int h2stream_send(struct h2stream *st, const uint8_t *msg, size_t len)
+{
+    if (!st->open || st->ended || st->cancelled || st->closed || st->c->dead)
+        return -EPIPE;
+    if (append_message(st, msg, len) != 0)
+        return -ENOMEM;
+    if (st->deferred) {
+        st->deferred = false;
+        if (nghttp2_session_resume_data(st->c->s, st->id) != 0)
+            return -EPIPE;
+    }
+    return 0;
 }
 
 void h2stream_cancel(struct h2stream *st)

@@ -1,6 +1,7 @@
 /*
- * h2conn: a lean gRPC client for server-streaming calls, straight on HTTP/2
- * (libnghttp2), for the load generator's Watch streams (--client h2).
+ * h2conn: a lean gRPC client for streaming calls, straight on HTTP/2
+ * (libnghttp2), for the load generator's Watch and Subscribe streams
+ * (--client h2).
  *
  * Why: gRPC C core spends a few microseconds of client CPU on every
  * message (a batch, a completion, a byte buffer), so one bench core
@@ -13,7 +14,9 @@
  * thread: h2conn_read() when the socket is readable, h2conn_flush() after
  * anything that submits frames (it says when the socket must be watched for
  * writing). A call sends its request (a gRPC length-prefixed message) and
- * half-closes; every whole response message goes to on_message, in order;
+ * half-closes, or (h2conn_open) sends what h2stream_send gives it, as it
+ * comes, and never half-closes; every whole response message goes to
+ * on_message, in order;
  * the end goes to on_end once, with the grpc-status and grpc-message of the
  * trailers, or a status that says how the stream was lost. Compressed
  * messages are not asked for (no grpc-accept-encoding) and are reported as
@@ -63,6 +66,16 @@ int h2conn_connect(struct h2conn **out, const char *target, const struct h2conn_
  * h2conn_destroy. */
 struct h2stream *h2conn_call(struct h2conn *c, const char *path, const uint8_t *req, size_t len,
                              void *ud);
+
+/* Starts a call of `path` whose request messages come later, each by
+ * h2stream_send; it is never half-closed (h2stream_cancel ends it). NULL
+ * as h2conn_call. */
+struct h2stream *h2conn_open(struct h2conn *c, const char *path, void *ud);
+
+/* Queues one request message (the encoded protobuf, without the gRPC
+ * prefix) on a call made by h2conn_open; it goes out with the next
+ * h2conn_flush. -EPIPE when the call is over or not an open one, -ENOMEM. */
+int h2stream_send(struct h2stream *st, const uint8_t *msg, size_t len);
 
 /* RST_STREAM(CANCEL); on_end follows (CANCELLED unless the status came
  * first). No message is delivered after it, not even one already read in

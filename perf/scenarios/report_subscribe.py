@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Turns one `perf/run subscribe` (or `subscribe-smoke`) directory into a
 report: the same subscriptions served three ways, one row each (tickfand
-Subscribe, tickfand Watch, the go peer's Watch).
+Subscribe, also read with gRPC C core's client, tickfand Watch, the go
+peer's Watch).
 
 Writes RUN_DIR/subscribe.md and RUN_DIR/subscribe.json and prints the
 markdown; `subscribe` mode also copies them to perf/results/subscribe.md and
@@ -19,6 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from report import case, fmt, load, load_avg, lost, machine  # noqa: E402
 
 ROWS = {"tickfand-subscribe": "tickfand Subscribe",
+        "tickfand-subscribe-grpc": "tickfand Subscribe, read by gRPC C core",
         "tickfand-subscribe-1shard": "tickfand Subscribe, --shards 1",
         "tickfand-watch": "tickfand Watch", "go-peer-watch": "go peer Watch"}
 # a bench at or above this share of its core limits what it measures
@@ -195,8 +197,11 @@ def main():
     L.append("Server CPU is its share of CPU 0 in the bench's run window, read by the bench "
              "from /proc at the window's start and end (steady state: no connect, no drain); "
              "per million deliveries divides that CPU time by the Data delivered in the window. "
-             "The Watch rows are read with the bench's `--client h2` (HTTP/2 frames parsed in "
-             "place), the Subscribe rows with gRPC C core. Deliveries per message: Data and other events delivered, per gRPC "
+             "Every row is read with the bench's `--client h2` (HTTP/2 frames parsed in "
+             "place, the flow-control window handed back in large steps) but the one read by "
+             "gRPC C core's client (`--client grpc`), which returns the window after every "
+             "message, as the C and Python client libraries do: two WINDOW_UPDATE frames the "
+             "server reads per message. Deliveries per message: Data and other events delivered, per gRPC "
              "message the bench received (Watch: 1).\n")
 
     L.append(f"## Capacity steps ({e['SUB_CAP_SECONDS']} s per step)\n")

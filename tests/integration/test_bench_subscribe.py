@@ -4,7 +4,8 @@ ids, removes answered by SubscriptionEnd. The script, not tickfand, so the
 client's reading of the contract is checked on its own, misbehaviour
 included: every delivery counts once per id, a seq jump of one id is that
 subscription's violation alone, an unknown id or an early end fails the
-run."""
+run. Every test runs with both of the bench's clients: gRPC C core and its
+own HTTP/2 reader (--client h2), which perf/run uses."""
 import json
 import os
 import queue
@@ -17,8 +18,7 @@ import grpc
 
 import tickfan_harness as h
 from tickfan_harness import pb, pb_grpc
-
-BENCH = os.path.join(h.BIN_DIR, "perf", "bench", "tickfan-bench")
+from test_scale import BENCH, CLIENTS
 
 
 class ScriptedWatcher(pb_grpc.WatcherServicer):
@@ -107,11 +107,11 @@ def serve(servicer):
     return srv, f"127.0.0.1:{port}"
 
 
-def bench(addr, tmp_path, *args, timeout=60):
+def bench(addr, tmp_path, client, *args, timeout=60):
     assert os.access(BENCH, os.X_OK), f"{BENCH} is not built"
     out = tmp_path / f"bench-{time.monotonic_ns()}.json"
     cmd = [BENCH, "--server", addr, "--topic", "bench", "--rpc", "subscribe",
-           "--json", str(out)] + [str(a) for a in args]
+           "--client", client, "--json", str(out)] + [str(a) for a in args]
     p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                        timeout=timeout)
     print(p.stdout)
@@ -120,11 +120,12 @@ def bench(addr, tmp_path, *args, timeout=60):
     return p.returncode, p.stdout, doc
 
 
-def test_shared_deliveries_count_once_per_id(tmp_path):
+@CLIENTS
+def test_shared_deliveries_count_once_per_id(tmp_path, client):
     script = ScriptedWatcher()
     srv, addr = serve(script)
     try:
-        code, out, doc = bench(addr, tmp_path, "--streams", 10, "--subs-per-stream", 4,
+        code, out, doc = bench(addr, tmp_path, client, "--streams", 10, "--subs-per-stream", 4,
                                "--connections", 2, "--duration", 2)
     finally:
         srv.stop(0)
@@ -154,11 +155,12 @@ def test_shared_deliveries_count_once_per_id(tmp_path):
     assert "rpc=subscribe subs-per-stream=4" in out and "deliveries per message" in out
 
 
-def test_messages_limit_removes_each_subscription(tmp_path):
+@CLIENTS
+def test_messages_limit_removes_each_subscription(tmp_path, client):
     script = ScriptedWatcher()
     srv, addr = serve(script)
     try:
-        code, out, doc = bench(addr, tmp_path, "--streams", 6, "--subs-per-stream", 3,
+        code, out, doc = bench(addr, tmp_path, client, "--streams", 6, "--subs-per-stream", 3,
                                "--messages", 60, "--duration", 20)
     finally:
         srv.stop(0)
@@ -175,10 +177,11 @@ def test_messages_limit_removes_each_subscription(tmp_path):
     assert r["window_s"] < 15
 
 
-def test_a_jump_of_one_id_is_its_own_violation(tmp_path):
+@CLIENTS
+def test_a_jump_of_one_id_is_its_own_violation(tmp_path, client):
     srv, addr = serve(ScriptedWatcher(misbehave="gap"))
     try:
-        code, out, doc = bench(addr, tmp_path, "--streams", 8, "--subs-per-stream", 4,
+        code, out, doc = bench(addr, tmp_path, client, "--streams", 8, "--subs-per-stream", 4,
                                "--duration", 1.5)
     finally:
         srv.stop(0)
@@ -192,12 +195,13 @@ def test_a_jump_of_one_id_is_its_own_violation(tmp_path):
     assert "unannounced gap: expected seq 30, got 31" in first
 
 
-def test_unknown_ids_and_early_ends_fail_the_run(tmp_path):
+@CLIENTS
+def test_unknown_ids_and_early_ends_fail_the_run(tmp_path, client):
     for misbehave, want in (("unknown", "ids no subscription of their stream has"),
                             ("end", "ended by the server during the run")):
         srv, addr = serve(ScriptedWatcher(misbehave=misbehave))
         try:
-            code, out, doc = bench(addr, tmp_path, "--streams", 8, "--subs-per-stream", 4,
+            code, out, doc = bench(addr, tmp_path, client, "--streams", 8, "--subs-per-stream", 4,
                                    "--duration", 1.5)
         finally:
             srv.stop(0)
@@ -212,11 +216,12 @@ def test_unknown_ids_and_early_ends_fail_the_run(tmp_path):
             assert "slow consumer: lag budget exceeded" in r["first_failure"]
 
 
-def test_a_subscription_with_no_delivery_fails_alone_at_the_connect_timeout(tmp_path):
+@CLIENTS
+def test_a_subscription_with_no_delivery_fails_alone_at_the_connect_timeout(tmp_path, client):
     script = ScriptedWatcher(misbehave="silent")
     srv, addr = serve(script)
     try:
-        code, out, doc = bench(addr, tmp_path, "--streams", 8, "--subs-per-stream", 4,
+        code, out, doc = bench(addr, tmp_path, client, "--streams", 8, "--subs-per-stream", 4,
                                "--duration", 1, "--connect-timeout", 1)
     finally:
         srv.stop(0)
@@ -230,12 +235,13 @@ def test_a_subscription_with_no_delivery_fails_alone_at_the_connect_timeout(tmp_
     assert r["messages"]["per_stream_max"] > 50 and r["wire"]["grpc_streams_failed"] == 0
 
 
-def test_unimplemented_fails_every_subscription(tmp_path):
+@CLIENTS
+def test_unimplemented_fails_every_subscription(tmp_path, client):
     srv = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     port = srv.add_insecure_port("127.0.0.1:0")
     srv.start()
     try:
-        code, out, doc = bench(f"127.0.0.1:{port}", tmp_path, "--streams", 5,
+        code, out, doc = bench(f"127.0.0.1:{port}", tmp_path, client, "--streams", 5,
                                "--subs-per-stream", 2, "--duration", 0.5)
     finally:
         srv.stop(0)
@@ -249,10 +255,11 @@ def test_unimplemented_fails_every_subscription(tmp_path):
 # streams of 15 over 2 connections) x 200 ticks/s, far below what the machine delivers,
 # so every tick reaches every subscription, in order, within the drain; and
 # one event goes out once for all the ids of a stream that want it.
-def test_tickfand_subscribe_delivers_every_tick_to_every_subscription(tickfand, tmp_path):
+@CLIENTS
+def test_tickfand_subscribe_delivers_every_tick_to_every_subscription(tickfand, tmp_path, client):
     from test_bench_feed import fed_server
     srv, feed = fed_server(tickfand)
-    code, out, doc = bench(srv.addr, tmp_path, "--streams", 60, "--subs-per-stream", 16,
+    code, out, doc = bench(srv.addr, tmp_path, client, "--streams", 60, "--subs-per-stream", 16,
                            "--connections", 2, "--duration", 2, "--feed", feed,
                            "--rate", 200, "--drain", 10)
     r = doc["results"]
