@@ -183,6 +183,11 @@ void metrics_render(FILE *out, struct server *srv, struct topics *topics, ingest
     counter(out, "tickfan_subscribe_delivered_total",
             "Deliveries times the subscriptions each was for: what the subscriptions received.",
             SHARD_SUM(srv, sub_delivered));
+    counter(out, "tickfan_subscribe_followed_total",
+            "Of those, the ones a subscription took by following another of its shard at the "
+            "same place in the same topic: the event and the step were the other's, the log "
+            "was not read again.",
+            SHARD_SUM(srv, sub_followed));
     by_code(out, srv, "tickfan_subscription_end_total",
             "SubscriptionEnds sent, by code (OK: removed).",
             offsetof(struct shard_counters, sub_ends));

@@ -320,6 +320,7 @@ void reader_next(struct reader *r, uint64_t limit, const struct reader_encoder *
             return;
         }
         struct ringlog_view v;
+        struct ringlog_iter from = r->it;
         /* a subscription reads up to where its stream's flush began, as the
          * others of the stream do: what came since goes into the next
          * message for all of them, shared, not into this one for some */
@@ -355,10 +356,23 @@ void reader_next(struct reader *r, uint64_t limit, const struct reader_encoder *
         if (match) {
             step->action = READER_EVENT;
             step->seq = v.seq;
+            step->from = from;
             return;
         }
     }
     step->action = READER_YIELD; /* more to scan: come back after others */
+}
+
+bool reader_follow(struct reader *r, uint64_t limit, const struct reader_hop *hop)
+{
+    /* each test is one reader_next makes before it reads, in its order;
+     * what it would then read is the hop's record */
+    if (r->has_filter || !r->eob_sent || r->gap_pending || r->snap_active ||
+        r->topic->log != hop->log || r->it.pos != hop->from.pos || r->it.seq != hop->from.seq ||
+        r->it.seq > limit || over_budget(r) || !ringlog_view_valid(hop->log, &r->it))
+        return false;
+    r->it = hop->to;
+    return true;
 }
 
 bool reader_check_stalled(struct reader *r, struct reader_end *end)

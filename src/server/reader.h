@@ -74,7 +74,8 @@ enum reader_action {
 
 struct reader_step {
     enum reader_action action;
-    uint64_t seq; /* READER_EVENT */
+    uint64_t seq;             /* READER_EVENT */
+    struct ringlog_iter from; /* READER_EVENT: where the read of that record began */
     struct reader_gap gap;
     struct reader_end end;
 };
@@ -90,33 +91,33 @@ struct reader_encoder {
 };
 
 struct reader {
+    /* read for every record (keep them together, first) */
     struct topic *topic;
-    struct reader_counters *ctr;
-    uint64_t id; /* the stream's, for log lines */
-    struct filter filter;
-    bool has_filter;
     struct ringlog_iter it; /* the next record to read */
-    uint64_t backlog_end;   /* head seq when positioned: EndOfBacklog once past it */
-    int start;              /* READER_START_* */
-    int overflow;           /* Events__V1__OverflowPolicy, never DEFAULT */
-    bool sent_first;        /* its first message is out (set by the sender) */
+    bool has_filter;
+    bool sent_first; /* its first message is out (set by the sender) */
     bool eob_sent;
-
     /* a Gap to send before anything else: `gap_missed` matching events lost
      * after cursor `gap_from` (its own cursor is the reader's when sent) */
     bool gap_pending;
-    bool gap_slow;      /* a slow-consumer Gap: an overflow before it is sent widens it */
-    bool gap_stalled;   /* its episode began while the send was held */
-    uint8_t gap_reason; /* Events__V1__GapReason */
-    struct cursor gap_from;
-    uint64_t gap_missed;
-    uint64_t dropped; /* events lost to this reader, each told by a Gap */
-
+    bool gap_slow;    /* a slow-consumer Gap: an overflow before it is sent widens it */
+    bool gap_stalled; /* its episode began while the send was held */
     /* snapshot or conflation phase: for each (kind, key), the sequence
      * number of its value as of the reader's position (aux: its cache index
      * + 1), sent one per message before the reader goes on from it.seq */
     bool snap_active;
-    bool snap_initial; /* the request's snapshot (told a Gap if values are lost) */
+    bool snap_initial;    /* the request's snapshot (told a Gap if values are lost) */
+    uint64_t backlog_end; /* head seq when positioned: EndOfBacklog once past it */
+    struct filter filter;
+
+    struct reader_counters *ctr;
+    uint64_t id;        /* the stream's, for log lines */
+    int start;          /* READER_START_* */
+    int overflow;       /* Events__V1__OverflowPolicy, never DEFAULT */
+    uint8_t gap_reason; /* Events__V1__GapReason */
+    struct cursor gap_from;
+    uint64_t gap_missed;
+    uint64_t dropped; /* events lost to this reader, each told by a Gap */
     struct keyset *snapset;
     size_t snap_index; /* next slot of snapset to send */
     uint64_t snap_sent;
@@ -136,6 +137,24 @@ void reader_free(struct reader *r);
  * is taken (READER_EVENT: the reader has moved past it). */
 void reader_next(struct reader *r, uint64_t limit, const struct reader_encoder *enc,
                  struct reader_step *step);
+
+/* One READER_EVENT step of an unfiltered reader: from `from` it read
+ * record `seq` of `log` and moved to `to`. Another unfiltered reader at
+ * `from` would read the same record and move the same way (the record at a
+ * position of a log never changes; only being overwritten ends it). */
+struct reader_hop {
+    const ringlog_t *log;
+    struct ringlog_iter from, to;
+    uint64_t seq;
+};
+
+/* Takes the step `hop` tells, without reading the record, when reader_next
+ * would have taken exactly it: r is unfiltered, live (EndOfBacklog sent),
+ * has no Gap or snapshot to send, is at hop->from within `limit`, within
+ * its lag budget, and the record is not overwritten. true: r moved to
+ * hop->to, as after READER_EVENT for hop->seq; false: r is as it was (call
+ * reader_next). */
+bool reader_follow(struct reader *r, uint64_t limit, const struct reader_hop *hop);
 
 /* True when the next record is already in the log and matches (the send
  * before it may be coalesced with it). Moves over filtered-out records. */

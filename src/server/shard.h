@@ -77,6 +77,7 @@ struct shard_counters {
     counter_t sub_responses;      /* SubscribeResponse messages sent */
     counter_t sub_deliveries;     /* deliveries in them */
     counter_t sub_delivered;      /* (delivery, id) pairs: one per subscription served */
+    counter_t sub_followed;       /* ... of them that took another's step (no log read) */
     counter_t sub_subs_live;      /* subscriptions live on this shard (a gauge) */
 };
 

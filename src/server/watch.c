@@ -291,15 +291,55 @@ static bool pump_snapshot(struct watch *w)
     return true;
 }
 
+/* One delivery of a subscription: the event at seq, shared with every
+ * subscription of the stream that sends the same record next. */
+static void deliver(struct watch *w, grpc_slice slice, bool owned, uint64_t seq)
+{
+    w->sent_data++;
+    w->rd.sent_first = true;
+    w->last_send_us = w->ws->sink->now_us(w->mux);
+    w->ws->sink->emit_event(w->mux, w, slice, owned, w->rd.topic->index, seq);
+}
+
+/* A subscription's event step, kept for the others of the shard at the
+ * same place (what they would read is the same record, encoded the same). */
+static void remember(struct watch *w, const struct reader_step *st, grpc_slice slice)
+{
+    struct watch_hop *h = &w->ws->hops[st->from.seq & (WATCH_HOPS - 1)];
+    const ringlog_t *log = w->rd.topic->log;
+    if (h->set && h->hop.log == log && h->hop.from.pos == st->from.pos &&
+        h->hop.from.seq == st->from.seq)
+        return;
+    if (h->set)
+        grpc_slice_unref(h->slice);
+    h->hop = (struct reader_hop){.log = log, .from = st->from, .to = w->rd.it, .seq = st->seq};
+    h->slice = grpc_slice_ref(slice);
+    h->set = true;
+}
+
+/* A subscription where another of the shard just was takes its step. */
+static bool follow(struct watch *w, uint64_t limit)
+{
+    struct watch_hop *h = &w->ws->hops[w->rd.it.seq & (WATCH_HOPS - 1)];
+    if (!h->set || !reader_follow(&w->rd, limit, &h->hop))
+        return false;
+    counter_add(&w->ws->shard->ctr.sub_followed, 1);
+    counter_add(&w->ws->shard->ctr.slice_shares, 1); /* the other's slice, shared */
+    deliver(w, h->slice, false, h->hop.seq);
+    return true;
+}
+
 /* Sends what the reader says is next, if nothing is in flight. */
 static void pump(struct watch *w)
 {
     if (w->send_busy || !is_live(w))
         return;
-    struct encoded enc = {.w = w};
-    const struct reader_encoder coder = {.encode = encode, .discard = discard, .ctx = &enc};
     /* a subscription reads up to where its stream's flush began (reader.c) */
     uint64_t limit = w->mux ? w->ws->sink->horizon(w->mux, w->rd.topic) : UINT64_MAX;
+    if (w->mux && follow(w, limit))
+        return;
+    struct encoded enc = {.w = w};
+    const struct reader_encoder coder = {.encode = encode, .discard = discard, .ctx = &enc};
     for (;;) {
         struct reader_step st;
         reader_next(&w->rd, limit, &coder, &st);
@@ -327,15 +367,13 @@ static void pump(struct watch *w)
         case READER_EVENT:
             break;
         }
-        w->sent_data++;
         if (w->mux) {
-            /* one delivery, shared with every subscription of the stream
-             * that sends the same record next */
-            w->rd.sent_first = true;
-            w->last_send_us = w->ws->sink->now_us(w->mux);
-            w->ws->sink->emit_event(w->mux, w, enc.slice, enc.owned, w->rd.topic->index, st.seq);
+            if (!w->rd.has_filter)
+                remember(w, &st, enc.slice);
+            deliver(w, enc.slice, enc.owned, st.seq);
             return;
         }
+        w->sent_data++;
         /* Coalesce with the next message when it is already queued. Not on
          * the first message: a hinted batch that also carries the initial
          * metadata does not complete until a later write. And at most

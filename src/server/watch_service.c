@@ -86,6 +86,9 @@ static void ws_fini(struct shard *sh, void *st)
         free(cache);
     }
     free(ws->slices);
+    for (size_t i = 0; i < WATCH_HOPS; i++)
+        if (ws->hops[i].set)
+            grpc_slice_unref(ws->hops[i].slice);
     free(ws->waiting);
     free(ws->seen_head);
 }

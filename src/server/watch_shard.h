@@ -30,12 +30,22 @@ enum { WATCH_LIST_NONE = 0, WATCH_LIST_WAITING, WATCH_LIST_READY };
 
 #define WATCH_REQUESTS 8       /* Watch calls requested ahead per shard */
 #define WATCH_SLICE_CACHE 1024 /* recent events kept as shared slices, per topic */
+#define WATCH_HOPS 16          /* recent steps of subscriptions, for others to follow */
 
 /* One recent event's encoded bytes, shared by every stream of the shard that
  * sends it: each send takes a reference, none copies the payload. */
 struct slice_cache_entry {
     uint64_t seq; /* 0: empty */
     grpc_slice slice;
+};
+
+/* A step an unfiltered subscription took and the event it delivered (a
+ * reference of its own): a subscription of the shard at the same place
+ * takes it too without reading the log (watch.c, reader_follow). */
+struct watch_hop {
+    struct reader_hop hop;
+    grpc_slice slice;
+    bool set;
 };
 
 /* The Watch service's state on one shard (shard thread, but for the lag
@@ -50,45 +60,47 @@ struct watch_shard {
     struct slice_cache_entry **slices; /* per topic index: WATCH_SLICE_CACHE, on first use */
     counter_t lag[WATCH_LAG_BUCKETS];  /* live streams per lag bucket, as of the last tick */
     counter_t lag_sum;                 /* their lag in bytes, summed, as of the last tick */
+    struct watch_hop hops[WATCH_HOPS]; /* by hop.from.seq % WATCH_HOPS */
 };
 
 struct watch {
-    /* shard bookkeeping */
-    struct watch *prev, *next;   /* all watches of the shard */
+    /* What every delivery touches comes first, in two cache lines: a
+     * shard's subscriptions are each read once per tick and record, and
+     * at thousands of them every line more is a miss more per delivery. */
     struct watch *wprev, *wnext; /* the waiting list of its topic, or the ready list */
     int list;                    /* WATCH_LIST_* it is on */
-
+    uint32_t sub_id;
     struct watch_shard *ws; /* the Watch state of its shard (ws->shard) */
     /* a subscription of Subscribe stream `mux` (NULL: a Watch stream): its
      * messages are deliveries in the stream's next SubscribeResponse, and
      * its status a SubscriptionEnd (see subscribe.h) */
     struct mux *mux;
-    uint32_t sub_id;
-    struct watch *sprev, *snext; /* all subscriptions of the stream */
-    struct watch *mnext;         /* the stream's list of subscriptions with work */
-    bool mready;                 /* on that list */
-    uint64_t mgen;               /* the stream's batch its last delivery went into... */
-    uint32_t mlast;              /* ...and that delivery's index + 1 */
-    uint32_t mhb;                /* index + 1 of its heartbeat in that batch (0: none)... */
-    uint32_t mhb_before;         /* ...and of its delivery before the heartbeat */
-    uint64_t mhb_gen;            /* the batch mhb is of */
-    uint64_t id;
-    /* where it is in its topic's log and what it gets next (reader.h) */
-    struct reader rd;
-
+    struct watch *mnext; /* the stream's list of subscriptions with work */
+    uint64_t mgen;       /* the stream's batch its last delivery went into... */
+    uint32_t mlast;      /* ...and that delivery's index + 1 */
+    uint32_t mhb;        /* index + 1 of its heartbeat in that batch (0: none)... */
+    uint64_t mhb_gen;    /* the batch mhb is of */
+    uint32_t mhb_before; /* ...and of its delivery before the heartbeat */
+    bool mready;         /* on the stream's list */
     bool send_busy;
     bool status_started;
-    bool closed;  /* the call's RECV_CLOSE_ON_SERVER completed (Watch only) */
-    bool counted; /* counted in streams_live */
+    bool closed;          /* the call's RECV_CLOSE_ON_SERVER completed (Watch only) */
+    int64_t last_send_us; /* monotonic */
+    uint64_t sent_data;
+    /* where it is in its topic's log and what it gets next (reader.h; its
+     * hot fields first) */
+    struct reader rd;
 
+    /* the rest: opening, listing, ending */
+    struct watch *prev, *next;   /* all watches of the shard */
+    struct watch *sprev, *snext; /* all subscriptions of the stream */
+    uint64_t id;
+    bool counted; /* counted in streams_live */
     /* status to send once the send in flight completes (Watch only; the
      * rest of it is in struct watch_call) */
     bool end_pending;
-
-    int64_t last_send_us; /* monotonic */
-    int64_t since_us;     /* opened, wall clock */
-    const char *peer;     /* the call's (struct watch_call) or the Subscribe stream's */
-    uint64_t sent_data;
+    int64_t since_us; /* opened, wall clock */
+    const char *peer; /* the call's (struct watch_call) or the Subscribe stream's */
     const char *close_reason;
 };
 

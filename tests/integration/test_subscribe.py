@@ -940,6 +940,43 @@ def test_an_event_wanted_by_several_subscriptions_goes_out_once_with_all_their_i
     s.cancel()
 
 
+def test_subscriptions_at_the_same_place_follow_one_read_and_each_gets_its_own(tickfand):
+    """Unfiltered subscriptions of a shard at the same place in a topic take
+    the step the first of them read (tickfan_subscribe_followed_total): the
+    log is read once per event, whichever stream they are on. A filtered
+    one reads for itself; each still gets exactly its events."""
+    srv = tickfand(*FLAGS, "--shards", "1", "--heartbeat-ms", "10000",
+                   "--metrics-listen", "127.0.0.1:0")
+    pub = Publisher(srv)
+    s1, s2 = Stream(srv.addr), Stream(srv.addr)
+    s1.send(add(1, topic="a", start=pb.START_LIVE), add(2, topic="a", start=pb.START_LIVE),
+            add(3, topic="a", start=pb.START_LIVE),
+            add(4, topic="a", keys=[key_of(1)], start=pb.START_LIVE))
+    s2.send(add(7, topic="a", start=pb.START_LIVE))
+    s1.pump(lambda s: s.eob(1, 2, 3, 4))
+    s2.pump(lambda s: s.eob(7))
+    # one event at a time, each delivered to all before the next: one read
+    # (the leader's), three follows; the filtered one is not among them
+    for k in range(1, 6):
+        before = value(scrape(srv), "tickfan_subscribe_followed_total")
+        pub.publish(1, "a")
+        s1.pump(lambda s: all(len(s.data_seqs(i)) == k for i in (1, 2, 3)))
+        s2.pump(lambda s: len(s.data_seqs(7)) == k)
+        assert value(scrape(srv), "tickfan_subscribe_followed_total") - before == 3
+    # a burst: still at least one read per event, and never for the filter
+    m0 = scrape(srv)
+    pub.publish(200, "a")
+    want = pub.expected("a")
+    s1.pump(lambda s: all(s.data_seqs(i) == want for i in (1, 2, 3)) and
+            s.data_seqs(4) == pub.expected("a", keys=[key_of(1)]))
+    s2.pump(lambda s: s.data_seqs(7) == want)
+    followed = value(scrape(srv), "tickfan_subscribe_followed_total") - \
+        value(m0, "tickfan_subscribe_followed_total")
+    assert 0 < followed <= 3 * 200, followed
+    s1.cancel()
+    s2.cancel()
+
+
 def test_busy_streams_batch_and_an_idle_stream_sends_a_lone_event_at_once(tickfand):
     """Busy: while a message is in flight (here held by flow control: the
     client reads nothing for a while, its window is 64 KiB with BDP probing

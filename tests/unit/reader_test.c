@@ -859,6 +859,152 @@ static void a_snapshot_pair_whose_value_is_gone_stays_in_the_set_as_lost(void **
     fx_free(f);
 }
 
+/* ---- following another reader's step ------------------------------------ */
+
+/* A second reader on the fixture's topic, opened with req. */
+static void open_other(struct fixture *f, Events__V1__WatchRequest *req, struct reader *r)
+{
+    struct reader_end end;
+    memset(r, 0, sizeof(*r));
+    memset(&end, 0, sizeof(end));
+    if (!reader_open(r, &f->topics, req, &f->ctr, 2, &end))
+        fail_msg("reader_open: %d %s", end.code, end.message);
+}
+
+static struct reader_step other_next(struct reader *r, struct sender *s, uint64_t limit)
+{
+    const struct reader_encoder enc = {.encode = encode, .discard = discard, .ctx = s};
+    struct reader_step st;
+    memset(&st, 0, sizeof(st));
+    reader_next(r, limit, &enc, &st);
+    return st;
+}
+
+/* The fixture's reader reads the next record; the hop it took. */
+static struct reader_hop lead(struct fixture *f, struct sender *s)
+{
+    struct reader_step st = next(f, s);
+    assert_int_equal(st.action, READER_EVENT);
+    return (struct reader_hop){.log = f->t->log, .from = st.from, .to = f->r.it, .seq = st.seq};
+}
+
+static void a_follower_takes_the_step_reading_would_take(void **state)
+{
+    (void)state;
+    struct fixture *f = fx_new(64 * 1024);
+    append_n(f, 3, 10);
+    struct sender s = {.f = f}, s2 = {.f = f};
+    live(f, &s, 0);
+    struct reader r2;
+    Events__V1__WatchRequest req = request(EVENTS__V1__START_POSITION__START_LIVE);
+    open_other(f, &req, &r2);
+    assert_int_equal(other_next(&r2, &s2, UINT64_MAX).action, READER_EOB);
+    append_n(f, 3, 10);
+    for (uint64_t seq = 4; seq <= 6; seq++) {
+        struct reader_hop hop = lead(f, &s);
+        assert_int_equal(hop.seq, seq);
+        assert_true(reader_follow(&r2, UINT64_MAX, &hop));
+        assert_int_equal(r2.it.pos, f->r.it.pos);
+        assert_int_equal(r2.it.seq, f->r.it.seq);
+        assert_int_equal(reader_cursor(&r2).seq, seq);
+    }
+    assert_int_equal(s2.encoded, 0); /* it read nothing itself */
+    /* and reading on from there is what the leader reads */
+    append_n(f, 1, 10);
+    assert_int_equal(other_next(&r2, &s2, UINT64_MAX).seq, 7);
+    expect_event(f, &s, 7);
+    reader_free(&r2);
+    fx_free(f);
+}
+
+static void a_follower_reads_for_itself_wherever_reading_would_differ(void **state)
+{
+    (void)state;
+    struct fixture *f = fx_new(64 * 1024);
+    struct sender s = {.f = f}, s2 = {.f = f};
+    live(f, &s, 0);
+    Events__V1__WatchRequest req = request(EVENTS__V1__START_POSITION__START_LIVE);
+    struct reader filtered, replaying, behind;
+    char *kinds[] = {"trade"};
+    Events__V1__WatchRequest freq = req;
+    freq.kinds = kinds;
+    freq.n_kinds = 1;
+    open_other(f, &freq, &filtered);
+    assert_int_equal(other_next(&filtered, &s2, UINT64_MAX).action, READER_EOB);
+    open_other(f, &req, &behind);
+    assert_int_equal(other_next(&behind, &s2, UINT64_MAX).action, READER_EOB);
+    append_n(f, 2, 10);
+    Events__V1__WatchRequest ereq = request(EVENTS__V1__START_POSITION__START_EARLIEST);
+    open_other(f, &ereq, &replaying); /* its EndOfBacklog is still to come */
+    expect_event(f, &s, 1);
+    struct reader_hop hop = lead(f, &s); /* record 2 */
+    assert_int_equal(hop.seq, 2);
+    other_next(&filtered, &s2, UINT64_MAX); /* at record 2 too, now */
+    assert_int_equal(filtered.it.pos, hop.from.pos);
+    /* filtered: its own filter decides, even where it matches */
+    assert_false(reader_follow(&filtered, UINT64_MAX, &hop));
+    assert_int_equal(filtered.it.seq, 2);
+    /* elsewhere in the log: at record 1, not 2 */
+    assert_false(reader_follow(&behind, UINT64_MAX, &hop));
+    assert_int_equal(behind.it.seq, 1);
+    /* replaying the backlog */
+    other_next(&replaying, &s2, UINT64_MAX);
+    assert_int_equal(replaying.it.pos, hop.from.pos);
+    assert_false(reader_follow(&replaying, UINT64_MAX, &hop));
+    assert_int_equal(replaying.it.seq, 2);
+    /* the same place, but past its flush horizon, then within it */
+    assert_int_equal(other_next(&behind, &s2, UINT64_MAX).seq, 1);
+    assert_false(reader_follow(&behind, 1, &hop));
+    assert_int_equal(behind.it.seq, 2);
+    assert_true(reader_follow(&behind, 2, &hop));
+    assert_int_equal(behind.it.seq, 3);
+    reader_free(&filtered);
+    reader_free(&replaying);
+    reader_free(&behind);
+    fx_free(f);
+}
+
+static void a_follower_over_its_budget_or_lapped_gets_its_gap(void **state)
+{
+    (void)state;
+    struct fixture *f = fx_new(64 * 1024);
+    struct sender s = {.f = f}, s2 = {.f = f};
+    live(f, &s, 0);
+    Events__V1__WatchRequest req = request(EVENTS__V1__START_POSITION__START_LIVE);
+    struct reader late;
+    open_other(f, &req, &late);
+    assert_int_equal(other_next(&late, &s2, UINT64_MAX).action, READER_EOB);
+    append_n(f, 1, 10);
+    struct reader_hop hop = lead(f, &s);
+    assert_int_equal(late.it.pos, hop.from.pos);
+    atomic_store(&f->t->max_lag_events, 20);
+    append_n(f, 30, 10); /* 31 behind: over the budget of 20 */
+    assert_false(reader_follow(&late, UINT64_MAX, &hop));
+    struct reader_step st = other_next(&late, &s2, UINT64_MAX);
+    assert_int_equal(st.action, READER_GAP);
+    assert_int_equal(st.gap.reason, EVENTS__V1__GAP_REASON__GAP_SLOW_CONSUMER);
+    reader_free(&late);
+
+    /* no event budget: overwritten since the leader read it */
+    atomic_store(&f->t->max_lag_events, 0);
+    struct reader lapped;
+    open_other(f, &req, &lapped);
+    assert_int_equal(other_next(&lapped, &s2, UINT64_MAX).action, READER_EOB);
+    struct ringlog_iter at = lapped.it;
+    append_n(f, 1, 10);
+    struct reader_hop h2 = {.log = f->t->log, .from = at, .seq = at.seq};
+    struct reader tmp;
+    open_other(f, &req, &tmp); /* a reader past it: where the step leads */
+    h2.to = tmp.it;
+    reader_free(&tmp);
+    append_n(f, 200, 1000); /* laps the 64 KiB log */
+    assert_false(reader_follow(&lapped, UINT64_MAX, &h2));
+    assert_int_equal(lapped.it.seq, at.seq);
+    assert_int_equal(other_next(&lapped, &s2, UINT64_MAX).action, READER_GAP);
+    reader_free(&lapped);
+    fx_free(f);
+}
+
 int main(void)
 {
     log_set_level(LOG_ERROR);
@@ -892,6 +1038,9 @@ int main(void)
         cmocka_unit_test(a_stalled_disconnect_says_so),
         cmocka_unit_test(a_snapshot_is_each_pairs_value_as_of_the_position),
         cmocka_unit_test(a_snapshot_pair_whose_value_is_gone_stays_in_the_set_as_lost),
+        cmocka_unit_test(a_follower_takes_the_step_reading_would_take),
+        cmocka_unit_test(a_follower_reads_for_itself_wherever_reading_would_differ),
+        cmocka_unit_test(a_follower_over_its_budget_or_lapped_gets_its_gap),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
