@@ -600,25 +600,42 @@ static void sub_post_recv(struct worker *w, struct subcall *c)
     w->pending_ops++;
 }
 
+/* Request `op` of the send queue (an id to add, or SENDQ_REMOVE | id),
+ * encoded as a SubscribeRequest. */
+static grpc_slice encode_op(struct worker *w, struct subcall *c, uint32_t op)
+{
+    uint32_t id = op & ~SENDQ_REMOVE;
+    if (op & SENDQ_REMOVE) {
+        size_t n = subparse_encode_remove(NULL, 0, id);
+        grpc_slice sl = grpc_slice_malloc(n);
+        subparse_encode_remove(GRPC_SLICE_START_PTR(sl), n, id);
+        return sl;
+    }
+    grpc_slice req = w->run->requests[c->subs[id - 1]->overflow];
+    size_t n = subparse_encode_add(NULL, 0, id, GRPC_SLICE_START_PTR(req), GRPC_SLICE_LENGTH(req));
+    grpc_slice sl = grpc_slice_malloc(n);
+    subparse_encode_add(GRPC_SLICE_START_PTR(sl), n, id, GRPC_SLICE_START_PTR(req),
+                        GRPC_SLICE_LENGTH(req));
+    return sl;
+}
+
 #ifdef TICKFAN_BENCH_H2
 /* --client h2: every queued request goes to the call's send buffer at once
  * (they leave with the worker's next flush). */
 static void sub_send_h2(struct worker *w, struct subcall *c)
 {
-    uint8_t buf[512];
     while (c->q_head != c->q_tail && !c->status_done && !c->cancelled) {
-        uint32_t op = c->sendq[c->q_head++ % c->q_cap];
-        uint32_t id = op & ~SENDQ_REMOVE;
-        size_t n;
-        if (op & SENDQ_REMOVE) {
-            n = subparse_encode_remove(buf, sizeof(buf), id);
-        } else {
-            grpc_slice req = w->run->requests[c->subs[id - 1]->overflow];
-            n = subparse_encode_add(buf, sizeof(buf), id, GRPC_SLICE_START_PTR(req),
-                                    GRPC_SLICE_LENGTH(req));
+        grpc_slice sl = encode_op(w, c, c->sendq[c->q_head++ % c->q_cap]);
+        int rc = h2stream_send(c->h2, GRPC_SLICE_START_PTR(sl), GRPC_SLICE_LENGTH(sl));
+        grpc_slice_unref(sl);
+        if (rc == -ENOMEM) {
+            /* the stream cannot carry its requests: end it, saying why */
+            fprintf(stderr, "tickfan-bench: Subscribe stream %u: out of memory for its requests\n",
+                    c->index);
+            h2stream_cancel(c->h2);
         }
-        if (n > sizeof(buf) || h2stream_send(c->h2, buf, n) != 0)
-            return; /* too long for the bench's requests, or the call is over: on_end says */
+        if (rc != 0)
+            return; /* the call is over: its on_end says how */
     }
 }
 #endif
@@ -634,21 +651,7 @@ static void sub_try_send(struct worker *w, struct subcall *c)
 #endif
     if (c->pending & PENDING(OP_SEND) || c->status_done || c->cancelled || c->q_head == c->q_tail)
         return;
-    uint32_t op = c->sendq[c->q_head++ % c->q_cap];
-    uint32_t id = op & ~SENDQ_REMOVE;
-    size_t n;
-    grpc_slice sl;
-    if (op & SENDQ_REMOVE) {
-        n = subparse_encode_remove(NULL, 0, id);
-        sl = grpc_slice_malloc(n);
-        subparse_encode_remove(GRPC_SLICE_START_PTR(sl), n, id);
-    } else {
-        grpc_slice req = w->run->requests[c->subs[id - 1]->overflow];
-        n = subparse_encode_add(NULL, 0, id, GRPC_SLICE_START_PTR(req), GRPC_SLICE_LENGTH(req));
-        sl = grpc_slice_malloc(n);
-        subparse_encode_add(GRPC_SLICE_START_PTR(sl), n, id, GRPC_SLICE_START_PTR(req),
-                            GRPC_SLICE_LENGTH(req));
-    }
+    grpc_slice sl = encode_op(w, c, c->sendq[c->q_head++ % c->q_cap]);
     c->send = grpc_raw_byte_buffer_create(&sl, 1);
     grpc_slice_unref(sl);
     grpc_op o;

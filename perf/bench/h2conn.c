@@ -518,6 +518,12 @@ int h2conn_connect(struct h2conn **out, const char *target, const struct h2conn_
 /* Appends one prefixed message to st's request bytes. */
 static int append_message(struct h2stream *st, const uint8_t *msg, size_t len)
 {
+    if (st->req_off && st->req_len + GRPC_PREFIX + len > st->req_cap) {
+        /* an open call's bytes already sent make room first */
+        memmove(st->req, st->req + st->req_off, st->req_len - st->req_off);
+        st->req_len -= st->req_off;
+        st->req_off = 0;
+    }
     size_t need = st->req_len + GRPC_PREFIX + len;
     if (need > st->req_cap) {
         size_t cap = st->req_cap ? 2 * st->req_cap : 256;

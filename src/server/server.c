@@ -63,8 +63,7 @@ static size_t server_cpus(void)
     return cpus <= 0 ? 1 : (size_t)cpus;
 }
 
-/* 8 shards per CPU the process may run on (its affinity mask: taskset,
- * cpusets, container limits set that way). More completion queues than
+/* 8 shards per CPU the process may run on (server_cpus). More completion queues than
  * cores pay off with gRPC as Debian builds it (assertions on): every
  * completion is checked against a list of the queue's outstanding
  * operations, one scan per completion, so a queue holding fewer streams

@@ -156,6 +156,22 @@ def test_shared_deliveries_count_once_per_id(tmp_path, client):
 
 
 @CLIENTS
+def test_long_requests_go_out_whole(tmp_path, client):
+    """A WatchRequest of 60 keys (about 1.3 KB): every add reaches the
+    server, whichever client sends it."""
+    script = ScriptedWatcher()
+    srv, addr = serve(script)
+    keys = ",".join(f"KEY{i:017d}" for i in range(60))
+    try:
+        code, out, doc = bench(addr, tmp_path, client, "--streams", 6, "--subs-per-stream", 3,
+                               "--keys", keys, "--duration", 1)
+    finally:
+        srv.stop(0)
+    assert sorted(script.adds) == [1, 1, 2, 2, 3, 3], script.adds
+    assert doc["results"]["streams"]["connected"] == 6, doc["failures"]
+
+
+@CLIENTS
 def test_messages_limit_removes_each_subscription(tmp_path, client):
     script = ScriptedWatcher()
     srv, addr = serve(script)
